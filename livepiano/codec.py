@@ -27,6 +27,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from livepiano import LivepianoError
+
 NUM_PITCHES = 128
 NUM_VELOCITY_BINS = 32
 MAX_SHIFT_STEPS = 100
@@ -47,7 +49,7 @@ _MAX_TICK = 10_000_000
 _BIN_SIZE = math.ceil(127 / NUM_VELOCITY_BINS)
 
 
-class CodecError(ValueError):
+class CodecError(LivepianoError, ValueError):
     """A MIDI file that cannot be read; the message says why in one sentence."""
 
 
@@ -160,7 +162,8 @@ def _open_midi(source) -> "mido.MidiFile":
     try:
         return mido.MidiFile(file=io.BytesIO(data))
     except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise CodecError(f"{name}: corrupt or truncated MIDI data ({e or type(e).__name__}).") from None
+        why = str(e) or type(e).__name__
+        raise CodecError(f"{name}: corrupt or truncated MIDI data ({why}).") from None
 
 
 def _tick_scales(mid) -> list[tuple[int, float]]:
