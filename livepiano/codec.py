@@ -534,6 +534,29 @@ def duration_steps(tokens: Iterable[int]) -> int:
     return sum(shift_steps(int(t)) for t in tokens)
 
 
+# --- control vectors ---------------------------------------------------------------------
+
+# What a conditioned model is told about the music around each step: [density, pc_0..pc_11].
+# Density is note-ons per second divided by 10 (capped at 3), so typical playing gives
+# 0.2..1.5; the pitch-class histogram sums to 1. All zeros means "unconditioned".
+CONTROL_LAYOUT = ["density"] + [f"pitch_class_{i}" for i in range(12)]
+CONTROL_DIM = len(CONTROL_LAYOUT)
+DENSITY_SCALE = 10.0
+
+
+def control_vector(tokens) -> np.ndarray:
+    """The control vector describing a stretch of tokens (zeros when it has no notes)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    ons = tokens[tokens < NOTE_OFF]
+    out = np.zeros(CONTROL_DIM, dtype=np.float32)
+    if len(ons):
+        seconds = duration_steps(tokens.tolist()) / STEPS_PER_SECOND
+        out[0] = min(len(ons) / max(seconds, 1.0) / DENSITY_SCALE, 3.0)
+        hist = np.bincount(ons % 12, minlength=12).astype(np.float32)
+        out[1:] = hist / hist.sum()
+    return out
+
+
 # --- augmentation on tokens --------------------------------------------------------------
 
 def transpose(tokens: np.ndarray, semitones: int, low: int = 0, high: int = 127) -> np.ndarray | None:
