@@ -1,0 +1,213 @@
+"""Deadlines -> MIDI messages on time; the set of sounding notes; panic.
+
+The scheduler is the one owner of the output port and of what is sounding on it. Other
+threads hand it ``(deadline, message)`` through a queue; deadlines are absolute times on one
+monotonic clock, so errors never accumulate over a session. Its thread waits on the queue
+until shortly before the next deadline (a new, earlier deadline wakes it), then spins to the
+deadline and sends. When it stops -- asked to, or after an exception -- every sounding note
+gets its note-off, then All Notes Off (CC123) and pedal up (CC64=0) on the output channel.
+
+Real time. With the engine stepping in another thread, a Python thread that wakes for a
+deadline may have to wait for the GIL for a whole switch interval (5 ms by default), and with
+the other core busy, for the CPU as well. ``realtime()`` gives the scheduler thread
+SCHED_FIFO where the system allows it and shortens the GIL switch interval; see the README's
+design section for the measurements behind the choice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import queue
+import sys
+import threading
+import time
+from collections import Counter, deque
+from typing import Callable
+
+NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
+ALL_NOTES_OFF, SUSTAIN = 123, 64
+
+SPIN_S = 0.001  # wake this long before a deadline, then spin
+SWITCH_INTERVAL_S = 0.0005
+FIFO_PRIORITY = 5  # below JACK's own threads (jackd -R uses 10 and up)
+
+_STOP = object()
+
+
+def realtime(mode: str) -> str:
+    """Make the *calling* thread as punctual as ``mode`` allows: 'fifo' (SCHED_FIFO),
+    'switch' (a short GIL switch interval, for the whole process), 'auto' (both where
+    allowed) or 'off'. Returns a short description of what was done."""
+    done = []
+    if mode in ("fifo", "auto"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY))
+            done.append(f"SCHED_FIFO priority {FIFO_PRIORITY}")
+        except (AttributeError, OSError) as e:
+            why = getattr(e, "strerror", None) or "not available here"
+            done.append(f"no SCHED_FIFO ({why})")
+    if mode in ("switch", "auto"):
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        done.append(f"GIL switch interval {SWITCH_INTERVAL_S * 1000:g} ms")
+    return ", ".join(done) or "plain thread"
+
+
+def percentile(values, q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+class Scheduler:
+    """Sends messages to ``out`` (anything with ``send_message(list)``) at their deadlines.
+
+    ``schedule`` and ``send_now`` may be called from any thread; ``run`` is the body of the
+    scheduler's own thread. ``on_sent(time, message)`` (e.g. the recorder) is called after
+    each send, from the scheduler's thread."""
+
+    def __init__(self, out, channel: int = 0, clock: Callable[[], float] = time.monotonic,
+                 on_sent: Callable | None = None, realtime_mode: str = "off",
+                 keep_lateness: int = 5000):
+        self.out = out
+        self.channel = channel
+        self.clock = clock
+        self.on_sent = on_sent
+        self.realtime_mode = realtime_mode
+        self.realtime_note = ""
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.sounding: Counter = Counter()  # (channel, pitch) -> voices
+        self.lateness: deque = deque(maxlen=keep_lateness)  # seconds, one per deadline
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._panicked = False
+        self._lock = threading.Lock()  # guards the port between run() and a late panic()
+
+    # --- any thread -------------------------------------------------------------------
+
+    def schedule(self, deadline: float, message: list[int]) -> None:
+        self.inbox.put((deadline, message))
+
+    def send_now(self, message: list[int]) -> None:
+        self.inbox.put((None, message))
+
+    def stop(self) -> None:
+        self.inbox.put(_STOP)
+
+    def pending(self) -> int:
+        return len(self._heap)
+
+    # --- the scheduler's thread -----------------------------------------------------------
+
+    def run(self) -> None:
+        self.realtime_note = realtime(self.realtime_mode)
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - reported by whoever started us
+            self.error = e
+        finally:
+            self.panic()
+
+    def _take(self, item) -> bool:
+        if item is _STOP:
+            return False
+        deadline, message = item
+        if deadline is None:
+            self._send(message, None)
+        else:
+            heapq.heappush(self._heap, (deadline, next(self._seq), message))
+        return True
+
+    def _loop(self) -> None:
+        heap, clock, inbox = self._heap, self.clock, self.inbox
+        while True:
+            # Take everything waiting, then sleep until shortly before the next deadline;
+            # anything arriving meanwhile wakes us (it may be earlier).
+            try:
+                while True:
+                    if not self._take(inbox.get_nowait()):
+                        return
+            except queue.Empty:
+                pass
+            if not heap:
+                if not self._take(inbox.get()):
+                    return
+                continue
+            wait = heap[0][0] - clock() - SPIN_S
+            if wait > 0:
+                try:
+                    if not self._take(inbox.get(timeout=wait)):
+                        return
+                    continue
+                except queue.Empty:
+                    pass
+            deadline = heap[0][0]
+            while clock() < deadline:
+                pass
+            while heap and heap[0][0] <= deadline:
+                _, _, message = heapq.heappop(heap)
+                self._send(message, deadline)
+
+    def _send(self, message: list[int], deadline: float | None) -> None:
+        with self._lock:
+            if self._panicked:
+                return
+            self.out.send_message(message)
+            now = self.clock()
+        if deadline is not None:
+            self.lateness.append(now - deadline)
+        self.sent += 1
+        self._track(message)
+        if self.on_sent is not None:
+            self.on_sent(now, message)
+
+    def _track(self, message: list[int]) -> None:
+        status = message[0] & 0xF0
+        key = (message[0] & 0x0F, message[1]) if len(message) > 1 else None
+        if status == NOTE_ON and message[2] > 0:
+            self.sounding[key] += 1
+        elif status in (NOTE_ON, NOTE_OFF):
+            if self.sounding[key] > 1:
+                self.sounding[key] -= 1
+            else:
+                self.sounding.pop(key, None)
+
+    def panic(self) -> list[list[int]]:
+        """Note-off for every sounding note, then All Notes Off and pedal up; nothing is sent
+        after this. Safe to call more than once and from any thread once ``run`` has ended."""
+        with self._lock:
+            if self._panicked:
+                return []
+            self._panicked = True
+            messages = [[NOTE_OFF | ch, pitch, 0] for (ch, pitch) in sorted(self.sounding)]
+            channels = sorted({ch for ch, _ in self.sounding} | {self.channel})
+            for ch in channels:
+                messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
+                messages.append([CONTROL | ch, SUSTAIN, 0])
+            for m in messages:
+                try:
+                    self.out.send_message(m)
+                except Exception:  # the port may be gone; keep trying the rest
+                    pass
+            now = self.clock()
+        for m in messages:
+            if self.on_sent is not None:
+                self.on_sent(now, m)
+        self.sounding.clear()
+        self._heap.clear()
+        return messages
+
+    # --- figures --------------------------------------------------------------------------
+
+    def lateness_us(self) -> dict:
+        values = list(self.lateness)
+        us = [v * 1e6 for v in values]
+        return {"deadlines": len(us),
+                "lateness_us_p50": round(percentile(us, 50), 1),
+                "lateness_us_p99": round(percentile(us, 99), 1),
+                "lateness_us_max": round(max(us), 1) if us else 0.0,
+                "late_over_1ms": sum(1 for v in values if v > 0.001)}
