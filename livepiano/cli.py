@@ -76,9 +76,125 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+# --- export, eval, generate, bench (the model) ------------------------------------------------
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a training checkpoint to one ONNX file and its YAML card")
+    p.add_argument("checkpoint", help="a .pt checkpoint written by `livepiano train`")
+    p.add_argument("-o", "--output", required=True,
+                   help="the .onnx file to write, e.g. models/NAME.onnx (NAME.yaml is written beside it)")
+    p.add_argument("--eval-data", default=None, metavar="CACHE_OR_MIDI_DIR",
+                   help="also measure the test NLL with the exported model on this token cache "
+                        "or folder of MIDI files and record it in the card")
+    p.add_argument("--split", default="test", help="split for --eval-data (default: test)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="score only the first N files of --eval-data")
+    p.set_defaults(run=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from livepiano import export
+
+    export.export(args.checkpoint, args.output, eval_data=args.eval_data, split=args.split,
+                  limit=args.limit)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="mean NLL (nats/event) of an exported model over 30-second segments")
+    p.add_argument("model", help="an exported .onnx model")
+    p.add_argument("data", help="a token cache folder (index.json) or a folder of MIDI files "
+                                "(a MAESTRO CSV in it gives the split; otherwise every file is used)")
+    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N files")
+    p.add_argument("--batch", type=int, default=16, help="segments scored together (default: 16)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default: 1)")
+    p.add_argument("--json", action="store_true", help="end with one line of JSON holding the figures")
+    p.set_defaults(run=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    import json
+
+    from livepiano.engine import evaluate
+
+    r = evaluate(args.model, args.data, split=args.split, limit=args.limit, batch=args.batch,
+                 threads=args.threads, progress=True)
+    print(f"data         {r.source}" + (f" (split {r.split})" if r.split else " (all files)"))
+    print(f"files        {r.files}")
+    print(f"segments     {r.segments} (30 s each, from a zero state)")
+    print(f"events       {r.events}")
+    print(f"NLL          {r.nll:.4f} nats/event")
+    print(f"perplexity   {r.perplexity:.2f}")
+    if args.json:
+        print(json.dumps(r.to_dict()))
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate a performance offline into a MIDI file (no torch)")
+    p.add_argument("--model", default=None,
+                   help="exported .onnx model (default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
+    p.add_argument("--seconds", type=float, default=30.0, help="seconds of music to generate (default: 30)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    p.add_argument("--primer", default=None, metavar="FILE.mid",
+                   help="a MIDI file the model hears first; it is written to the output as its own "
+                        "track, 'primer', and generation continues after its end on track 'livepiano'")
+    p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
+    p.add_argument("-o", "--output", required=True, help="the .mid file to write")
+    p.set_defaults(run=_cmd_generate)
+
+
+def _cmd_generate(args) -> int:
+    import time
+
+    from livepiano import codec
+    from livepiano.engine import Engine, describe_notes, generate, resolve_model
+
+    if not args.seconds > 0:
+        raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
+    engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
+    primer = codec.midi_to_tokens(args.primer) if args.primer else []
+    if args.primer and not primer:
+        raise LivepianoError(f"{args.primer} has no notes to prime the model with; give another primer.")
+    t0 = time.monotonic()
+    result = generate(engine, args.seconds, primer)
+    took = time.monotonic() - t0
+    try:
+        result.midi().save(args.output)
+    except OSError as e:
+        raise LivepianoError(f"cannot write {args.output} ({e.strerror or e}); check the folder.") from None
+    stats = describe_notes(result.generated_notes(), args.seconds)
+    print(f"wrote        {args.output}" + (" (tracks: primer, livepiano)" if primer else ""))
+    print(f"generated    {len(result.tokens)} events, {stats['notes']} notes in {args.seconds:g} s "
+          f"({took:.1f} s wall, {args.seconds / max(took, 1e-9):.0f}x real time)")
+    print(f"notes/s      {stats['notes_per_s']}")
+    if stats["notes"]:
+        print(f"pitch range  {stats['pitch_min']}..{stats['pitch_max']}")
+        print(f"velocity     {stats['velocity_min']}..{stats['velocity_max']} "
+              f"(std {stats['velocity_std']})")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    from livepiano import bench
+
+    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(sorted(bench.BENCHES)))
+    p.add_argument("which", choices=sorted(bench.BENCHES), help="which benchmark to run")
+    bench.add_arguments(p)
+    p.set_defaults(run=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    from livepiano import bench
+
+    return bench.run(args.which, args)
+
+
 # --- main ---------------------------------------------------------------------------------
 
-_COMMANDS = [_add_inspect, _add_prepare]
+_COMMANDS = [_add_inspect, _add_prepare,
+             _add_export, _add_eval, _add_generate, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

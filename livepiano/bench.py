@@ -1,0 +1,125 @@
+"""The benchmarks the issues name: ``livepiano bench WHICH``.
+
+Each benchmark is a function ``bench_X(args) -> dict`` registered in ``BENCHES``; the command
+prints a readable report and, with ``--json``, ends with one line holding the dict as JSON.
+Arguments shared by the benchmarks are declared in ``add_arguments``. This module imports
+only the standard library at the top, so building the command line stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+# MAESTRO's mean rate of performance events (≈ 45 events/s): a 30-second priming chunk.
+PRIME_CHUNK_TOKENS = 1350
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=None,
+                   help="exported .onnx model (default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
+    p.add_argument("--steps", type=int, default=3000,
+                   help="timed model steps after warm-up (model; at least 2000)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (model)")
+    p.add_argument("--json", action="store_true",
+                   help="end with one line of JSON holding the figures")
+
+
+def _percentiles(values_us: list[float]) -> tuple[float, float, float]:
+    import numpy as np
+
+    a = np.asarray(values_us, dtype=np.float64)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max())
+
+
+def bench_model(args) -> dict:
+    """Per-step latency of Engine.sample (1 intra-op thread), priming throughput on 30-second
+    chunks, and generation speed as a multiple of real time."""
+    import numpy as np
+
+    from livepiano import codec
+    from livepiano.engine import Engine, resolve_model
+
+    steps = max(2000, int(getattr(args, "steps", 3000) or 3000))
+    path = resolve_model(getattr(args, "model", None))
+    engine = Engine(path, seed=getattr(args, "seed", 0), temperature=1.0)
+    say = getattr(args, "say", print)
+    say(f"model        {path} ({engine.layers}x{engine.hidden}, "
+        f"{'conditioned' if engine.conditioned else 'unconditioned'})")
+
+    # Warm-up: a short phrase, then some sampling.
+    engine.prime([codec.velocity_event(20), 60, codec.shift(20), codec.note_off(60)])
+    for _ in range(300):
+        engine.sample()
+
+    # Per-step latency; the stream it makes doubles as priming material below.
+    clock = time.perf_counter_ns
+    lat = np.empty(steps)
+    made = []
+    gen_steps0 = engine.steps
+    wall0 = clock()
+    for i in range(steps):
+        t = clock()
+        made.append(engine.sample())
+        lat[i] = clock() - t
+    wall = (clock() - wall0) / 1e9
+    gen_seconds = (engine.steps - gen_steps0) / codec.STEPS_PER_SECOND
+    p50, p99, pmax = _percentiles(lat / 1e3)
+
+    # Priming: 30-second chunks from a zero state, one batched call each.
+    source = np.resize(np.asarray(made, dtype=np.int64), PRIME_CHUNK_TOKENS * 4)
+    chunks = source.reshape(4, PRIME_CHUNK_TOKENS)
+    engine.reset()
+    engine.prime(chunks[0][:64])  # warm the T>1 path
+    t0 = clock()
+    primed = 0
+    for chunk in chunks:
+        engine.reset()
+        engine.prime(chunk)
+        primed += len(chunk)
+    prime_s = (clock() - t0) / 1e9
+
+    mean_step_s = float(lat.mean()) / 1e9
+    result = {
+        "model": str(path),
+        "layers": engine.layers,
+        "hidden": engine.hidden,
+        "steps": steps,
+        "step_us_p50": round(p50, 1),
+        "step_us_p99": round(p99, 1),
+        "step_us_max": round(pmax, 1),
+        "step_us_mean": round(mean_step_s * 1e6, 1),
+        "prime_tokens_per_s": round(primed / prime_s),
+        "prime_chunk_tokens": PRIME_CHUNK_TOKENS,
+        "generated_seconds": round(gen_seconds, 2),
+        "wall_seconds": round(wall, 3),
+        "realtime_factor": round(gen_seconds / wall, 1),
+        # The same speed at MAESTRO's event rate, independent of what this model samples.
+        "realtime_factor_at_45_events_per_s": round(1.0 / (45 * mean_step_s), 1),
+    }
+    say(f"step         p50 {p50:8.1f} µs   p99 {p99:8.1f} µs   max {pmax:8.1f} µs   "
+        f"({steps} steps, 1 intra-op thread)")
+    say(f"priming      {result['prime_tokens_per_s']:,} tokens/s "
+        f"(30-s chunks of {PRIME_CHUNK_TOKENS} tokens)")
+    say(f"generation   {result['realtime_factor']}x real time "
+        f"({gen_seconds:.1f} s of music in {wall:.2f} s; "
+        f"{result['realtime_factor_at_45_events_per_s']}x at MAESTRO's 45 events/s)")
+    return result
+
+
+BENCHES: dict[str, Callable] = {
+    "model": bench_model,
+}
+
+
+def run(which: str, args) -> int:
+    from livepiano import LivepianoError
+
+    fn = BENCHES.get(which)
+    if fn is None:
+        raise LivepianoError(f"no benchmark called {which!r}; pick one of {', '.join(sorted(BENCHES))}.")
+    result = fn(args)
+    if getattr(args, "json", False):
+        print(json.dumps(result), flush=True)
+    return 0

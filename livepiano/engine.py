@@ -1,0 +1,578 @@
+"""The play-time model: one onnxruntime session, the LSTM state, priming, sampling, scoring.
+
+No torch here (the play path imports onnxruntime, numpy and yaml only).
+
+    engine = Engine("models/performance_rnn.onnx", temperature=1.0, seed=1)
+    engine.prime(player_tokens)     # one batched call, no sampling
+    tok = engine.sample()           # one event, already fed back to the model
+
+The engine keeps its view of the stream it has fed the model: the step count (10 ms steps),
+the current velocity bin and the sounding voices, each with its start step and whether the
+player (``prime``) or the engine (``sample``) started it. The model hears both in one stream.
+
+Masks applied when sampling:
+- a note-off is allowed only for a pitch the engine itself has sounding (a note-off of a silent
+  pitch makes no sense; the player's held notes are released by the player);
+- a note-on is allowed only inside ``pitch_range``;
+- velocity events and time-shifts are always allowed, except that a time-shift may not carry an
+  engine note past ``max_note_steps``: when one of the engine's notes has sounded that long,
+  ``sample`` returns (and feeds) its note-off instead of sampling.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from livepiano import LivepianoError, codec
+
+DEFAULT_MODEL_NAME = "performance_rnn.onnx"
+MODEL_ENV = "LIVEPIANO_MODEL"
+# Fed when ``sample`` is called on a stream the model has heard nothing of: MAESTRO files
+# start with a velocity event, and bin 16 is a middle velocity (61).
+START_TOKEN = codec.velocity_event(16)
+PLAYER, ENGINE = "player", "engine"
+
+
+def default_model_path() -> Path:
+    """The model to use when none is named: ``$LIVEPIANO_MODEL``, else
+    ``models/performance_rnn.onnx`` at the repository root (or inside the installed package)."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise LivepianoError(f"no model at {path} (from ${MODEL_ENV}); "
+                                 f"point ${MODEL_ENV} at an .onnx file or pass --model.")
+        return path
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "models" / DEFAULT_MODEL_NAME, here / "models" / DEFAULT_MODEL_NAME]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise LivepianoError(f"no model at {candidates[0]}; train one (README) or pass --model.")
+
+
+def resolve_model(path: str | os.PathLike | None) -> Path:
+    """``path`` checked to exist, or the default model when ``path`` is None."""
+    if path is None:
+        return default_model_path()
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise LivepianoError(f"no model at {p}; give the path of an exported .onnx file.")
+    return p
+
+
+def read_model_card(model_path: str | os.PathLike) -> dict:
+    """The YAML written beside an exported model (``NAME.yaml``), or {} when there is none."""
+    card = Path(model_path).with_suffix(".yaml")
+    if not card.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(card.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise LivepianoError(f"{card} is unreadable ({e}); export the model again.") from None
+    return data if isinstance(data, dict) else {}
+
+
+def open_session(model_path: str | os.PathLike, intra_op_threads: int = 1):
+    """An onnxruntime CPU session: sequential execution, 1 inter-op thread."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LivepianoError(f"{model_path} is not a usable ONNX model ({first[:200]}); "
+                             f"export it again with `livepiano export`.") from None
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    layers: int
+    hidden: int
+    control_dim: int  # 0: unconditioned
+    vocab_size: int
+
+
+def model_shape(session, model_path="the model") -> ModelShape:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    missing = [n for n in ("token", "h", "c") if n not in inputs]
+    missing += [n for n in ("logits", "h_out", "c_out") if n not in outputs]
+    if missing:
+        raise LivepianoError(f"{model_path} lacks the {', '.join(missing)} input/output of a "
+                             f"livepiano model; export it with `livepiano export`.")
+    layers, _, hidden = inputs["h"].shape
+    control = inputs["control"].shape[2] if "control" in inputs else 0
+    vocab = outputs["logits"].shape[2]
+    if not all(isinstance(x, int) for x in (layers, hidden, control, vocab)):
+        raise LivepianoError(f"{model_path} has symbolic layer/hidden/control sizes; "
+                             f"export it with `livepiano export`.")
+    if vocab != codec.VOCAB_SIZE:
+        raise LivepianoError(f"{model_path} predicts {vocab} events, not the {codec.VOCAB_SIZE} "
+                             f"of livepiano's vocabulary; use a livepiano model.")
+    return ModelShape(layers, hidden, control, vocab)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    m = logits.max(axis=-1, keepdims=True)
+    z = logits - m
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+class Engine:
+    """One onnxruntime session and one stream (see the module docstring)."""
+
+    def __init__(self, model_path: str | os.PathLike, *, temperature: float = 1.0,
+                 seed: int | None = None, pitch_range: tuple[int, int] = (codec.PIANO_LOW, codec.PIANO_HIGH),
+                 max_note_steps: int = 5 * codec.STEPS_PER_SECOND, intra_op_threads: int = 1):
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise LivepianoError(f"no model at {self.model_path}; train one (README) or pass --model.")
+        self.session = open_session(self.model_path, intra_op_threads)
+        self.shape = model_shape(self.session, self.model_path)
+        self.meta = read_model_card(self.model_path)
+        self.layers, self.hidden = self.shape.layers, self.shape.hidden
+        self.control_dim = self.shape.control_dim
+        self.conditioned = self.control_dim > 0
+        lo, hi = pitch_range
+        if not 0 <= lo <= hi <= 127:
+            raise LivepianoError(f"pitch range {lo}..{hi} is not inside 0..127; give LOW <= HIGH.")
+        self.pitch_range = (int(lo), int(hi))
+        if max_note_steps < 1:
+            raise LivepianoError("max_note_steps must be at least 1 step (10 ms).")
+        self.max_note_steps = int(max_note_steps)
+        self.temperature = temperature
+        self.rng = np.random.default_rng(seed)
+        self._control: np.ndarray | None = None
+        self._zero_control = np.zeros(self.control_dim, np.float32)
+        self._outputs = ["logits", "h_out", "c_out"]
+        self._tok1 = np.zeros((1, 1), np.int64)
+        # Note-ons outside the pitch range and every note-off are off unless a voice allows them.
+        base = np.ones(codec.VOCAB_SIZE, bool)
+        base[codec.NOTE_ON:codec.NOTE_ON + lo] = False
+        base[codec.NOTE_ON + hi + 1:codec.NOTE_OFF] = False
+        base[codec.NOTE_OFF:codec.TIME_SHIFT] = False
+        self._base_mask = base
+        self.reset()
+
+    # --- settings ------------------------------------------------------------------------
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        value = float(value)
+        if not value >= 0.0:
+            raise LivepianoError(f"temperature must be 0 or more, not {value}.")
+        self._temperature = value
+
+    @property
+    def control(self) -> np.ndarray | None:
+        return self._control
+
+    @control.setter
+    def control(self, value) -> None:
+        if value is None:
+            self._control = None
+            return
+        if not self.conditioned:
+            raise LivepianoError(f"{self.model_path.name} is an unconditioned model; it takes no "
+                                 f"control vector (set control to None).")
+        arr = np.asarray(value, dtype=np.float32).reshape(-1)
+        if arr.shape != (self.control_dim,):
+            raise LivepianoError(f"a control vector for this model has {self.control_dim} values "
+                                 f"({', '.join(self.control_layout or [])}), not {arr.size}.")
+        self._control = arr.copy()
+
+    @property
+    def control_layout(self) -> list[str] | None:
+        card = self.meta.get("control") if isinstance(self.meta, dict) else None
+        if isinstance(card, dict) and card.get("layout"):
+            return list(card["layout"])
+        return list(codec.CONTROL_LAYOUT) if self.control_dim == codec.CONTROL_DIM else None
+
+    # --- state ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Zero LSTM state and an empty stream."""
+        shape = (self.layers, 1, self.hidden)
+        self._h = np.zeros(shape, np.float32)
+        self._c = np.zeros(shape, np.float32)
+        self._logits: np.ndarray | None = None
+        self._steps = 0
+        self._events = 0
+        self._velocity_bin = 0
+        # pitch -> [start step, ...] oldest first, separately for the player and the engine
+        self._player: dict[int, list[int]] = {}
+        self._own: dict[int, list[int]] = {}
+
+    @property
+    def steps(self) -> int:
+        """10 ms steps elapsed in the stream."""
+        return self._steps
+
+    @property
+    def seconds(self) -> float:
+        return self._steps / codec.STEPS_PER_SECOND
+
+    @property
+    def events(self) -> int:
+        """Events fed to the model since the last reset."""
+        return self._events
+
+    @property
+    def velocity_bin(self) -> int:
+        """The current velocity bin (1..32), 0 before any velocity event."""
+        return self._velocity_bin
+
+    @property
+    def logits(self) -> np.ndarray | None:
+        """The model's logits for the next event (a copy), None before anything was fed."""
+        return None if self._logits is None else self._logits.copy()
+
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the LSTM state (h, c), each [layers, 1, hidden]."""
+        return self._h.copy(), self._c.copy()
+
+    def sounding(self, own_only: bool = False) -> list[int]:
+        """Pitches sounding in the stream (the player's and the engine's, or only the engine's)."""
+        pitches = set(p for p, v in self._own.items() if v)
+        if not own_only:
+            pitches.update(p for p, v in self._player.items() if v)
+        return sorted(pitches)
+
+    def voices(self) -> list[tuple[int, int, str]]:
+        """(pitch, start step, PLAYER or ENGINE) of every sounding voice, oldest first."""
+        out = [(p, s, PLAYER) for p, v in self._player.items() for s in v]
+        out += [(p, s, ENGINE) for p, v in self._own.items() for s in v]
+        return sorted(out, key=lambda x: (x[1], x[0]))
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def _control_rows(self, batch: int, length: int) -> np.ndarray:
+        ctl = self._control if self._control is not None else self._zero_control
+        return np.broadcast_to(ctl, (batch, length, self.control_dim)).astype(np.float32)
+
+    def _run(self, tokens: np.ndarray) -> None:
+        feeds = {"token": tokens, "h": self._h, "c": self._c}
+        if self.conditioned:
+            feeds["control"] = self._control_rows(1, tokens.shape[1])
+        logits, self._h, self._c = self.session.run(self._outputs, feeds)
+        self._logits = logits[0, -1]
+
+    def _track(self, tok: int, who: str) -> None:
+        self._events += 1
+        if tok < codec.NOTE_OFF:
+            voices = self._own if who == ENGINE else self._player
+            voices.setdefault(tok, []).append(self._steps)
+        elif tok < codec.TIME_SHIFT:
+            pitch = tok - codec.NOTE_OFF
+            voices = (self._own if who == ENGINE else self._player).get(pitch)
+            if voices:
+                voices.pop(0)
+        elif tok < codec.VELOCITY:
+            self._steps += tok - codec.TIME_SHIFT + 1
+        else:
+            self._velocity_bin = tok - codec.VELOCITY + 1
+
+    def prime(self, tokens: Iterable[int]) -> None:
+        """Feed events (the player's) in one batched call; no sampling. Updates the LSTM
+        state, the logits for the next event and the view of the stream."""
+        arr = np.asarray(list(tokens) if not isinstance(tokens, np.ndarray) else tokens,
+                         dtype=np.int64).reshape(-1)
+        if not arr.size:
+            return
+        if arr.min() < 0 or arr.max() >= codec.VOCAB_SIZE:
+            raise ValueError(f"token ids are 0..{codec.VOCAB_SIZE - 1}")
+        self._run(arr.reshape(1, -1))
+        for tok in arr.tolist():
+            self._track(tok, PLAYER)
+
+    def feed(self, token: int) -> None:
+        """Feed one event as the engine's own (as ``sample`` does after choosing it)."""
+        token = int(token)
+        if not 0 <= token < codec.VOCAB_SIZE:
+            raise ValueError(f"token ids are 0..{codec.VOCAB_SIZE - 1}")
+        self._tok1[0, 0] = token
+        self._run(self._tok1)
+        self._track(token, ENGINE)
+
+    # --- sampling ------------------------------------------------------------------------
+
+    def _overdue(self) -> tuple[int | None, int]:
+        """(pitch of the engine's oldest voice if it has sounded max_note_steps, else None;
+        steps left before the oldest voice is due)."""
+        oldest_pitch, oldest_start = None, None
+        for pitch, starts in self._own.items():
+            if starts and (oldest_start is None or starts[0] < oldest_start):
+                oldest_pitch, oldest_start = pitch, starts[0]
+        if oldest_start is None:
+            return None, codec.MAX_SHIFT_STEPS
+        left = oldest_start + self.max_note_steps - self._steps
+        return (oldest_pitch if left <= 0 else None), left
+
+    def mask(self) -> np.ndarray:
+        """The events ``sample`` may choose now (bool [388])."""
+        allowed = self._base_mask.copy()
+        for pitch, starts in self._own.items():
+            if starts:
+                allowed[codec.NOTE_OFF + pitch] = True
+        _, left = self._overdue()
+        if left < codec.MAX_SHIFT_STEPS:
+            allowed[codec.TIME_SHIFT + max(left, 0):codec.VELOCITY] = False
+        return allowed
+
+    def probabilities(self) -> np.ndarray:
+        """The distribution ``sample`` draws from now: logits / temperature, masked."""
+        if self._logits is None:
+            self.prime([START_TOKEN])
+        allowed = self.mask()
+        logits = self._logits.astype(np.float64)
+        p = np.zeros(codec.VOCAB_SIZE)
+        if self._temperature == 0.0:
+            masked = np.where(allowed, logits, -np.inf)
+            p[int(np.argmax(masked))] = 1.0
+            return p
+        z = np.where(allowed, logits / self._temperature, -np.inf)
+        z -= z.max()
+        np.exp(z, out=p)
+        return p / p.sum()
+
+    def sample(self) -> int:
+        """The next event of the stream: sampled with temperature and masks (or a forced
+        note-off), fed to the model, and returned."""
+        if self._logits is None:
+            self.prime([START_TOKEN])
+        pitch, _ = self._overdue()
+        if pitch is not None:
+            tok = codec.NOTE_OFF + pitch
+        elif self._temperature == 0.0:
+            tok = int(np.argmax(np.where(self.mask(), self._logits, -np.inf)))
+        else:
+            p = self.probabilities()
+            cdf = np.cumsum(p)
+            tok = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
+            tok = min(tok, codec.VOCAB_SIZE - 1)
+            if not p[tok] > 0:  # rounding at the very end of the cdf
+                tok = int(np.flatnonzero(p)[-1])
+        self.feed(tok)
+        return tok
+
+    def release_all(self) -> list[int]:
+        """Note-offs for every voice the engine has sounding, fed to the model (for the end
+        of a piece); returns them."""
+        out = []
+        for pitch, _start, who in self.voices():
+            if who == ENGINE:
+                self.feed(codec.NOTE_OFF + pitch)
+                out.append(codec.NOTE_OFF + pitch)
+        return out
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+def score_segments(session, segments: Sequence[np.ndarray], *, batch: int = 16, chunk: int = 512,
+                   progress=None) -> tuple[float, int]:
+    """(total NLL in nats, events scored) of segments, each from a zero state, scoring
+    tokens[1:] given tokens[:-1]. Segments go ``batch`` at a time (sorted by length, padded,
+    the padding masked), in chunks of ``chunk`` steps with the state carried. A conditioned
+    model gets an all-zero control (unconditioned)."""
+    shape = model_shape(session)
+    order = sorted(range(len(segments)), key=lambda i: len(segments[i]))
+    total, events, done = 0.0, 0, 0
+    outputs = ["logits", "h_out", "c_out"]
+    for start in range(0, len(order), batch):
+        group = [np.asarray(segments[i], dtype=np.int64) for i in order[start:start + batch]]
+        group = [g for g in group if len(g) > 1]
+        if not group:
+            continue
+        b = len(group)
+        length = max(len(g) for g in group) - 1
+        x = np.zeros((b, length), np.int64)
+        y = np.zeros((b, length), np.int64)
+        valid = np.zeros((b, length), bool)
+        for i, g in enumerate(group):
+            x[i, :len(g) - 1] = g[:-1]
+            y[i, :len(g) - 1] = g[1:]
+            valid[i, :len(g) - 1] = True
+        h = np.zeros((shape.layers, b, shape.hidden), np.float32)
+        c = np.zeros_like(h)
+        for t0 in range(0, length, chunk):
+            feeds = {"token": x[:, t0:t0 + chunk], "h": h, "c": c}
+            t = feeds["token"].shape[1]
+            if shape.control_dim:
+                feeds["control"] = np.zeros((b, t, shape.control_dim), np.float32)
+            logits, h, c = session.run(outputs, feeds)
+            logp = _log_softmax(logits.astype(np.float64))
+            picked = np.take_along_axis(logp, y[:, t0:t0 + chunk, None], axis=-1)[..., 0]
+            m = valid[:, t0:t0 + chunk]
+            total -= float(picked[m].sum())
+            events += int(m.sum())
+        done += b
+        if progress:
+            progress(done, events, total)
+    return total, events
+
+
+@dataclass
+class EvalResult:
+    files: int
+    segments: int
+    events: int
+    nll: float
+    source: str
+    split: str | None
+
+    @property
+    def perplexity(self) -> float:
+        return float(np.exp(self.nll))
+
+    def to_dict(self) -> dict:
+        return {"files": self.files, "segments": self.segments, "events": self.events,
+                "nll": round(self.nll, 4), "perplexity": round(self.perplexity, 3),
+                "data": self.source, "split": self.split}
+
+
+def load_eval_tokens(data_path: str | os.PathLike, split: str | None = "test",
+                     limit: int | None = None) -> tuple[list[np.ndarray], str | None]:
+    """Token arrays of the files to evaluate and the split they come from: from a token
+    cache (its split), or from a folder of MIDI files (the split of a MAESTRO CSV in it when
+    there is one, else every file). ``limit`` keeps the first N files."""
+    from livepiano import data
+
+    root = Path(data_path)
+    if (root / "index.json").is_file():
+        cache = data.TokenCache(root)
+        split = split or "test"
+        arrays = cache.file_tokens(split)
+        if not arrays:
+            raise LivepianoError(f"the {split} split of {root} has no files; pick another with --split.")
+        return (arrays[:limit] if limit else arrays), split
+    if not root.is_dir():
+        raise LivepianoError(f"{root} is neither a token cache nor a folder of MIDI files; "
+                             f"give one of those.")
+    files = data.find_midi_files(root)
+    if not files:
+        raise LivepianoError(f"no token cache (index.json) and no .mid/.midi files under {root}; "
+                             f"give a cache made by `livepiano prepare` or a folder of MIDI files.")
+    splits = data.maestro_splits(root)
+    used_split = None
+    if splits is not None and split:
+        names = {p: p.relative_to(root).as_posix() for p in files}
+        files = [p for p in files if splits.get(names[p]) == split]
+        used_split = split
+        if not files:
+            raise LivepianoError(f"the MAESTRO CSV in {root} lists no {split} files that are here; "
+                                 f"pick another with --split.")
+    if limit:
+        files = files[:limit]
+    arrays = []
+    for p in files:
+        try:
+            toks = codec.midi_to_tokens(p)
+        except codec.CodecError:
+            continue
+        if len(toks) > 1:
+            arrays.append(np.asarray(toks, dtype=np.int64))
+    if not arrays:
+        raise LivepianoError(f"none of the MIDI files under {root} could be read; check the folder.")
+    return arrays, used_split
+
+
+def evaluate(model_path: str | os.PathLike, data_path: str | os.PathLike, *, split: str | None = "test",
+             limit: int | None = None, batch: int = 16, chunk: int = 512, threads: int = 1,
+             progress: bool = False) -> EvalResult:
+    """Mean NLL (nats per event) of an exported model over the 30-second segments of a
+    cache split or a folder of MIDI files, each segment from a zero state."""
+    from livepiano import data
+
+    arrays, used_split = load_eval_tokens(data_path, split, limit)
+    segs = [s for a in arrays for s in data.segments(a)]
+    if not segs:
+        raise LivepianoError(f"{data_path} holds no segment of two events or more to score.")
+    session = open_session(resolve_model(model_path), threads)
+    bar = None
+    if progress:
+        from livepiano.progress import Progress
+
+        bar = Progress(len(segs), "eval")
+    total, events = score_segments(
+        session, segs, batch=batch, chunk=chunk,
+        progress=(lambda d, e, t: bar.update(d, f"nll {t / max(e, 1):.3f}")) if bar else None)
+    if bar:
+        bar.close(len(segs), f"nll {total / max(events, 1):.3f}")
+    return EvalResult(len(arrays), len(segs), events, total / events, str(data_path), used_split)
+
+
+# --- offline generation -----------------------------------------------------------------------
+
+@dataclass
+class Generated:
+    primer: list[int]
+    tokens: list[int]  # the generated part, ending with the release of every note
+    primer_steps: int
+    start_velocity_bin: int  # the velocity bin in force when generation began
+
+    def primer_notes(self) -> list[codec.StepNote]:
+        return codec.tokens_to_step_notes(self.primer)
+
+    def generated_notes(self) -> list[codec.StepNote]:
+        """The generated notes on the stream's time line (after the primer)."""
+        lead = codec.shifts(self.primer_steps)
+        if self.start_velocity_bin:
+            lead.append(codec.velocity_event(self.start_velocity_bin))
+        return codec.tokens_to_step_notes(lead + self.tokens)
+
+    def midi(self):
+        """A type-1 MIDI file: track "primer" (when there is one) and track "livepiano"."""
+        tracks = []
+        primer_notes = self.primer_notes()
+        if primer_notes:
+            tracks.append(("primer", primer_notes))
+        tracks.append(("livepiano", self.generated_notes()))
+        return codec.step_notes_to_midi(tracks)
+
+
+def generate(engine: Engine, seconds: float, primer: Sequence[int] = (), max_events: int | None = None) -> Generated:
+    """Prime ``engine`` with ``primer`` (none: a start velocity event), then sample until
+    ``seconds`` of generated time have passed; every note the engine started is released at
+    the end."""
+    engine.reset()
+    primer = [int(t) for t in primer] or [START_TOKEN]
+    engine.prime(primer)
+    primer_steps, start_bin = engine.steps, engine.velocity_bin
+    goal = primer_steps + int(round(seconds * codec.STEPS_PER_SECOND))
+    limit = max_events or max(10_000, int(seconds * 400))
+    out: list[int] = []
+    while engine.steps < goal and len(out) < limit:
+        out.append(engine.sample())
+    out.extend(engine.release_all())
+    return Generated(primer, out, primer_steps, start_bin)
+
+
+def describe_notes(notes: Sequence[codec.StepNote], seconds: float) -> dict:
+    """Notes per second, pitch range and velocity spread of some notes."""
+    if not notes:
+        return {"notes": 0, "notes_per_s": 0.0, "pitch_min": None, "pitch_max": None,
+                "velocity_min": None, "velocity_max": None, "velocity_std": None}
+    pitches = np.array([n.pitch for n in notes])
+    vels = np.array([n.velocity for n in notes], dtype=np.float64)
+    return {"notes": len(notes), "notes_per_s": round(len(notes) / max(seconds, 1e-9), 2),
+            "pitch_min": int(pitches.min()), "pitch_max": int(pitches.max()),
+            "velocity_min": int(vels.min()), "velocity_max": int(vels.max()),
+            "velocity_std": round(float(vels.std()), 1)}
