@@ -156,6 +156,9 @@ class Engine:
         self.max_note_steps = int(max_note_steps)
         self.temperature = temperature
         self.rng = np.random.default_rng(seed)
+        # The longest time-shift ``sample`` may choose (steps), None for no limit beyond the
+        # vocabulary's 100; e.g. to end a piece exactly on time.
+        self.shift_limit: int | None = None
         self._control: np.ndarray | None = None
         self._zero_control = np.zeros(self.control_dim, np.float32)
         self._outputs = ["logits", "h_out", "c_out"]
@@ -333,6 +336,8 @@ class Engine:
             if starts:
                 allowed[codec.NOTE_OFF + pitch] = True
         _, left = self._overdue()
+        if self.shift_limit is not None:
+            left = min(left, int(self.shift_limit))
         if left < codec.MAX_SHIFT_STEPS:
             allowed[codec.TIME_SHIFT + max(left, 0):codec.VELOCITY] = False
         return allowed
@@ -559,8 +564,13 @@ def generate(engine: Engine, seconds: float, primer: Sequence[int] = (), max_eve
     goal = primer_steps + int(round(seconds * codec.STEPS_PER_SECOND))
     limit = max_events or max(10_000, int(seconds * 400))
     out: list[int] = []
-    while engine.steps < goal and len(out) < limit:
-        out.append(engine.sample())
+    saved = engine.shift_limit
+    try:
+        while engine.steps < goal and len(out) < limit:
+            engine.shift_limit = goal - engine.steps  # end exactly on time
+            out.append(engine.sample())
+    finally:
+        engine.shift_limit = saved
     out.extend(engine.release_all())
     return Generated(primer, out, primer_steps, start_bin)
 
