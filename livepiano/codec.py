@@ -562,7 +562,7 @@ def control_vector(tokens) -> np.ndarray:
 def transpose(tokens: np.ndarray, semitones: int, low: int = 0, high: int = 127) -> np.ndarray | None:
     """Tokens with every note moved by ``semitones``, or None when a note would leave
     [low, high] (the caller then picks another interval)."""
-    tokens = np.asarray(tokens)
+    tokens = np.asarray(tokens, dtype=np.int64)  # uint16 (the cache's dtype) cannot go down
     is_note = tokens < TIME_SHIFT
     if semitones == 0:
         return tokens.copy()
