@@ -89,6 +89,9 @@ def _add_export(sub) -> None:
     p.add_argument("--split", default="test", help="split for --eval-data (default: test)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="score only the first N files of --eval-data")
+    p.add_argument("--int8", action="store_true",
+                   help="store the weights as int8 (onnxruntime dynamic quantization): about 4x "
+                        "smaller and 3x faster per step on a CPU; checked by its drift from torch")
     p.set_defaults(run=_cmd_export)
 
 
@@ -96,7 +99,7 @@ def _cmd_export(args) -> int:
     from livepiano import export
 
     export.export(args.checkpoint, args.output, eval_data=args.eval_data, split=args.split,
-                  limit=args.limit)
+                  limit=args.limit, int8=args.int8)
     return 0
 
 

@@ -338,3 +338,31 @@ def test_cli_export(tiny_models, tmp_path, run_livepiano):
     bad = run_livepiano("export", tmp_path / "nothing.pt", "-o", out)
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
+
+
+def test_int8_export(tiny_models, tmp_path):
+    """--int8: the same contract, a smaller file, next-event distributions close to float32."""
+    import yaml
+
+    from livepiano.engine import evaluate
+    from livepiano.export import export
+
+    out = tmp_path / "tiny_int8.onnx"
+    card = export(tiny_models["cond"]["ckpt"], out, int8=True, log=lambda *_: None)
+    assert card["onnx"]["weights"].startswith("int8")
+    assert card["onnx"]["int8_mean_kl"] < 0.02
+    assert yaml.safe_load(out.with_suffix(".yaml").read_text())["onnx"]["int8_mean_kl"] >= 0
+    proto = onnx.load(str(out))
+    assert any(n.op_type == "DynamicQuantizeLSTM" for n in proto.graph.node)
+    sess = _session(out)
+    assert [i.name for i in sess.get_inputs()] == ["token", "h", "c", "control"]
+    h, c = _zero(tiny_models["cond"]["model"], 3)
+    tokens = np.asarray([PATTERN * 2] * 3)
+    control = np.zeros((3, tokens.shape[1], codec.CONTROL_DIM), np.float32)
+    q = _run(sess, tokens, h, c, control)
+    f = _run(_session(tiny_models["cond"]["onnx"]), tokens, h, c, control)
+    assert q[0].shape == f[0].shape and np.abs(q[0] - f[0]).max() < 0.5
+    midis = tiny_models["midis"]
+    nll_q = evaluate(out, midis, limit=1).nll
+    nll_f = evaluate(tiny_models["cond"]["onnx"], midis, limit=1).nll
+    assert abs(nll_q - nll_f) < 0.05
