@@ -133,7 +133,9 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Engine:
-    """One onnxruntime session and one stream (see the module docstring)."""
+    """One onnxruntime session and one stream (see the module docstring). Not thread-safe:
+    one thread owns it and calls prime/sample; ``temperature`` and ``control`` may be set
+    from anywhere (plain attribute swaps) and apply from the next step."""
 
     def __init__(self, model_path: str | os.PathLike, *, temperature: float = 1.0,
                  seed: int | None = None, pitch_range: tuple[int, int] = (codec.PIANO_LOW, codec.PIANO_HIGH),
@@ -161,6 +163,8 @@ class Engine:
         self.shift_limit: int | None = None
         self._control: np.ndarray | None = None
         self._zero_control = np.zeros(self.control_dim, np.float32)
+        # The control as one step's input [1, 1, C]; replaced (never written into) on change.
+        self._control_step = np.zeros((1, 1, self.control_dim), np.float32)
         self._outputs = ["logits", "h_out", "c_out"]
         self._tok1 = np.zeros((1, 1), np.int64)
         # Note-ons outside the pitch range and every note-off are off unless a voice allows them.
@@ -192,6 +196,7 @@ class Engine:
     def control(self, value) -> None:
         if value is None:
             self._control = None
+            self._control_step = np.zeros((1, 1, self.control_dim), np.float32)
             return
         if not self.conditioned:
             raise LivepianoError(f"{self.model_path.name} is an unconditioned model; it takes no "
@@ -201,6 +206,7 @@ class Engine:
             raise LivepianoError(f"a control vector for this model has {self.control_dim} values "
                                  f"({', '.join(self.control_layout or [])}), not {arr.size}.")
         self._control = arr.copy()
+        self._control_step = arr.reshape(1, 1, -1).copy()
 
     @property
     def control_layout(self) -> list[str] | None:
@@ -223,6 +229,9 @@ class Engine:
         # pitch -> [start step, ...] oldest first, separately for the player and the engine
         self._player: dict[int, list[int]] = {}
         self._own: dict[int, list[int]] = {}
+        # What sample may choose, kept up to date as voices start and end (time-shifts are
+        # limited on top of this when a note is due).
+        self._mask = self._base_mask.copy()
 
     @property
     def steps(self) -> int:
@@ -274,20 +283,26 @@ class Engine:
     def _run(self, tokens: np.ndarray) -> None:
         feeds = {"token": tokens, "h": self._h, "c": self._c}
         if self.conditioned:
-            feeds["control"] = self._control_rows(1, tokens.shape[1])
+            length = tokens.shape[1]
+            feeds["control"] = self._control_step if length == 1 else self._control_rows(1, length)
         logits, self._h, self._c = self.session.run(self._outputs, feeds)
         self._logits = logits[0, -1]
 
     def _track(self, tok: int, who: str) -> None:
         self._events += 1
         if tok < codec.NOTE_OFF:
-            voices = self._own if who == ENGINE else self._player
-            voices.setdefault(tok, []).append(self._steps)
+            if who == ENGINE:
+                self._own.setdefault(tok, []).append(self._steps)
+                self._mask[codec.NOTE_OFF + tok] = True
+            else:
+                self._player.setdefault(tok, []).append(self._steps)
         elif tok < codec.TIME_SHIFT:
             pitch = tok - codec.NOTE_OFF
             voices = (self._own if who == ENGINE else self._player).get(pitch)
             if voices:
                 voices.pop(0)
+                if not voices and who == ENGINE:
+                    self._mask[tok] = False
         elif tok < codec.VELOCITY:
             self._steps += tok - codec.TIME_SHIFT + 1
         else:
@@ -329,29 +344,29 @@ class Engine:
         left = oldest_start + self.max_note_steps - self._steps
         return (oldest_pitch if left <= 0 else None), left
 
-    def mask(self) -> np.ndarray:
-        """The events ``sample`` may choose now (bool [388])."""
-        allowed = self._base_mask.copy()
-        for pitch, starts in self._own.items():
-            if starts:
-                allowed[codec.NOTE_OFF + pitch] = True
-        _, left = self._overdue()
+    def _allowed(self, left: int) -> np.ndarray:
         if self.shift_limit is not None:
             left = min(left, int(self.shift_limit))
-        if left < codec.MAX_SHIFT_STEPS:
-            allowed[codec.TIME_SHIFT + max(left, 0):codec.VELOCITY] = False
+        if left >= codec.MAX_SHIFT_STEPS:
+            return self._mask
+        allowed = self._mask.copy()
+        allowed[codec.TIME_SHIFT + max(left, 0):codec.VELOCITY] = False
         return allowed
 
+    def mask(self) -> np.ndarray:
+        """The events ``sample`` may choose now (bool [388])."""
+        return self._allowed(self._overdue()[1]).copy()
+
     def probabilities(self) -> np.ndarray:
-        """The distribution ``sample`` draws from now: logits / temperature, masked."""
+        """The distribution ``sample`` draws from now: logits / temperature, masked (a
+        forced note-off, when one is due, is not shown here)."""
         if self._logits is None:
             self.prime([START_TOKEN])
-        allowed = self.mask()
+        allowed = self._allowed(self._overdue()[1])
         logits = self._logits.astype(np.float64)
         p = np.zeros(codec.VOCAB_SIZE)
         if self._temperature == 0.0:
-            masked = np.where(allowed, logits, -np.inf)
-            p[int(np.argmax(masked))] = 1.0
+            p[int(np.argmax(np.where(allowed, logits, -np.inf)))] = 1.0
             return p
         z = np.where(allowed, logits / self._temperature, -np.inf)
         z -= z.max()
@@ -363,18 +378,23 @@ class Engine:
         note-off), fed to the model, and returned."""
         if self._logits is None:
             self.prime([START_TOKEN])
-        pitch, _ = self._overdue()
+        pitch, left = self._overdue()
         if pitch is not None:
             tok = codec.NOTE_OFF + pitch
-        elif self._temperature == 0.0:
-            tok = int(np.argmax(np.where(self.mask(), self._logits, -np.inf)))
         else:
-            p = self.probabilities()
-            cdf = np.cumsum(p)
-            tok = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
-            tok = min(tok, codec.VOCAB_SIZE - 1)
-            if not p[tok] > 0:  # rounding at the very end of the cdf
-                tok = int(np.flatnonzero(p)[-1])
+            allowed = self._allowed(left)
+            temperature = self._temperature
+            if temperature == 0.0:
+                tok = int(np.argmax(np.where(allowed, self._logits, -np.inf)))
+            else:
+                z = np.where(allowed, self._logits * np.float32(1.0 / temperature),
+                             np.float32(-np.inf))
+                z -= z.max()
+                np.exp(z, out=z)
+                cdf = np.cumsum(z)
+                tok = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
+                if tok >= codec.VOCAB_SIZE or not allowed[tok]:  # rounding at the cdf's end
+                    tok = int(np.flatnonzero(allowed)[-1])
         self.feed(tok)
         return tok
 
