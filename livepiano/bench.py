@@ -18,7 +18,8 @@ PRIME_CHUNK_TOKENS = 1350
 
 def add_arguments(p) -> None:
     p.add_argument("--model", default=None,
-                   help="exported .onnx model (default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
+                   help="exported .onnx model "
+                        "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
     p.add_argument("--steps", type=int, default=3000,
                    help="timed model steps after warm-up (model; at least 2000)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (model)")
@@ -118,7 +119,8 @@ def run(which: str, args) -> int:
 
     fn = BENCHES.get(which)
     if fn is None:
-        raise LivepianoError(f"no benchmark called {which!r}; pick one of {', '.join(sorted(BENCHES))}.")
+        raise LivepianoError(f"no benchmark called {which!r}; "
+                             f"pick one of {', '.join(sorted(BENCHES))}.")
     result = fn(args)
     if getattr(args, "json", False):
         print(json.dumps(result), flush=True)

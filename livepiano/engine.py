@@ -138,11 +138,13 @@ class Engine:
     from anywhere (plain attribute swaps) and apply from the next step."""
 
     def __init__(self, model_path: str | os.PathLike, *, temperature: float = 1.0,
-                 seed: int | None = None, pitch_range: tuple[int, int] = (codec.PIANO_LOW, codec.PIANO_HIGH),
+                 seed: int | None = None,
+                 pitch_range: tuple[int, int] = (codec.PIANO_LOW, codec.PIANO_HIGH),
                  max_note_steps: int = 5 * codec.STEPS_PER_SECOND, intra_op_threads: int = 1):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise LivepianoError(f"no model at {self.model_path}; train one (README) or pass --model.")
+            raise LivepianoError(f"no model at {self.model_path}; "
+                                 f"train one (README) or pass --model.")
         self.session = open_session(self.model_path, intra_op_threads)
         self.shape = model_shape(self.session, self.model_path)
         self.meta = read_model_card(self.model_path)
@@ -486,7 +488,8 @@ def load_eval_tokens(data_path: str | os.PathLike, split: str | None = "test",
         split = split or "test"
         arrays = cache.file_tokens(split)
         if not arrays:
-            raise LivepianoError(f"the {split} split of {root} has no files; pick another with --split.")
+            raise LivepianoError(f"the {split} split of {root} has no files; "
+                                 f"pick another with --split.")
         return (arrays[:limit] if limit else arrays), split
     if not root.is_dir():
         raise LivepianoError(f"{root} is neither a token cache nor a folder of MIDI files; "
@@ -515,11 +518,13 @@ def load_eval_tokens(data_path: str | os.PathLike, split: str | None = "test",
         if len(toks) > 1:
             arrays.append(np.asarray(toks, dtype=np.int64))
     if not arrays:
-        raise LivepianoError(f"none of the MIDI files under {root} could be read; check the folder.")
+        raise LivepianoError(f"none of the MIDI files under {root} could be read; "
+                             f"check the folder.")
     return arrays, used_split
 
 
-def evaluate(model_path: str | os.PathLike, data_path: str | os.PathLike, *, split: str | None = "test",
+def evaluate(model_path: str | os.PathLike, data_path: str | os.PathLike, *,
+             split: str | None = "test",
              limit: int | None = None, batch: int = 16, chunk: int = 512, threads: int = 1,
              progress: bool = False) -> EvalResult:
     """Mean NLL (nats per event) of an exported model over the 30-second segments of a
@@ -573,7 +578,8 @@ class Generated:
         return codec.step_notes_to_midi(tracks)
 
 
-def generate(engine: Engine, seconds: float, primer: Sequence[int] = (), max_events: int | None = None) -> Generated:
+def generate(engine: Engine, seconds: float, primer: Sequence[int] = (),
+             max_events: int | None = None) -> Generated:
     """Prime ``engine`` with ``primer`` (none: a start velocity event), then sample until
     ``seconds`` of generated time have passed; every note the engine started is released at
     the end."""

@@ -39,7 +39,8 @@ def load_checkpoint(path: str | os.PathLike):
 
     path = Path(path)
     if not path.is_file():
-        raise LivepianoError(f"no checkpoint at {path}; give the .pt file that `livepiano train` wrote.")
+        raise LivepianoError(f"no checkpoint at {path}; "
+                             f"give the .pt file that `livepiano train` wrote.")
     try:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -249,9 +250,11 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
                   "embedding": config.embedding, "dropout": config.dropout,
                   "parameters": params},
         "onnx": {"opset": OPSET,
-                 "inputs": {"token": "int64 [B, T]", "h": f"float32 [{config.layers}, B, {config.hidden}]",
+                 "inputs": {"token": "int64 [B, T]",
+                            "h": f"float32 [{config.layers}, B, {config.hidden}]",
                             "c": f"float32 [{config.layers}, B, {config.hidden}]",
-                            **({"control": f"float32 [B, T, {config.control_dim}] (zeros = unconditioned)"}
+                            **({"control": f"float32 [B, T, {config.control_dim}] "
+                                           f"(zeros = unconditioned)"}
                                if config.control_dim else {})},
                  "outputs": {"logits": f"float32 [B, T, {codec.VOCAB_SIZE}]",
                              "h_out": "like h", "c_out": "like c"},
@@ -261,7 +264,8 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
                      "int8_max_abs_logit_diff": float(f"{int8['max_abs_logit_diff']:.3g}")}
                     if int8 else {})},
         "control": ({"dim": config.control_dim,
-                     "layout": list(codec.CONTROL_LAYOUT) if config.control_dim == codec.CONTROL_DIM else None,
+                     "layout": (list(codec.CONTROL_LAYOUT)
+                                if config.control_dim == codec.CONTROL_DIM else None),
                      "zeros": "unconditioned",
                      "density_scale": codec.DENSITY_SCALE}
                     if config.control_dim else None),
@@ -296,7 +300,8 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, eval_dat
 
     output = Path(output)
     if output.suffix != ".onnx":
-        raise LivepianoError(f"{output}: the output must end in .onnx (the card goes beside it as .yaml).")
+        raise LivepianoError(f"{output}: the output must end in .onnx "
+                             f"(the card goes beside it as .yaml).")
     model, ckpt = load_checkpoint(checkpoint)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".part")
@@ -344,7 +349,8 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, eval_dat
             f"({result.events} events, {result.files} files)")
     card = model_card(output.stem, model, ckpt, checkpoint, diffs, test, drift)
     card_path = output.with_suffix(".yaml")
-    card_path.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    card_path.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True),
+                         encoding="utf-8")
     size = output.stat().st_size
     log(f"wrote {output} ({size / 2**20:.1f} MiB, {card['model']['parameters']:,} parameters) "
         f"and {card_path}")

@@ -286,7 +286,8 @@ def test_batched_scoring_equals_one_segment_at_a_time(unc):
     from livepiano.engine import open_session, score_segments
 
     rng = np.random.default_rng(0)
-    segs = [np.asarray((PATTERN * 10)[int(rng.integers(0, 11)):][:n]) for n in (5, 40, 77, 2, 120, 33)]
+    segs = [np.asarray((PATTERN * 10)[int(rng.integers(0, 11)):][:n])
+            for n in (5, 40, 77, 2, 120, 33)]
     sess = open_session(unc)
     z = np.zeros((2, 1, 32), np.float32)
     total, events = 0.0, 0
@@ -312,7 +313,8 @@ def test_eval_beats_uniform_on_a_folder_and_a_cache(tiny_models, unc, tmp_path):
     assert r.perplexity == pytest.approx(math.exp(r.nll))
     # A cache made by `prepare` from a folder with a MAESTRO-style CSV: its test split is used.
     src = write_pattern_midis(tmp_path / "maestro", count=2, repeats=80)
-    (src / "maestro.csv").write_text("midi_filename,split\npattern_0.mid,test\npattern_1.mid,train\n")
+    (src / "maestro.csv").write_text(
+        "midi_filename,split\npattern_0.mid,test\npattern_1.mid,train\n")
     data.prepare(src, tmp_path / "cache", workers=1, show_progress=False)
     r = evaluate(unc, tmp_path / "cache", split="test")
     assert r.files == 1 and r.split == "test" and r.nll < 1.5
