@@ -13,6 +13,7 @@ Exported in eval mode (no dropout), weights inside the file (no external data).
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import pickle
 import warnings
@@ -242,6 +243,8 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
     data = meta.get("data") or {}
     params = sum(int(p.numel()) for p in model.parameters())
     val = meta.get("val_nll")
+    if val is not None and not math.isfinite(float(val)):
+        val = None  # no validation split was scored
     return {
         "name": name,
         "format": "livepiano performance-rnn onnx, version 1",

@@ -342,6 +342,7 @@ def test_cli_export(tiny_models, tmp_path, run_livepiano):
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_int8_export(tiny_models, tmp_path):
     """--int8: the same contract, a smaller file, next-event distributions close to float32."""
     import yaml
