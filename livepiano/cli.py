@@ -76,6 +76,120 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+# --- train ------------------------------------------------------------------------------
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train Performance RNN on a token cache (needs the [train] extra)")
+    p.add_argument("cache", help="token cache made by `livepiano prepare`")
+    p.add_argument("-o", "--out", default="checkpoints/run.pt",
+                   help="checkpoint to write, and to resume from when it exists (default: %(default)s)")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--epochs", type=float, default=1.0,
+                   help="passes over the train split that the learning-rate schedule spans")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--embedding", type=int, default=256)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--unconditioned", action="store_true", help="no control input")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--bptt", type=int, default=256, help="tokens per truncated-backprop chunk")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-every", type=float, default=10.0, help="minutes between validations")
+    p.add_argument("--eval-segments", type=int, default=200)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--fresh", action="store_true", help="start over even if the checkpoint exists")
+    p.set_defaults(run=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    try:
+        from livepiano.train import TrainConfig, train
+    except ImportError as e:
+        raise LivepianoError(f"training needs torch ({e.name} is missing); "
+                             f"install it with `pip install -e \".[train]\"`.") from None
+    cfg = TrainConfig(cache=args.cache, out=args.out, hidden=args.hidden, layers=args.layers,
+                      embedding=args.embedding, dropout=args.dropout,
+                      conditioned=not args.unconditioned, batch=args.batch, bptt=args.bptt,
+                      lr=args.lr, epochs=args.epochs, minutes=args.minutes,
+                      max_steps=args.max_steps, eval_every_minutes=args.eval_every,
+                      eval_segments=args.eval_segments, seed=args.seed, device=args.device,
+                      threads=args.threads)
+    train(cfg, resume=not args.fresh)
+    return 0
+
+
+# --- ports and play (the live instrument) -------------------------------------------------
+
+def _add_api_option(p) -> None:
+    p.add_argument("--api", choices=("alsa", "jack", "coremidi", "winmm"), default=None,
+                   help="MIDI system (default: $LIVEPIANO_MIDI_API, else the platform's own)")
+
+
+def _add_ports(sub) -> None:
+    p = sub.add_parser("ports", help="list the MIDI input and output ports")
+    _add_api_option(p)
+    p.set_defaults(run=_cmd_ports)
+
+
+def _cmd_ports(args) -> int:
+    from livepiano import ports
+
+    api = ports.resolve_api(args.api)
+    ins, outs = ports.list_ports(api)
+    print(f"MIDI system: {api}")
+    for title, names in (("inputs (--in)", ins), ("outputs (--out)", outs)):
+        print(title)
+        for name in names or ["(none)"]:
+            print(f"  {name}")
+    return 0
+
+
+def _add_play(sub) -> None:
+    from livepiano.config import MODES, REALTIME
+
+    p = sub.add_parser("play", help="play live: your notes in, the model's notes out")
+    p.add_argument("--in", dest="in_", metavar="PORT",
+                   help="input port, by any part of its name (default: a virtual port)")
+    p.add_argument("--out", metavar="PORT",
+                   help="output port, e.g. \"FluidSynth\" (default: a virtual port)")
+    _add_api_option(p)
+    p.add_argument("--mode", choices=MODES, default=None, help="default: continuous")
+    p.add_argument("--model", default=None,
+                   help="ONNX model (default: $LIVEPIANO_MODEL, else models/performance_rnn.onnx)")
+    p.add_argument("--temperature", type=float, default=None, help="default: 1.0")
+    p.add_argument("--channel", type=int, default=None, help="output channel 1-16 (default: 1)")
+    p.add_argument("--lookahead-ms", type=int, default=None,
+                   help="how far the model may run ahead of the clock (default: 100)")
+    p.add_argument("--echo", action="store_const", const=True, default=None,
+                   help="send your notes to the output too")
+    p.add_argument("--record", metavar="FILE.mid", default=None,
+                   help="where to save the session (default: a new file in the user's data "
+                        "folder)")
+    p.add_argument("--realtime", choices=REALTIME, default=None,
+                   help="scheduler timing (default: auto = SCHED_FIFO where allowed and a short "
+                        "GIL switch interval)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--config", metavar="FILE.yaml", default=None, help="settings file")
+    p.add_argument("--status", action="store_const", const=True, default=None,
+                   help="show the status line even when stderr is not a terminal")
+    p.set_defaults(run=_cmd_play)
+
+
+def _cmd_play(args) -> int:
+    from livepiano import config, live
+
+    base = config.load(args.config) if args.config else config.defaults()
+    settings = config.merge(base, {
+        "in": args.in_, "out": args.out, "api": args.api, "mode": args.mode,
+        "model": args.model, "temperature": args.temperature, "channel": args.channel,
+        "lookahead_ms": args.lookahead_ms, "echo": args.echo, "record": args.record,
+        "realtime": args.realtime, "seed": args.seed})
+    return live.Session(settings, status=args.status).run()
+
+
 # --- export, eval, generate, bench (the model) ------------------------------------------------
 
 def _add_export(sub) -> None:
@@ -196,7 +310,7 @@ def _cmd_bench(args) -> int:
 
 # --- main ---------------------------------------------------------------------------------
 
-_COMMANDS = [_add_inspect, _add_prepare,
+_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play,
              _add_export, _add_eval, _add_generate, _add_bench]
 
 
