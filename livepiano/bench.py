@@ -9,6 +9,7 @@ only the standard library at the top, so building the command line stays cheap.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Callable
 
@@ -68,6 +69,19 @@ def bench_model(args) -> dict:
     gen_seconds = (engine.steps - gen_steps0) / codec.STEPS_PER_SECOND
     p50, p99, pmax = _percentiles(lat / 1e3)
 
+    # The model call alone (T=1), to tell the model's time from the sampler's.
+    feeds = {"token": np.zeros((1, 1), np.int64), "h": np.zeros((engine.layers, 1, engine.hidden),
+                                                                 np.float32)}
+    feeds["c"] = feeds["h"].copy()
+    if engine.conditioned:
+        feeds["control"] = np.zeros((1, 1, engine.control_dim), np.float32)
+    raw = np.empty(min(steps, 1000))
+    for i in range(len(raw)):
+        t = clock()
+        engine.session.run(["logits", "h_out", "c_out"], feeds)
+        raw[i] = clock() - t
+    model_p50 = float(np.percentile(raw, 50)) / 1e3
+
     # Priming: 30-second chunks from a zero state, one batched call each.
     source = np.resize(np.asarray(made, dtype=np.int64), PRIME_CHUNK_TOKENS * 4)
     chunks = source.reshape(4, PRIME_CHUNK_TOKENS)
@@ -91,6 +105,7 @@ def bench_model(args) -> dict:
         "step_us_p99": round(p99, 1),
         "step_us_max": round(pmax, 1),
         "step_us_mean": round(mean_step_s * 1e6, 1),
+        "model_call_us_p50": round(model_p50, 1),
         "prime_tokens_per_s": round(primed / prime_s),
         "prime_chunk_tokens": PRIME_CHUNK_TOKENS,
         "generated_seconds": round(gen_seconds, 2),
@@ -98,11 +113,15 @@ def bench_model(args) -> dict:
         "realtime_factor": round(gen_seconds / wall, 1),
         # The same speed at MAESTRO's event rate, independent of what this model samples.
         "realtime_factor_at_45_events_per_s": round(1.0 / (45 * mean_step_s), 1),
+        # This machine may be shared: the load when the figures were taken.
+        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     say(f"step         p50 {p50:8.1f} µs   p99 {p99:8.1f} µs   max {pmax:8.1f} µs   "
-        f"({steps} steps, 1 intra-op thread)")
+        f"({steps} steps, 1 intra-op thread; the model call alone: p50 {model_p50:.1f} µs)")
     say(f"priming      {result['prime_tokens_per_s']:,} tokens/s "
         f"(30-s chunks of {PRIME_CHUNK_TOKENS} tokens)")
+    if result["loadavg_1m"] is not None:
+        say(f"load         {result['loadavg_1m']} (1-minute load average; other work skews these)")
     say(f"generation   {result['realtime_factor']}x real time "
         f"({gen_seconds:.1f} s of music in {wall:.2f} s; "
         f"{result['realtime_factor_at_45_events_per_s']}x at MAESTRO's 45 events/s)")

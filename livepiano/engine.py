@@ -231,6 +231,11 @@ class Engine:
         # pitch -> [start step, ...] oldest first, separately for the player and the engine
         self._player: dict[int, list[int]] = {}
         self._own: dict[int, list[int]] = {}
+        # The engine's voices in the order they started (so the first is the oldest):
+        # voice id -> (pitch, start step); and pitch -> its voice ids, oldest first.
+        self._own_order: dict[int, tuple[int, int]] = {}
+        self._own_ids: dict[int, list[int]] = {}
+        self._next_voice = 0
         # What sample may choose, kept up to date as voices start and end (time-shifts are
         # limited on top of this when a note is due).
         self._mask = self._base_mask.copy()
@@ -295,6 +300,9 @@ class Engine:
         if tok < codec.NOTE_OFF:
             if who == ENGINE:
                 self._own.setdefault(tok, []).append(self._steps)
+                self._own_order[self._next_voice] = (tok, self._steps)
+                self._own_ids.setdefault(tok, []).append(self._next_voice)
+                self._next_voice += 1
                 self._mask[codec.NOTE_OFF + tok] = True
             else:
                 self._player.setdefault(tok, []).append(self._steps)
@@ -303,8 +311,10 @@ class Engine:
             voices = (self._own if who == ENGINE else self._player).get(pitch)
             if voices:
                 voices.pop(0)
-                if not voices and who == ENGINE:
-                    self._mask[tok] = False
+                if who == ENGINE:
+                    del self._own_order[self._own_ids[pitch].pop(0)]
+                    if not voices:
+                        self._mask[tok] = False
         elif tok < codec.VELOCITY:
             self._steps += tok - codec.TIME_SHIFT + 1
         else:
@@ -337,12 +347,9 @@ class Engine:
     def _overdue(self) -> tuple[int | None, int]:
         """(pitch of the engine's oldest voice if it has sounded max_note_steps, else None;
         steps left before the oldest voice is due)."""
-        oldest_pitch, oldest_start = None, None
-        for pitch, starts in self._own.items():
-            if starts and (oldest_start is None or starts[0] < oldest_start):
-                oldest_pitch, oldest_start = pitch, starts[0]
-        if oldest_start is None:
+        if not self._own_order:
             return None, codec.MAX_SHIFT_STEPS
+        oldest_pitch, oldest_start = self._own_order[next(iter(self._own_order))]
         left = oldest_start + self.max_note_steps - self._steps
         return (oldest_pitch if left <= 0 else None), left
 
