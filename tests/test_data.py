@@ -221,6 +221,11 @@ def test_segments_small_cases():
     assert [p.tolist() for p in pieces] == [[codec.velocity_event(3), codec.note_on(60),
                                              codec.shift(100)],
                                             [codec.shift(50), codec.note_off(60)]]
+    # an event at 0.99 s is in the first piece, one at exactly 1 s in the second
+    tokens = np.array([codec.velocity_event(3), codec.note_on(60), codec.shift(99),
+                       codec.note_on(62), codec.shift(1), codec.note_off(60), codec.note_off(62)])
+    assert [p.tolist() for p in data.segments(tokens, steps=100)] == [tokens[:5].tolist(),
+                                                                       tokens[5:].tolist()]
 
 
 def _files_flat(token_lists):
