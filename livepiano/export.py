@@ -295,7 +295,8 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, eval_data=None,
-           split: str = "test", limit: int | None = None, int8: bool = False, log=print) -> dict:
+           split: str = "test", limit: int | None = None, int8: bool = False, threads: int = 1,
+           log=print) -> dict:
     """Write ``output`` (.onnx) and the YAML card beside it; returns the card. With
     ``int8`` the float32 graph is checked against torch first, then quantized and checked
     again by its drift (see ``int8_drift``)."""
@@ -346,7 +347,7 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, eval_dat
     if eval_data is not None:
         from livepiano.engine import evaluate
 
-        result = evaluate(output, eval_data, split=split, limit=limit)
+        result = evaluate(output, eval_data, split=split, limit=limit, threads=threads)
         test = result.to_dict()
         log(f"test NLL {result.nll:.4f} nats/event over {result.segments} segments "
             f"({result.events} events, {result.files} files)")
