@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from livepiano import codec
-from livepiano.codec import Note, StepNote
+from livepiano.codec import Note
 
 DATA = Path(__file__).resolve().parent / "data"
 MAESTRO = sorted(DATA.glob("*.mid"))

@@ -361,7 +361,8 @@ def test_window_transpositions_keep_notes_on_the_piano():
 
 def test_windows_with_cache_dtype_and_no_stretch_transpose_down():
     """uint16 cache arrays, no stretch: a downward transposition must still work."""
-    tokens = [codec.velocity_event(10), codec.note_on(100), codec.shift(30), codec.note_off(100)] * 50
+    tokens = [codec.velocity_event(10), codec.note_on(100), codec.shift(30),
+              codec.note_off(100)] * 50
     flat, files = _files_flat([tokens])
     s = data.WindowSampler(flat, files, seed=0, stretch=None, steps=500, transpose=4)
     seen = set()
