@@ -21,7 +21,7 @@ MAESTRO = sorted(DATA.glob("*.mid"))
 TRICKY = sorted((DATA / "tricky").glob("*.mid"))
 FIXTURES = MAESTRO + TRICKY
 
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def ids(paths):
