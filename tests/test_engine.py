@@ -202,16 +202,20 @@ def test_forced_note_off_after_max_note_steps(unc):
     tokens = [e.sample() for _ in range(1500)]
     longest = _check_stream(tokens, 21, 108, 5)
     assert longest == 5  # some note was held to the limit and then released
+    assert codec.duration_steps(tokens) > 300  # time goes on: the limit does not stall the stream
     assert len(tokens) > 0 and codec.events_per_kind(tokens)["on"] > 20
 
 
 def test_forced_note_off_is_returned_when_due(unc):
-    e = _engine(unc, seed=0, max_note_steps=3, temperature=0.0)
-    e.prime([codec.velocity_event(20)])
-    e.feed(60)  # the engine's own note
-    e.feed(codec.shift(3))
-    assert e.sample() == codec.note_off(60)
-    assert e.sounding() == []
+    # 30 is a pitch the model never played: its note-off has a tiny probability.
+    for seed, temperature in ((0, 0.0), (1, 1.0), (2, 3.0)):
+        e = _engine(unc, seed=seed, max_note_steps=3, temperature=temperature)
+        e.prime(PATTERN[:1])
+        e.feed(30)  # the engine's own note
+        assert e.probabilities()[codec.note_off(30)] < 0.5
+        e.feed(codec.shift(3))
+        assert e.sample() == codec.note_off(30)
+        assert e.sounding() == [] and e.steps == 3
 
 
 def test_shift_never_carries_a_note_past_the_limit(unc):
