@@ -24,8 +24,25 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=3000,
                    help="timed model steps after warm-up (model; at least 2000)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (model)")
+    p.add_argument("--rt", action="store_true",
+                   help="time the steps under SCHED_FIFO where allowed, to separate the model's "
+                        "own latency from other processes' interference (model)")
     p.add_argument("--json", action="store_true",
                    help="end with one line of JSON holding the figures")
+
+
+def _realtime(on: bool) -> str:
+    """SCHED_FIFO (priority 1) for the calling thread, or back to normal; what happened."""
+    if not hasattr(os, "sched_setscheduler"):
+        return "none (not available on this system)"
+    try:
+        if on:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            return "SCHED_FIFO 1"
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        return "normal"
+    except OSError as e:
+        return f"none ({e.strerror or e})"
 
 
 def _percentiles(values_us: list[float]) -> tuple[float, float, float]:
@@ -56,6 +73,7 @@ def bench_model(args) -> dict:
         engine.sample()
 
     # Per-step latency; the stream it makes doubles as priming material below.
+    priority = _realtime(True) if getattr(args, "rt", False) else "normal"
     clock = time.perf_counter_ns
     lat = np.empty(steps)
     made = []
@@ -66,6 +84,8 @@ def bench_model(args) -> dict:
         made.append(engine.sample())
         lat[i] = clock() - t
     wall = (clock() - wall0) / 1e9
+    if priority.startswith("SCHED_FIFO"):
+        _realtime(False)
     gen_seconds = (engine.steps - gen_steps0) / codec.STEPS_PER_SECOND
     p50, p99, pmax = _percentiles(lat / 1e3)
 
@@ -101,6 +121,7 @@ def bench_model(args) -> dict:
         "layers": engine.layers,
         "hidden": engine.hidden,
         "steps": steps,
+        "priority": priority,
         "step_us_p50": round(p50, 1),
         "step_us_p99": round(p99, 1),
         "step_us_max": round(pmax, 1),
@@ -117,7 +138,8 @@ def bench_model(args) -> dict:
         "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     say(f"step         p50 {p50:8.1f} µs   p99 {p99:8.1f} µs   max {pmax:8.1f} µs   "
-        f"({steps} steps, 1 intra-op thread; the model call alone: p50 {model_p50:.1f} µs)")
+        f"({steps} steps, 1 intra-op thread, {priority} priority; "
+        f"the model call alone: p50 {model_p50:.1f} µs)")
     say(f"priming      {result['prime_tokens_per_s']:,} tokens/s "
         f"(30-s chunks of {PRIME_CHUNK_TOKENS} tokens)")
     if result["loadavg_1m"] is not None:
