@@ -72,48 +72,50 @@ def bench_model(args) -> dict:
     for _ in range(300):
         engine.sample()
 
-    # Per-step latency; the stream it makes doubles as priming material below.
+    # Everything below is timed, under SCHED_FIFO with --rt where the system allows it.
     priority = _realtime(True) if getattr(args, "rt", False) else "normal"
-    clock = time.perf_counter_ns
-    lat = np.empty(steps)
-    made = []
-    gen_steps0 = engine.steps
-    wall0 = clock()
-    for i in range(steps):
-        t = clock()
-        made.append(engine.sample())
-        lat[i] = clock() - t
-    wall = (clock() - wall0) / 1e9
-    if priority.startswith("SCHED_FIFO"):
-        _realtime(False)
-    gen_seconds = (engine.steps - gen_steps0) / codec.STEPS_PER_SECOND
-    p50, p99, pmax = _percentiles(lat / 1e3)
+    try:
+        # Per-step latency; the stream it makes doubles as priming material below.
+        clock = time.perf_counter_ns
+        lat = np.empty(steps)
+        made = []
+        gen_steps0 = engine.steps
+        wall0 = clock()
+        for i in range(steps):
+            t = clock()
+            made.append(engine.sample())
+            lat[i] = clock() - t
+        wall = (clock() - wall0) / 1e9
+        gen_seconds = (engine.steps - gen_steps0) / codec.STEPS_PER_SECOND
+        p50, p99, pmax = _percentiles(lat / 1e3)
 
-    # The model call alone (T=1), to tell the model's time from the sampler's.
-    feeds = {"token": np.zeros((1, 1), np.int64), "h": np.zeros((engine.layers, 1, engine.hidden),
-                                                                 np.float32)}
-    feeds["c"] = feeds["h"].copy()
-    if engine.conditioned:
-        feeds["control"] = np.zeros((1, 1, engine.control_dim), np.float32)
-    raw = np.empty(min(steps, 1000))
-    for i in range(len(raw)):
-        t = clock()
-        engine.session.run(["logits", "h_out", "c_out"], feeds)
-        raw[i] = clock() - t
-    model_p50 = float(np.percentile(raw, 50)) / 1e3
+        # The model call alone (T=1), to tell the model's time from the sampler's.
+        state = np.zeros((engine.layers, 1, engine.hidden), np.float32)
+        feeds = {"token": np.zeros((1, 1), np.int64), "h": state, "c": state.copy()}
+        if engine.conditioned:
+            feeds["control"] = np.zeros((1, 1, engine.control_dim), np.float32)
+        raw = np.empty(min(steps, 1000))
+        for i in range(len(raw)):
+            t = clock()
+            engine.session.run(["logits", "h_out", "c_out"], feeds)
+            raw[i] = clock() - t
+        model_p50 = float(np.percentile(raw, 50)) / 1e3
 
-    # Priming: 30-second chunks from a zero state, one batched call each.
-    source = np.resize(np.asarray(made, dtype=np.int64), PRIME_CHUNK_TOKENS * 4)
-    chunks = source.reshape(4, PRIME_CHUNK_TOKENS)
-    engine.reset()
-    engine.prime(chunks[0][:64])  # warm the T>1 path
-    t0 = clock()
-    primed = 0
-    for chunk in chunks:
+        # Priming: 30-second chunks from a zero state, one batched call each.
+        source = np.resize(np.asarray(made, dtype=np.int64), PRIME_CHUNK_TOKENS * 4)
+        chunks = source.reshape(4, PRIME_CHUNK_TOKENS)
         engine.reset()
-        engine.prime(chunk)
-        primed += len(chunk)
-    prime_s = (clock() - t0) / 1e9
+        engine.prime(chunks[0][:64])  # warm the T>1 path
+        t0 = clock()
+        primed = 0
+        for chunk in chunks:
+            engine.reset()
+            engine.prime(chunk)
+            primed += len(chunk)
+        prime_s = (clock() - t0) / 1e9
+    finally:
+        if priority.startswith("SCHED_FIFO"):
+            _realtime(False)
 
     mean_step_s = float(lat.mean()) / 1e9
     result = {
