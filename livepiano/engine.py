@@ -36,6 +36,7 @@ MODEL_ENV = "LIVEPIANO_MODEL"
 # start with a velocity event, and bin 16 is a middle velocity (61).
 START_TOKEN = codec.velocity_event(16)
 PLAYER, ENGINE = "player", "engine"
+PRIME_PIECE = 8192  # tokens per call when priming a very long stream
 
 
 def default_model_path() -> Path:
@@ -329,7 +330,10 @@ class Engine:
             return
         if arr.min() < 0 or arr.max() >= codec.VOCAB_SIZE:
             raise ValueError(f"token ids are 0..{codec.VOCAB_SIZE - 1}")
-        self._run(arr.reshape(1, -1))
+        # One call for any phrase; a very long stream goes in pieces to bound the memory
+        # the logits take (the state is carried, so the result is the same).
+        for start in range(0, arr.size, PRIME_PIECE):
+            self._run(arr[start:start + PRIME_PIECE].reshape(1, -1))
         for tok in arr.tolist():
             self._track(tok, PLAYER)
 

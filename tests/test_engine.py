@@ -110,6 +110,19 @@ def test_prime_then_sample_equals_feeding_one_by_one(unc):
     assert [a.sample() for _ in range(200)] == [b.sample() for _ in range(200)]
 
 
+def test_long_prime_in_pieces_equals_one_call(unc, monkeypatch):
+    import livepiano.engine as engine_module
+
+    tokens = PATTERN * 40
+    a = _engine(unc)
+    a.prime(tokens)
+    monkeypatch.setattr(engine_module, "PRIME_PIECE", 37)
+    b = _engine(unc)
+    b.prime(tokens)
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
+    assert (a.steps, a.events, a.sounding()) == (b.steps, b.events, b.sounding())
+
+
 def test_sample_feeds_its_event_back(unc):
     """sample() = choose, then one step: the next logits are those of a session fed that event."""
     from livepiano.engine import open_session
