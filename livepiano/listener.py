@@ -5,8 +5,8 @@ every case as ``codec.apply_sustain`` does for files: a key released while the p
 keeps sounding until the pedal comes up or the same pitch is struck again, and a note-off ends
 every voice of its pitch that is sounding. ``player_tokens`` places those events in the token
 stream (time-shifts for the silences, a velocity event when the bin changes). ``Listener``
-runs ``PedalEncoder`` in rtmidi's callback, which does nothing slow: it stamps the message
-with the clock on arrival and hands the events on through queues.
+runs ``PedalEncoder`` on its own thread: it stamps each message with the clock as it arrives and
+hands the events on through queues.
 """
 
 from __future__ import annotations
@@ -92,10 +92,18 @@ class StreamPosition:
     """Where the shared token stream stands: its step, the velocity bin in force and the step
     at which each pitch last started. Player events and the model's own events both move it."""
 
-    def __init__(self):
-        self.step = 0
-        self.velocity_bin = 0
-        self.started: dict[int, int] = {}
+    def __init__(self, step: int = 0, velocity_bin: int = 0, started: dict | None = None):
+        self.step = step
+        self.velocity_bin = velocity_bin
+        self.started: dict[int, int] = dict(started or {})
+
+    @classmethod
+    def of(cls, engine) -> "StreamPosition":
+        """Where an ``engine.Engine``'s stream stands now."""
+        started = {}
+        for pitch, start, _who in engine.voices():
+            started[pitch] = max(start, started.get(pitch, start))
+        return cls(engine.steps, engine.velocity_bin, started)
 
     def follow(self, token: int) -> None:
         """Account for a token that went into the stream (the model's or the player's)."""
@@ -138,10 +146,21 @@ def player_tokens(events, position: StreamPosition, origin: float) -> list[int]:
     return tokens
 
 
+POLL_S = 0.001
+
+
 class Listener:
     """Feeds an input port's notes to ``deliver(events)`` (the engine's inbox), control changes
     other than the pedal to ``on_control(channel, number, value, t)`` (the knobs' hook), and,
-    with ``echo``, the raw note and pedal messages to ``echo(message)``."""
+    with ``echo``, the raw note and pedal messages to ``echo(message)``.
+
+    It polls rtmidi's queue from its own thread every millisecond rather than taking rtmidi's
+    callback: with python-rtmidi 1.5.8 on JACK, the callback hands over corrupted copies when
+    several messages arrive in one JACK period (a chord played by a script: 25 of 366 messages
+    of a MAESTRO excerpt came out as copies of a neighbour), and the queue did so far less
+    often (once, in a burst of 128 messages in one period; never in chords). A message is
+    stamped with the clock when it is taken from the queue, at most a millisecond after it
+    arrived."""
 
     def __init__(self, port, deliver: Callable, clock: Callable[[], float] = time.monotonic,
                  echo: Callable | None = None, on_control: Callable | None = None):
@@ -151,12 +170,26 @@ class Listener:
         self.echo = echo
         self.on_control = on_control
         self.encoder = PedalEncoder()
+        self.error: BaseException | None = None
+        self._stop = False
         port.client.ignore_types(sysex=True, timing=True, active_sense=True)
-        port.client.set_callback(self._on_message)
 
-    def _on_message(self, item, _data=None) -> None:
-        t = self.clock()  # on arrival: rtmidi's delta times are relative, not on our clock
-        message = item[0]
+    def run(self, prepare: Callable | None = None) -> None:
+        """The listener thread's body (``prepare`` runs first, e.g. to set its priority)."""
+        if prepare is not None:
+            prepare()
+        get, sleep = self.port.client.get_message, time.sleep
+        try:
+            while not self._stop:
+                item = get()
+                if item is None:
+                    sleep(POLL_S)
+                    continue
+                self.handle(item[0], self.clock())
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+    def handle(self, message, t: float) -> None:
         status = message[0] & 0xF0 if message else 0
         if status == CONTROL and len(message) >= 3 and message[1] != codec.SUSTAIN_CC:
             if self.on_control is not None:
@@ -171,12 +204,15 @@ class Listener:
             self.deliver(events)
 
     def release_all(self) -> None:
+        """The port vanished: release what the player left sounding (in the model's stream and,
+        with echo, on the output)."""
         events = self.encoder.release_all(self.clock())
+        if self.echo is not None:
+            for ev in events:
+                self.echo([NOTE_OFF, ev.pitch, 0])
+            self.echo([CONTROL, codec.SUSTAIN_CC, 0])
         if events:
             self.deliver(events)
 
-    def close(self) -> None:
-        try:
-            self.port.client.cancel_callback()
-        except Exception:
-            pass
+    def stop(self) -> None:
+        self._stop = True

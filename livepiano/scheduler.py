@@ -31,24 +31,24 @@ ALL_NOTES_OFF, SUSTAIN = 123, 64
 
 SPIN_S = 0.001  # wake this long before a deadline, then spin
 SWITCH_INTERVAL_S = 0.0005
-FIFO_PRIORITY = 5  # below JACK's own threads (jackd -R uses 10 and up)
+FIFO_PRIORITY = 3  # below JACK: jackd -R runs at 10, its clients' process threads at 5
 
 _STOP = object()
 
 
-def realtime(mode: str) -> str:
-    """Make the *calling* thread as punctual as ``mode`` allows: 'fifo' (SCHED_FIFO),
-    'switch' (a short GIL switch interval, for the whole process), 'auto' (both where
-    allowed) or 'off'. Returns a short description of what was done."""
+def realtime(mode: str, priority: int = FIFO_PRIORITY, switch: bool = True) -> str:
+    """Make the *calling* thread as punctual as ``mode`` allows: 'fifo' (SCHED_FIFO at
+    ``priority``), 'switch' (a short GIL switch interval, for the whole process), 'auto'
+    (both where allowed) or 'off'. Returns a short description of what was done."""
     done = []
     if mode in ("fifo", "auto"):
         try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY))
-            done.append(f"SCHED_FIFO priority {FIFO_PRIORITY}")
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            done.append(f"SCHED_FIFO priority {priority}")
         except (AttributeError, OSError) as e:
             why = getattr(e, "strerror", None) or "not available here"
             done.append(f"no SCHED_FIFO ({why})")
-    if mode in ("switch", "auto"):
+    if switch and mode in ("switch", "auto"):
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         done.append(f"GIL switch interval {SWITCH_INTERVAL_S * 1000:g} ms")
     return ", ".join(done) or "plain thread"
@@ -183,7 +183,9 @@ class Scheduler:
             if self._panicked:
                 return []
             self._panicked = True
-            messages = [[NOTE_OFF | ch, pitch, 0] for (ch, pitch) in sorted(self.sounding)]
+            messages = [[NOTE_OFF | ch, pitch, 0]  # one per voice: each note-on gets its own
+                        for (ch, pitch), voices in sorted(self.sounding.items())
+                        for _ in range(voices)]
             channels = sorted({ch for ch, _ in self.sounding} | {self.channel})
             for ch in channels:
                 messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])

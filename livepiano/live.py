@@ -1,0 +1,488 @@
+"""The play session: the threads, the queues between them, the look-ahead loop, shutdown,
+recording and the status line.
+
+    listener thread --events--> EngineLoop.inbox --> engine thread
+    engine thread --(deadline, message)--> Scheduler.inbox --> scheduler thread --> output
+    main thread: signals, port watch (input gone -> reconnect; output gone -> stop), status
+
+Each piece of state has one owner: the engine thread owns the ``Engine`` (LSTM state, sampler,
+stream view); the scheduler thread owns the output port and the sounding notes; the main
+thread owns the ports' lifetimes. Later modes (the duet's turn-taking) plug in as a ``Mode``;
+knobs reach the engine through ``EngineLoop.call``, which runs a function on the engine
+thread, between two samples.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from livepiano import LivepianoError, codec
+from livepiano.listener import PlayerEvent, StreamPosition, player_tokens
+from livepiano.scheduler import (FIFO_PRIORITY, NOTE_OFF, NOTE_ON, Scheduler, percentile,
+                                 realtime)
+
+STEP_S = 1.0 / codec.STEPS_PER_SECOND
+WATCH_S = 0.5  # how often the main thread checks that the ports are still there
+STATUS_S = 0.25
+DRAIN_S = 0.1  # after the panic, before the ports close
+
+_STOP = object()
+
+
+# --- modes ---------------------------------------------------------------------------------
+
+class Mode:
+    """When the model may play. The engine loop asks ``may_generate(now)`` before each sample
+    and tells ``heard(events, now)`` about the player's events; the duet mode of a later issue
+    answers differently."""
+
+    name = "?"
+
+    def may_generate(self, now: float) -> bool:
+        raise NotImplementedError
+
+    def heard(self, events: list[PlayerEvent], now: float) -> None:
+        pass
+
+
+class Continuous(Mode):
+    """The model plays all the time and hears you."""
+
+    name = "continuous"
+
+    def may_generate(self, now: float) -> bool:
+        return True
+
+
+MODES: dict[str, Callable[[], Mode]] = {"continuous": Continuous}
+
+
+# --- the engine thread -----------------------------------------------------------------------
+
+class EngineLoop:
+    """The engine's thread: primes the player's events as they come, samples the model's
+    while its stream is less than ``lookahead`` ahead of the clock, and hands each of its
+    note events to the scheduler with the deadline of its step."""
+
+    def __init__(self, engine, scheduler: Scheduler, *, origin: float, lookahead: float = 0.1,
+                 channel: int = 0, mode: Mode | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.engine = engine
+        self.scheduler = scheduler
+        self.origin = origin
+        self.lookahead = lookahead
+        self.channel = channel
+        self.mode = mode or Continuous()
+        self.clock = clock
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.generated_notes = 0
+        self.caught_up_steps = 0  # silence inserted because the model fell behind the clock
+
+    # --- any thread ---------------------------------------------------------------------
+
+    def hear(self, events: list[PlayerEvent]) -> None:
+        self.inbox.put(events)
+
+    def call(self, fn: Callable) -> None:
+        """Run ``fn(engine)`` on the engine thread (e.g. ``lambda e: setattr(e, 'temperature',
+        0.8)`` from a knob); it takes effect from the next sampled event."""
+        self.inbox.put(fn)
+
+    def stop(self) -> None:
+        self.inbox.put(_STOP)
+
+    # --- the engine thread --------------------------------------------------------------
+
+    def stream_time(self) -> float:
+        return self.origin + self.engine.steps * STEP_S
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - the main thread reports it
+            self.error = e
+
+    def _take(self, item) -> bool:
+        if item is _STOP:
+            return False
+        if callable(item):
+            item(self.engine)
+            return True
+        self.mode.heard(item, self.clock())
+        tokens = player_tokens(item, StreamPosition.of(self.engine), self.origin)
+        self.engine.prime(tokens)
+        return True
+
+    def _loop(self) -> None:
+        clock, inbox, engine = self.clock, self.inbox, self.engine
+        while True:
+            try:
+                while True:
+                    if not self._take(inbox.get_nowait()):
+                        return
+            except queue.Empty:
+                pass
+            now = clock()
+            if not self.mode.may_generate(now):
+                try:
+                    if not self._take(inbox.get(timeout=0.005)):
+                        return
+                except queue.Empty:
+                    pass
+                continue
+            ahead = self.stream_time() - now
+            if ahead >= self.lookahead:
+                try:
+                    if not self._take(inbox.get(timeout=ahead - self.lookahead + 0.001)):
+                        return
+                except queue.Empty:
+                    pass
+                continue
+            if ahead < 0:
+                # The model fell behind the clock (start-up, a stall): it hears the silence
+                # that really passed, so that its next events are not already late.
+                behind = int(-ahead / STEP_S + 1)
+                self.caught_up_steps += behind
+                engine.prime(codec.shifts(behind))
+            self._step()
+
+    def _step(self) -> None:
+        engine = self.engine
+        tok = engine.sample()
+        if tok < codec.NOTE_OFF:
+            velocity = codec.bin_to_velocity(engine.velocity_bin or 16)
+            self.scheduler.schedule(self.stream_time(), [NOTE_ON | self.channel, tok, velocity])
+            self.generated_notes += 1
+        elif tok < codec.TIME_SHIFT:
+            self.scheduler.schedule(self.stream_time(),
+                                    [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0])
+
+
+# --- recording -----------------------------------------------------------------------------
+
+@dataclass
+class Recorder:
+    """What was played, with real times: the player's notes (pedal applied, as the model
+    heard them) and the messages the scheduler actually sent. Appends come from the listener
+    callback and the scheduler thread (list.append is atomic)."""
+
+    origin: float
+    player: list = field(default_factory=list)  # PlayerEvent
+    model: list = field(default_factory=list)  # (time, message)
+
+    def heard(self, events: list[PlayerEvent]) -> None:
+        self.player.extend(events)
+
+    def sent(self, t: float, message: list[int]) -> None:
+        self.model.append((t, message))
+
+    def notes_in(self) -> int:
+        return sum(1 for e in list(self.player) if e.on)
+
+    def notes_out(self) -> int:
+        return sum(1 for _, m in list(self.model) if m[0] & 0xF0 == NOTE_ON and m[2] > 0)
+
+    @staticmethod
+    def _step_notes(events) -> list[codec.StepNote]:
+        """(time, on, pitch, velocity) -> notes on the 10 ms grid; a voice ends at the first
+        note-off of its pitch, unreleased voices at the last event."""
+        open_: dict[int, list] = {}
+        notes: list[codec.StepNote] = []
+        last = 0
+        for t, on, pitch, velocity in events:
+            step = codec.quantize(max(t, 0.0))
+            last = max(last, step)
+            if on:
+                open_.setdefault(pitch, []).append((step, velocity))
+            elif open_.get(pitch):
+                start, vel = open_[pitch].pop(0)
+                notes.append(codec.StepNote(pitch, vel, start, max(step, start + 1)))
+        for pitch, voices in open_.items():
+            for start, vel in voices:
+                notes.append(codec.StepNote(pitch, vel, start, max(last, start + 1)))
+        notes.sort(key=lambda n: (n.start, n.pitch))
+        return notes
+
+    def midi(self):
+        player = [(e.time - self.origin, e.on, e.pitch, e.velocity) for e in list(self.player)]
+        model = []
+        for t, m in list(self.model):
+            status = m[0] & 0xF0
+            if status in (NOTE_ON, NOTE_OFF) and len(m) >= 3:
+                on = status == NOTE_ON and m[2] > 0
+                model.append((t - self.origin, on, m[1], m[2] if on else 0))
+        return codec.step_notes_to_midi([("player", self._step_notes(player)),
+                                         ("livepiano", self._step_notes(model))])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.midi().save(str(path))
+        return path
+
+
+def data_dir() -> Path:
+    """The user's data folder for livepiano (sessions are saved under it)."""
+    if sys.platform.startswith("win"):
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "livepiano"
+
+
+def default_recording() -> Path:
+    return data_dir() / "sessions" / time.strftime("session-%Y%m%d-%H%M%S.mid")
+
+
+# --- the session ---------------------------------------------------------------------------
+
+class _Rate:
+    """Notes per second over the last few seconds, from a growing count."""
+
+    def __init__(self, window: float = 2.0):
+        self.window = window
+        self.samples: list[tuple[float, int]] = []
+
+    def __call__(self, t: float, count: int) -> float:
+        self.samples.append((t, count))
+        while len(self.samples) > 2 and self.samples[1][0] < t - self.window:
+            self.samples.pop(0)
+        t0, c0 = self.samples[0]
+        return (count - c0) / (t - t0) if t > t0 else 0.0
+
+
+class Session:
+    """A ``livepiano play`` session built from settings (see ``config.SCHEMA``)."""
+
+    def __init__(self, settings: dict, *, out=sys.stderr, status: bool | None = None):
+        self.settings = settings
+        self.out = out
+        self.status = out.isatty() if status is None else status
+        self.stop_reason: str | None = None
+        self.failed = False
+        self._stop = threading.Event()
+
+    def say(self, text: str) -> None:
+        if self.status:
+            self.out.write("\r\x1b[2K")
+        self.out.write(f"livepiano: {text}\n")
+        self.out.flush()
+
+    def request_stop(self, reason: str, failed: bool = False) -> None:
+        if self.stop_reason is None:
+            self.stop_reason, self.failed = reason, failed
+        self._stop.set()
+
+    def run(self) -> int:
+        from livepiano import ports
+        from livepiano.engine import Engine, resolve_model
+        from livepiano.listener import Listener
+
+        s = self.settings
+        api = ports.resolve_api(s["api"])
+        outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
+        inp = None
+        try:
+            inp = ports.Port("in", api, s["in"])
+            model_path = resolve_model(s["model"])
+            engine = Engine(model_path, temperature=s["temperature"], seed=s["seed"])
+        except BaseException:
+            outp.close()
+            if inp is not None:
+                inp.close()
+            raise
+        clock = time.monotonic
+        channel = s["channel"] - 1
+        origin = clock()
+        recorder = Recorder(origin)
+        scheduler = Scheduler(outp.client, channel=channel, clock=clock, on_sent=recorder.sent,
+                              realtime_mode=s["realtime"])
+        loop = EngineLoop(engine, scheduler, origin=origin, lookahead=s["lookahead_ms"] / 1000,
+                          channel=channel, mode=MODES[s["mode"]](), clock=clock)
+
+        def deliver(events):
+            recorder.heard(events)
+            loop.hear(events)
+
+        def echo(message):
+            scheduler.send_now([(message[0] & 0xF0) | channel] + list(message[1:]))
+
+        listener = Listener(inp, deliver, clock=clock, echo=echo if s["echo"] else None)
+        # The listener polls every millisecond; under SCHED_FIFO (below the scheduler) it is
+        # never preempted by other programs while it holds the GIL.
+        listener_priority = (lambda: realtime(s["realtime"], FIFO_PRIORITY - 1, switch=False))
+        threads = [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
+                   threading.Thread(target=loop.run, name="engine", daemon=True),
+                   threading.Thread(target=listener.run, args=(listener_priority,),
+                                    name="listener", daemon=True)]
+        old_handlers = {sig: signal.signal(sig, self._on_signal)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for t in threads:
+                t.start()
+            self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
+                     f"model: {model_path.name}. Ctrl-C stops.")
+            self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
+        finally:
+            listener.stop()
+            threads[2].join(timeout=2.0)
+            loop.stop()
+            threads[1].join(timeout=2.0)
+            scheduler.stop()
+            threads[0].join(timeout=2.0)
+            scheduler.panic()  # no-op when the scheduler thread already did it
+            time.sleep(DRAIN_S)  # JACK delivers in its next cycle: let the note-offs out
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            inp.close()
+            outp.close()
+            path = Path(s["record"]) if s["record"] else default_recording()
+            try:
+                saved = recorder.save(path)
+                where = f"session saved to {saved}"
+            except OSError as e:
+                where = f"could not save the session to {path} ({e.strerror})"
+            timing = scheduler.lateness_us()
+            self.say(f"{self.stop_reason or 'stopped'}; every note released; {where}. "
+                     f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
+                     f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
+                     f"({scheduler.realtime_note}).")
+        return 1 if self.failed else 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        name = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}[signum]
+        self.request_stop(name)
+
+    def _watch(self, inp, outp, listener, loop, scheduler, recorder, threads) -> None:
+        rate_in, rate_out = _Rate(), _Rate()
+        next_watch = time.monotonic()
+        input_gone = False
+        while not self._stop.wait(STATUS_S if self.status else 0.05):
+            now = time.monotonic()
+            if listener.error is not None:
+                self.request_stop(f"the listener failed ({_describe(listener.error)})",
+                                  failed=True)
+                break
+            if loop.error is not None:
+                self.request_stop(f"the engine failed ({_describe(loop.error)})", failed=True)
+                break
+            if scheduler.error is not None or not threads[0].is_alive():
+                self.request_stop(f"the scheduler failed ({_describe(scheduler.error)})",
+                                  failed=True)
+                break
+            if now >= next_watch:
+                next_watch = now + WATCH_S
+                if not outp.present():
+                    self.request_stop(f"the output port '{outp.name}' vanished", failed=True)
+                    break
+                if not input_gone and not inp.present():
+                    input_gone = True
+                    listener.release_all()
+                    self.say(f"the input port '{inp.name}' is gone; playing on and "
+                             f"reconnecting when it is back.")
+                elif input_gone and inp.reopen():
+                    input_gone = False
+                    self.say(f"the input port '{inp.name}' is back.")
+            if self.status:
+                late = [v * 1000 for v in list(scheduler.lateness)[-1000:]]
+                line = (f"{loop.mode.name}  T {loop.engine.temperature:.2f}  "
+                        f"in {rate_in(now, recorder.notes_in()):4.1f} n/s  "
+                        f"out {rate_out(now, recorder.notes_out()):4.1f} n/s  "
+                        f"late p99 {percentile(late, 99):.2f} ms"
+                        + ("  [input gone]" if input_gone else ""))
+                self.out.write("\r\x1b[2K" + line)
+                self.out.flush()
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "it stopped"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def play(settings: dict) -> int:
+    return Session(settings).run()
+
+
+# --- bench timing --------------------------------------------------------------------------
+
+class NullOut:
+    def send_message(self, message) -> None:
+        pass
+
+
+def _busy(stop_at: float) -> None:
+    while time.monotonic() < stop_at:
+        pass
+
+
+def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mode: str = "auto",
+           temperature: float = 1.0, speed: float = 4.0, lookahead: float = 0.1,
+           seed: int | None = 0, timeout: float = 120.0, progress=None) -> dict:
+    """Scheduler lateness with the engine generating in its own thread, as in ``play``, to a
+    null output. ``speed`` plays the stream faster than real time (the engine has to generate
+    ``speed`` times as many events per second: a harder test, and ``deadlines`` come sooner);
+    ``load`` runs a busy loop in another process on the other core."""
+    import multiprocessing as mp
+
+    from livepiano.engine import Engine
+
+    engine = Engine(model_path, temperature=temperature, seed=seed)
+    step = STEP_S / speed
+    clock = time.monotonic
+    busy = None
+    if load:
+        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        busy = ctx.Process(target=_busy, args=(clock() + timeout + 5,), daemon=True)
+        busy.start()
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if len(cpus) > 1:
+            try:
+                os.sched_setaffinity(busy.pid, {cpus[-1]})
+            except OSError:
+                pass
+    scheduler = Scheduler(NullOut(), clock=clock, realtime_mode=realtime_mode,
+                          keep_lateness=10 ** 6)
+    origin = clock() + 0.05
+    loop = EngineLoop(engine, scheduler, origin=origin, lookahead=lookahead, clock=clock)
+    loop.stream_time = lambda: loop.origin + engine.steps * step  # type: ignore[method-assign]
+    threads = [threading.Thread(target=scheduler.run, daemon=True),
+               threading.Thread(target=loop.run, daemon=True)]
+    for t in threads:
+        t.start()
+    t0 = clock()
+    try:
+        while len(scheduler.lateness) < deadlines and clock() - t0 < timeout:
+            if loop.error or scheduler.error:
+                raise loop.error or scheduler.error
+            time.sleep(0.2)
+            if progress:
+                progress(len(scheduler.lateness))
+    finally:
+        loop.stop()
+        threads[1].join(2.0)
+        scheduler.stop()
+        threads[0].join(2.0)
+        if busy is not None:
+            busy.terminate()
+            busy.join()
+    result = scheduler.lateness_us()
+    if result["deadlines"] < deadlines:
+        raise LivepianoError(f"only {result['deadlines']} deadlines in {timeout:.0f} s (the model "
+                             f"plays too few notes); raise --speed or the temperature.")
+    result.update({"load": load, "realtime": scheduler.realtime_note, "speed": speed,
+                   "seconds": round(clock() - t0, 1), "caught_up_steps": loop.caught_up_steps,
+                   "model": str(model_path)})
+    return result
