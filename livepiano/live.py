@@ -428,6 +428,16 @@ def _busy(stop_at: float) -> None:
         pass
 
 
+def _steal_ms() -> int | None:
+    """CPU time the hypervisor took from this virtual machine so far (Linux), in ms."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) * 1000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mode: str = "auto",
            temperature: float = 1.0, speed: float = 4.0, lookahead: float = 0.1,
            seed: int | None = 0, timeout: float = 120.0, progress=None) -> dict:
@@ -463,6 +473,7 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     for t in threads:
         t.start()
     t0 = clock()
+    steal0 = _steal_ms()
     try:
         while len(scheduler.lateness) < deadlines and clock() - t0 < timeout:
             if loop.error or scheduler.error:
@@ -482,6 +493,8 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     if result["deadlines"] < deadlines:
         raise LivepianoError(f"only {result['deadlines']} deadlines in {timeout:.0f} s (the model "
                              f"plays too few notes); raise --speed or the temperature.")
+    steal1 = _steal_ms()
+    result["steal_ms"] = steal1 - steal0 if steal0 is not None and steal1 is not None else None
     result.update({"load": load, "realtime": scheduler.realtime_note, "speed": speed,
                    "seconds": round(clock() - t0, 1), "caught_up_steps": loop.caught_up_steps,
                    "model": str(model_path)})

@@ -82,13 +82,13 @@ def _quiet_stderr():
     """Keep C libraries (ALSA, libjack) from printing on our stderr while rtmidi opens a
     client; what they said is handed back for error messages."""
     captured = [""]
+    fd = 2  # where C libraries write, whatever sys.stderr is
     try:
-        fd = sys.stderr.fileno()
         sys.stderr.flush()
+        saved = os.dup(fd)
     except (AttributeError, OSError, ValueError):
         yield captured
         return
-    saved = os.dup(fd)
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), fd)
         try:

@@ -8,6 +8,8 @@ through ``JACK_DEFAULT_SERVER``.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import re
 import shutil
@@ -18,6 +20,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 DATA = Path(__file__).parent / "data"
 
@@ -249,3 +253,19 @@ def train_tiny_model(out: Path, steps: int = 150, seed: int = 0) -> Path:
     model.eval()
     write_onnx(model, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(request):
+    """A small model trained on tests/data, cached across runs by the trainer's source and
+    the data it trains on."""
+    pytest.importorskip("torch")
+    h = hashlib.sha256(inspect.getsource(train_tiny_model).encode())
+    for p in sorted(DATA.glob("*.mid")):
+        h.update(p.read_bytes())
+    folder = Path(request.config.cache.mkdir("livepiano-tiny-model"))
+    path = folder / f"tiny-{h.hexdigest()[:12]}.onnx"
+    if not path.is_file():
+        train_tiny_model(folder / "training.onnx")
+        os.replace(folder / "training.onnx", path)
+    return path

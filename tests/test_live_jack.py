@@ -5,9 +5,8 @@ Marked ``jack``: skipped where jackd is missing, but a failure when $CI is set."
 
 from __future__ import annotations
 
-import hashlib
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jackserver import DATA, Capture, JackServer, Pianist, excerpt, jackd_available, sounding_after
+from jackserver import (DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
+                        sounding_after, tiny_model)  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.jack
@@ -41,26 +41,6 @@ def jack():
     _need(jackd_available(), "jackd is not installed")
     with JackServer() as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def tiny_model(request):
-    """A small model trained on tests/data, cached across runs by the trainer's source and
-    the data it trains on."""
-    pytest.importorskip("torch")
-    import inspect
-
-    from jackserver import train_tiny_model
-
-    h = hashlib.sha256(inspect.getsource(train_tiny_model).encode())
-    for p in sorted(DATA.glob("*.mid")):
-        h.update(p.read_bytes())
-    folder = Path(request.config.cache.mkdir("livepiano-tiny-model"))
-    path = folder / f"tiny-{h.hexdigest()[:12]}.onnx"
-    if not path.is_file():
-        train_tiny_model(folder / "training.onnx")
-        os.replace(folder / "training.onnx", path)
-    return path
 
 
 def _env(jack) -> dict:

@@ -1,0 +1,204 @@
+"""Scheduler, listener encoding and the engine loop, without ports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jackserver import DATA, tiny_model  # noqa: F401 (a fixture)
+from livepiano import codec
+from livepiano.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
+from livepiano.live import EngineLoop, Recorder
+from livepiano.scheduler import Scheduler
+
+
+class FakeOut:
+    def __init__(self, fail_after: int | None = None):
+        self.sent: list[tuple[float, list[int]]] = []
+        self.fail_after = fail_after
+
+    def send_message(self, message):
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise OSError("port gone")
+        self.sent.append((time.monotonic(), list(message)))
+
+
+def _run(scheduler):
+    t = threading.Thread(target=scheduler.run, daemon=True)
+    t.start()
+    return t
+
+
+# --- scheduler ---------------------------------------------------------------------------
+
+def test_messages_leave_in_deadline_order_never_early():
+    out = FakeOut()
+    s = Scheduler(out, channel=0)
+    t = _run(s)
+    now = time.monotonic()
+    plan = [(0.06, [0x90, 62, 80]), (0.02, [0x90, 60, 80]), (0.10, [0x80, 60, 0]),
+            (0.04, [0x90, 64, 80])]
+    for dt, m in plan:
+        s.schedule(now + dt, m)
+    time.sleep(0.3)
+    # A deadline earlier than the one the scheduler is waiting for still goes first.
+    now2 = time.monotonic()
+    s.schedule(now2 + 0.2, [0x90, 70, 80])
+    s.schedule(now2 + 0.05, [0x90, 72, 80])
+    time.sleep(0.35)
+    s.stop()
+    t.join(2)
+    notes = [m for _, m in out.sent if m[0] & 0xF0 in (0x80, 0x90)]
+    assert [m[1] for m in notes[:6]] == [60, 64, 62, 60, 72, 70]
+    deadlines = sorted(now + dt for dt, _ in plan) + [now2 + 0.05, now2 + 0.2]
+    for (sent_at, _), deadline in zip(out.sent, deadlines):
+        assert sent_at >= deadline
+    assert s.lateness_us()["deadlines"] == 6
+
+
+def test_stop_releases_every_voice_then_all_notes_off_and_pedal_up():
+    out = FakeOut()
+    s = Scheduler(out, channel=2)
+    t = _run(s)
+    for m in ([0x92, 60, 80], [0x92, 60, 90], [0x92, 62, 80], [0x82, 62, 0], [0x92, 67, 70]):
+        s.send_now(m)
+    s.schedule(time.monotonic() + 10, [0x82, 67, 0])  # never reached
+    time.sleep(0.1)
+    s.stop()
+    t.join(2)
+    tail = [m for _, m in out.sent[5:]]
+    assert sorted(tail[:3]) == [[0x82, 60, 0], [0x82, 60, 0], [0x82, 67, 0]]
+    assert tail[3:] == [[0xB2, 123, 0], [0xB2, 64, 0]]
+    assert not s.sounding and s.panic() == []  # once only, and nothing after it
+    s.send_now([0x92, 1, 1])
+    assert len(out.sent) == 10
+
+
+def test_a_failing_port_is_reported_and_still_panics():
+    out = FakeOut(fail_after=2)
+    s = Scheduler(out)
+    t = _run(s)
+    for p in (60, 61, 62):
+        s.send_now([0x90, p, 80])
+    t.join(2)
+    assert isinstance(s.error, OSError)
+    assert not t.is_alive()
+
+
+# --- listener encoding -------------------------------------------------------------------
+
+def _events_of(path) -> list[tuple[float, list[int]]]:
+    """The note and pedal messages of a MIDI file at their times; at one time the pedal
+    first, as in Magenta's sustain pass, then note-offs before note-ons, as a keyboard sends
+    a re-struck key."""
+    notes, controls = codec.read_midi(path)
+    rows = []
+    for n in notes:
+        rows.append((n.start, 3, [0x90, n.pitch, n.velocity]))
+        rows.append((n.end, 2, [0x80, n.pitch, 0]))
+    for c in controls:
+        if c.number == codec.SUSTAIN_CC:
+            rows.append((c.time, 0 if c.value >= 64 else 1, [0xB0, 64, c.value]))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [(t, m) for t, _, m in rows]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.mid")))
+def test_live_encoding_hears_the_notes_the_codec_reads(name):
+    """Fed message by message, the listener's encoding gives the notes (pitch, start, end,
+    velocity bin) that codec.midi_to_tokens gives for the file, pedal included."""
+    enc, pos, tokens = PedalEncoder(), StreamPosition(), []
+    for t, m in _events_of(DATA / name):
+        tokens += player_tokens(enc.feed(m, t), pos, origin=0.0)
+
+    def notes(toks):
+        return sorted((n.pitch, n.start, n.end, codec.velocity_to_bin(n.velocity))
+                      for n in codec.tokens_to_step_notes(toks))
+
+    assert notes(tokens) == notes(codec.midi_to_tokens(DATA / name))
+
+
+def test_pedal_extends_released_notes_until_pedal_up_or_restrike():
+    enc = PedalEncoder()
+    assert enc.feed([0xB0, 64, 100], 0.0) == []
+    assert [e.on for e in enc.feed([0x90, 60, 80], 0.1)] == [True]
+    assert enc.feed([0x80, 60, 0], 0.2) == []  # held by the pedal
+    restrike = enc.feed([0x90, 60, 70], 0.3)  # ends the held voice, starts a new one
+    assert [(e.on, e.pitch, e.time) for e in restrike] == [(False, 60, 0.3), (True, 60, 0.3)]
+    assert enc.feed([0x80, 60, 0], 0.4) == []
+    assert enc.feed([0x90, 64, 80], 0.5)[0].on
+    up = enc.feed([0xB0, 64, 0], 0.6)  # releases 60 (key up); 64 is still down
+    assert [(e.on, e.pitch) for e in up] == [(False, 60)]
+    assert [(e.on, e.pitch) for e in enc.release_all(0.7)] == [(False, 64)]
+    assert enc.feed([0xF8], 0.8) == [] and enc.feed([0xB0, 1, 5], 0.8) == []
+
+
+def test_player_tokens_place_silences_velocity_and_short_notes():
+    pos = StreamPosition()
+    toks = player_tokens([PlayerEvent(1.5, True, 60, 100)], pos, origin=0.0)
+    assert toks == codec.shifts(150) + [codec.velocity_event(codec.velocity_to_bin(100)), 60]
+    # Same velocity bin: no velocity event; an off in the same step moves one step later.
+    toks = player_tokens([PlayerEvent(1.5, True, 62, 99), PlayerEvent(1.502, False, 62, 0)],
+                         pos, origin=0.0)
+    assert toks == [62, codec.shift(1), codec.note_off(62)]
+    # An event from before the stream's step (the model ran ahead) lands at the stream's step.
+    pos.step = 400
+    assert player_tokens([PlayerEvent(2.0, False, 60, 0)], pos, origin=0.0) == [
+        codec.note_off(60)]
+
+
+# --- the engine loop ---------------------------------------------------------------------
+
+class RecordingScheduler:
+    def __init__(self):
+        self.items: list[tuple[float, float, list[int]]] = []
+
+    def schedule(self, deadline, message):
+        self.items.append((time.monotonic(), deadline, message))
+
+
+def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model):
+    from livepiano.engine import Engine
+
+    engine = Engine(tiny_model, seed=3)
+    sched = RecordingScheduler()
+    origin = time.monotonic()
+    loop = EngineLoop(engine, sched, origin=origin, lookahead=0.05)
+    t = threading.Thread(target=loop.run, daemon=True)
+    t.start()
+    time.sleep(0.3)
+    loop.hear([PlayerEvent(time.monotonic(), True, 40, 90)])
+    seen = []
+    loop.call(lambda e: seen.append([v for v in e.voices() if v[0] == 40 and v[2] == "player"]))
+    loop.call(lambda e: setattr(e, "temperature", 0.5))
+    time.sleep(1.2)
+    loop.stop()
+    t.join(2)
+    assert loop.error is None
+    assert seen and seen[0], "the player's note is not in the model's stream"
+    assert engine.temperature == 0.5
+    notes = [(put, deadline) for put, deadline, m in sched.items]
+    assert len(notes) >= 5
+    # A note event is sampled only while the stream is less than the look-ahead ahead.
+    assert all(deadline - put < 0.05 + 0.002 for put, deadline in notes)
+    assert all(m[0] & 0xF0 in (0x80, 0x90) for _, _, m in sched.items)
+
+
+def test_recorder_writes_player_and_model_tracks(tmp_path):
+    rec = Recorder(origin=100.0)
+    rec.heard([PlayerEvent(100.5, True, 60, 90), PlayerEvent(101.0, False, 60, 0)])
+    rec.sent(100.7, [0x90, 72, 80])
+    rec.sent(100.9, [0x80, 72, 0])
+    rec.sent(101.0, [0xB0, 123, 0])
+    path = rec.save(tmp_path / "sub" / "s.mid")
+    import mido
+
+    mid = mido.MidiFile(str(path))
+    assert [t.name for t in mid.tracks] == ["player", "livepiano"]
+    by_pitch = {n.pitch: n for n in codec.read_midi(path)[0]}
+    player, model = by_pitch[60], by_pitch[72]
+    assert (player.pitch, round(player.start, 2), round(player.end, 2)) == (60, 0.5, 1.0)
+    assert (model.pitch, round(model.start, 2), round(model.end, 2)) == (72, 0.7, 0.9)
