@@ -27,6 +27,12 @@ def add_arguments(p) -> None:
     p.add_argument("--rt", action="store_true",
                    help="time the steps under SCHED_FIFO where allowed, to separate the model's "
                         "own latency from other processes' interference (model)")
+    p.add_argument("--load", action="store_true",
+                   help="a busy loop on the other core while measuring (timing)")
+    p.add_argument("--realtime", choices=("auto", "fifo", "switch", "off"), default="auto",
+                   help="scheduler timing mechanism, as `play --realtime` (timing)")
+    p.add_argument("--deadlines", type=int, default=2000,
+                   help="scheduler deadlines to measure (timing; at least 2000)")
     p.add_argument("--json", action="store_true",
                    help="end with one line of JSON holding the figures")
 
@@ -152,8 +158,34 @@ def bench_model(args) -> dict:
     return result
 
 
+def bench_timing(args) -> dict:
+    """Scheduler lateness (how late each message leaves after its deadline) with the engine
+    generating in its own thread, as in `livepiano play`, to a null output."""
+    from livepiano.engine import resolve_model
+    from livepiano.live import timing
+
+    path = resolve_model(getattr(args, "model", None))
+    say = getattr(args, "say", print)
+    load = bool(getattr(args, "load", False))
+    say(f"model        {path}; {'a busy loop on the other core' if load else 'no extra load'}")
+    r = timing(path, deadlines=max(2000, int(getattr(args, "deadlines", 2000) or 2000)),
+               load=load, realtime_mode=getattr(args, "realtime", "auto") or "auto",
+               seed=getattr(args, "seed", 0))
+    r["loadavg_1m"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    say(f"lateness     p50 {r['lateness_us_p50']:8.1f} µs   p99 {r['lateness_us_p99']:8.1f} µs   "
+        f"max {r['lateness_us_max']:8.1f} µs   late > 1 ms: {r['late_over_1ms']} of "
+        f"{r['deadlines']} deadlines")
+    say(f"scheduler    {r['realtime']}; stream played {r['speed']}x real time "
+        f"({r['seconds']} s)")
+    if r.get("steal_ms") is not None:
+        say(f"machine      {r['steal_ms']} ms stolen by the hypervisor during the run; "
+            f"load average {r['loadavg_1m']}")
+    return r
+
+
 BENCHES: dict[str, Callable] = {
     "model": bench_model,
+    "timing": bench_timing,
 }
 
 
