@@ -260,6 +260,11 @@ def _add_generate(sub) -> None:
                    help="a MIDI file the model hears first; it is written to the output as its own "
                         "track, 'primer', and generation continues after its end on track 'livepiano'")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
+    p.add_argument("--compare", default=None, metavar="CACHE_OR_MIDI_DIR",
+                   help="also print the same figures for real playing: the median over the "
+                        "30-second segments of this cache's test split or folder of MIDI files")
+    p.add_argument("--compare-limit", type=int, default=30, metavar="N",
+                   help="files of --compare to describe (default: 30)")
     p.add_argument("-o", "--output", required=True, help="the .mid file to write")
     p.set_defaults(run=_cmd_generate)
 
@@ -287,11 +292,25 @@ def _cmd_generate(args) -> int:
     print(f"wrote        {args.output}" + (" (tracks: primer, livepiano)" if primer else ""))
     print(f"generated    {len(result.tokens)} events, {stats['notes']} notes in {args.seconds:g} s "
           f"({took:.1f} s wall, {args.seconds / max(took, 1e-9):.0f}x real time)")
-    print(f"notes/s      {stats['notes_per_s']}")
+    real = None
+    if args.compare:
+        from livepiano.engine import describe_data
+
+        real = describe_data(args.compare, "test", args.compare_limit)
+        where = f"{real['split']} split" if real["split"] else "all files"
+        print(f"{'':13}{'generated':<14}real ({real['segments']} segments of {real['files']} "
+              f"files, {where}; medians)")
+
+    def row(label: str, mine: str, theirs) -> None:
+        print(f"{label:<13}{mine:<14}{theirs}" if real else f"{label:<13}{mine}")
+
+    row("notes/s", f"{stats['notes_per_s']}", real and real["notes_per_s"])
     if stats["notes"]:
-        print(f"pitch range  {stats['pitch_min']}..{stats['pitch_max']}")
-        print(f"velocity     {stats['velocity_min']}..{stats['velocity_max']} "
-              f"(std {stats['velocity_std']})")
+        row("pitch range", f"{stats['pitch_min']}..{stats['pitch_max']}",
+            real and f"{real['pitch_min']:g}..{real['pitch_max']:g}")
+        row("velocity", f"{stats['velocity_min']}..{stats['velocity_max']}",
+            real and f"{real['velocity_min']:g}..{real['velocity_max']:g}")
+        row("velocity std", f"{stats['velocity_std']}", real and real["velocity_std"])
     return 0
 
 

@@ -623,3 +623,39 @@ def describe_notes(notes: Sequence[codec.StepNote], seconds: float) -> dict:
             "pitch_min": int(pitches.min()), "pitch_max": int(pitches.max()),
             "velocity_min": int(vels.min()), "velocity_max": int(vels.max()),
             "velocity_std": round(float(vels.std()), 1)}
+
+
+def describe_data(data_path: str | os.PathLike, split: str | None = "test", limit: int | None = 30,
+                  min_seconds: float = 10.0) -> dict:
+    """The figures of ``describe_notes`` for real playing: the median over the 30-second
+    segments (of at least ``min_seconds``) of a cache split or a folder of MIDI files, so
+    that a generated piece can be set beside them."""
+    from livepiano import data
+
+    arrays, used_split = load_eval_tokens(data_path, split, limit)
+    rows = []
+    for tokens in arrays:
+        tokens = np.asarray(tokens, dtype=np.int64)
+        # The velocity bin in force before each token (0 before the first velocity event).
+        is_vel = tokens >= codec.VELOCITY
+        last = np.maximum.accumulate(np.where(is_vel, np.arange(len(tokens)), -1))
+        bins = np.where(last >= 0, tokens[np.maximum(last, 0)] - codec.VELOCITY + 1, 0)
+        # The pieces of data.segments, with their offsets.
+        piece = data.elapsed_steps(tokens)[:-1] // data.SEGMENT_STEPS
+        cuts = (np.flatnonzero(np.diff(piece)) + 1).tolist()
+        for a, b in zip([0] + cuts, cuts + [len(tokens)]):
+            seg = tokens[a:b]
+            seconds = codec.duration_steps(seg.tolist()) / codec.STEPS_PER_SECOND
+            if len(seg) < 2 or seconds < min_seconds:
+                continue
+            lead = [codec.velocity_event(int(bins[a - 1]))] if a > 0 and bins[a - 1] else []
+            # A segment starts mid-piece: it gets the velocity in force at its start.
+            d = describe_notes(codec.tokens_to_step_notes(lead + seg.tolist()), seconds)
+            if d["notes"]:
+                rows.append(d)
+    if not rows:
+        raise LivepianoError(f"{data_path} holds no 30-second segment with notes to describe.")
+    keys = ("notes_per_s", "pitch_min", "pitch_max", "velocity_min", "velocity_max", "velocity_std")
+    out = {k: round(float(np.median([r[k] for r in rows])), 2) for k in keys}
+    out.update({"segments": len(rows), "files": len(arrays), "split": used_split})
+    return out

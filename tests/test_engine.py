@@ -408,6 +408,29 @@ def test_cli_generate_with_primer(unc, run_livepiano, tmp_path):
     assert max(n.end for n in notes) >= primer_end + 4.9  # 5 s generated after the primer
 
 
+def test_cli_generate_compares_with_real_playing(unc, run_livepiano, tmp_path):
+    r = run_livepiano("generate", "--model", unc, "--seconds", "2", "--seed", "1",
+                      "--compare", DATA, "-o", tmp_path / "c.mid")
+    assert r.returncode == 0, r.stderr
+    header = [line for line in r.stdout.splitlines() if "medians" in line]
+    assert header and "all files" in header[0]
+    assert any(line.startswith("velocity std") and len(line.split()) == 4
+               for line in r.stdout.splitlines())
+
+
+def test_describe_data_gives_each_segment_its_velocity(tmp_path):
+    from livepiano.engine import describe_data
+
+    # 40 s of one velocity (bin 25 = 97), set once at the start: the second segment has no
+    # velocity event of its own and must not fall back to a default.
+    tokens = [codec.velocity_event(25)] + [60, codec.shift(50), codec.note_off(60)] * 80
+    codec.tokens_to_midi(tokens).save(tmp_path / "one.mid")
+    d = describe_data(tmp_path, split=None)
+    assert d["segments"] == 2 and d["files"] == 1
+    assert d["velocity_min"] == d["velocity_max"] == codec.bin_to_velocity(25)
+    assert d["pitch_min"] == d["pitch_max"] == 60 and d["notes_per_s"] == pytest.approx(2.0)
+
+
 def test_cli_generate_without_primer_and_errors(unc, run_livepiano, tmp_path):
     out = tmp_path / "plain.mid"
     r = run_livepiano("generate", "--model", unc, "--seconds", "3", "--seed", "2", "-o", out)
