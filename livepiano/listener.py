@@ -16,8 +16,7 @@ from collections import defaultdict
 from typing import Callable, NamedTuple
 
 from livepiano import codec
-
-NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
+from livepiano.ports import CONTROL, NOTE_OFF, NOTE_ON
 
 
 class PlayerEvent(NamedTuple):

@@ -26,8 +26,8 @@ from typing import Callable
 
 from livepiano import LivepianoError, codec
 from livepiano.listener import PlayerEvent, StreamPosition, player_tokens
-from livepiano.scheduler import (FIFO_PRIORITY, NOTE_OFF, NOTE_ON, Scheduler, percentile,
-                                 realtime)
+from livepiano.ports import NOTE_OFF, NOTE_ON
+from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
 
 STEP_S = 1.0 / codec.STEPS_PER_SECOND
 WATCH_S = 0.5  # how often the main thread checks that the ports are still there

@@ -26,8 +26,7 @@ import time
 from collections import Counter, deque
 from typing import Callable
 
-NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
-ALL_NOTES_OFF, SUSTAIN = 123, 64
+from livepiano.ports import ALL_NOTES_OFF, CONTROL, NOTE_OFF, NOTE_ON, SUSTAIN
 
 SPIN_S = 0.001  # wake this long before a deadline, then spin
 SWITCH_INTERVAL_S = 0.0005
@@ -66,7 +65,8 @@ class Scheduler:
 
     ``schedule`` and ``send_now`` may be called from any thread; ``run`` is the body of the
     scheduler's own thread. ``on_sent(time, message)`` (e.g. the recorder) is called after
-    each send, from the scheduler's thread."""
+    each scheduled message and each panic message, from the thread that sent it; messages
+    sent at once (the player's echo) are not reported."""
 
     def __init__(self, out, channel: int = 0, clock: Callable[[], float] = time.monotonic,
                  on_sent: Callable | None = None, realtime_mode: str = "off",
@@ -158,12 +158,12 @@ class Scheduler:
                 return
             self.out.send_message(message)
             now = self.clock()
-        if deadline is not None:
-            self.lateness.append(now - deadline)
         self.sent += 1
         self._track(message)
-        if self.on_sent is not None:
-            self.on_sent(now, message)
+        if deadline is not None:
+            self.lateness.append(now - deadline)
+            if self.on_sent is not None:
+                self.on_sent(now, message)
 
     def _track(self, message: list[int]) -> None:
         status = message[0] & 0xF0

@@ -148,7 +148,7 @@ def test_input_vanishing_keeps_playing_and_reconnects_then_sigterm(jack, tiny_mo
     pianist, cap = Pianist("pianist2", "keys"), Capture("capture2", jack.env)
     try:
         proc = _start(jack, "--in", "pianist2", "--out", "capture2", "--model", tiny_model,
-                      "--record", tmp_path / "s.mid", "--seed", 2)
+                      "--record", tmp_path / "s.mid", "--seed", 2, "--echo")
         _wait_connected(jack, proc, "pianist2:keys", "capture2:input")
         pianist.play(excerpt(EXCERPT, 1.0))
         pianist.close()
@@ -167,6 +167,9 @@ def test_input_vanishing_keeps_playing_and_reconnects_then_sigterm(jack, tiny_mo
     assert proc.returncode == 0, err
     assert "is gone" in err and "is back" in err and "terminated" in err
     assert sounding_after([m for _, m in cap.messages]) == {}
+    # --echo: the player's notes went out too, and the summary counts them apart.
+    heard, played = map(int, re.search(r"(\d+) notes in, (\d+) out", err).groups())
+    assert heard > 0 and len(cap.notes_on()) == heard + played
 
 
 def test_output_vanishing_releases_and_exits(jack, tiny_model, tmp_path):
