@@ -193,10 +193,12 @@ def _cmd_play(args) -> int:
 # --- export, eval, generate, bench (the model) ------------------------------------------------
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a training checkpoint to one ONNX file and its YAML card")
+    p = sub.add_parser("export",
+                       help="export a training checkpoint to one ONNX file and its YAML card")
     p.add_argument("checkpoint", help="a .pt checkpoint written by `livepiano train`")
     p.add_argument("-o", "--output", required=True,
-                   help="the .onnx file to write, e.g. models/NAME.onnx (NAME.yaml is written beside it)")
+                   help="the .onnx file to write, e.g. models/NAME.onnx "
+                        "(NAME.yaml is written beside it)")
     p.add_argument("--eval-data", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="also measure the test NLL with the exported model on this token cache "
                         "or folder of MIDI files and record it in the card")
@@ -220,15 +222,20 @@ def _cmd_export(args) -> int:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="mean NLL (nats/event) of an exported model over 30-second segments")
+    p = sub.add_parser("eval",
+                       help="mean NLL (nats/event) of an exported model over 30-second segments")
     p.add_argument("model", help="an exported .onnx model")
     p.add_argument("data", help="a token cache folder (index.json) or a folder of MIDI files "
-                                "(a MAESTRO CSV in it gives the split; otherwise every file is used)")
+                                "(a MAESTRO CSV in it gives the split; otherwise every file is "
+                                "used)")
     p.add_argument("--split", default="test", help="split to score (default: test)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N files")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="score only the first N files")
     p.add_argument("--batch", type=int, default=16, help="segments scored together (default: 16)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default: 1)")
-    p.add_argument("--json", action="store_true", help="end with one line of JSON holding the figures")
+    p.add_argument("--threads", type=int, default=1,
+                   help="onnxruntime intra-op threads (default: 1)")
+    p.add_argument("--json", action="store_true",
+                   help="end with one line of JSON holding the figures")
     p.set_defaults(run=_cmd_eval)
 
 
@@ -251,14 +258,19 @@ def _cmd_eval(args) -> int:
 
 
 def _add_generate(sub) -> None:
-    p = sub.add_parser("generate", help="generate a performance offline into a MIDI file (no torch)")
+    p = sub.add_parser("generate",
+                       help="generate a performance offline into a MIDI file (no torch)")
     p.add_argument("--model", default=None,
-                   help="exported .onnx model (default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
-    p.add_argument("--seconds", type=float, default=30.0, help="seconds of music to generate (default: 30)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+                   help="exported .onnx model "
+                        "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
+    p.add_argument("--seconds", type=float, default=30.0,
+                   help="seconds of music to generate (default: 30)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature (default: 1.0)")
     p.add_argument("--primer", default=None, metavar="FILE.mid",
                    help="a MIDI file the model hears first; it is written to the output as its own "
-                        "track, 'primer', and generation continues after its end on track 'livepiano'")
+                        "track, 'primer', and generation continues after its end on track "
+                        "'livepiano'")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
     p.add_argument("--compare", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="also print the same figures for real playing: the median over the "
@@ -280,14 +292,16 @@ def _cmd_generate(args) -> int:
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
     primer = codec.midi_to_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
-        raise LivepianoError(f"{args.primer} has no notes to prime the model with; give another primer.")
+        raise LivepianoError(f"{args.primer} has no notes to prime the model with; "
+                             f"give another primer.")
     t0 = time.monotonic()
     result = generate(engine, args.seconds, primer)
     took = time.monotonic() - t0
     try:
         result.midi().save(args.output)
     except OSError as e:
-        raise LivepianoError(f"cannot write {args.output} ({e.strerror or e}); check the folder.") from None
+        raise LivepianoError(f"cannot write {args.output} ({e.strerror or e}); "
+                             f"check the folder.") from None
     stats = describe_notes(result.generated_notes(), args.seconds)
     print(f"wrote        {args.output}" + (" (tracks: primer, livepiano)" if primer else ""))
     print(f"generated    {len(result.tokens)} events, {stats['notes']} notes in {args.seconds:g} s "
