@@ -95,6 +95,11 @@ class Scheduler:
     def send_now(self, message: list[int]) -> None:
         self.inbox.put((None, message))
 
+    def call(self, fn: Callable) -> None:
+        """Run ``fn(scheduler)`` on the scheduler's thread, between two sends (e.g. the duet
+        dropping an answer's pending messages and releasing its notes)."""
+        self.inbox.put(fn)
+
     def stop(self) -> None:
         self.inbox.put(_STOP)
 
@@ -115,6 +120,9 @@ class Scheduler:
     def _take(self, item) -> bool:
         if item is _STOP:
             return False
+        if callable(item):
+            item(self)
+            return True
         deadline, message = item
         if deadline is None:
             self._send(message, None)

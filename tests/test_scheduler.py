@@ -77,6 +77,22 @@ def test_stop_releases_every_voice_then_all_notes_off_and_pedal_up():
     assert len(out.sent) == 10
 
 
+def test_call_runs_on_the_scheduler_thread_between_sends():
+    out = FakeOut()
+    s = Scheduler(out)
+    t = _run(s)
+    s.schedule(time.monotonic() + 5, [0x90, 60, 80])
+    seen = []
+    s.call(lambda sch: seen.append((threading.current_thread() is t, sch.pending())))
+    s.call(lambda sch: sch._heap.clear())
+    time.sleep(0.1)
+    s.stop()
+    t.join(2)
+    assert seen == [(True, 1)] and out.sent[-2:] == [(out.sent[-2][0], [0xB0, 123, 0]),
+                                                    (out.sent[-1][0], [0xB0, 64, 0])]
+    assert len(out.sent) == 2
+
+
 def test_a_failing_port_is_reported_and_still_panics():
     out = FakeOut(fail_after=2)
     s = Scheduler(out)
@@ -151,6 +167,23 @@ def test_player_tokens_place_silences_velocity_and_short_notes():
 
 
 # --- the engine loop ---------------------------------------------------------------------
+
+def test_an_engine_error_is_kept_for_the_main_thread():
+    class Broken:
+        steps, velocity_bin = 0, 0
+
+        def prime(self, tokens):
+            pass
+
+        def sample(self):
+            raise RuntimeError("model exploded")
+
+    loop = EngineLoop(Broken(), RecordingScheduler(), origin=time.monotonic())
+    t = threading.Thread(target=loop.run, daemon=True)
+    t.start()
+    t.join(2)
+    assert isinstance(loop.error, RuntimeError)
+
 
 class RecordingScheduler:
     def __init__(self):
