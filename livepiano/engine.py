@@ -177,6 +177,15 @@ class Engine:
         base[codec.NOTE_OFF:codec.TIME_SHIFT] = False
         self._base_mask = base
         self.reset()
+        # The first calls of a session allocate; make them here, not on the first live note
+        # (the random generator is left as the seed made it).
+        rng_state = self.rng.bit_generator.state
+        self.prime([START_TOKEN] * 8)
+        self.sample()
+        self.prime([START_TOKEN] * 2)
+        self.sample()
+        self.reset()
+        self.rng.bit_generator.state = rng_state
 
     # --- settings ------------------------------------------------------------------------
 
