@@ -15,8 +15,13 @@ Masks applied when sampling:
   pitch makes no sense; the player's held notes are released by the player);
 - a note-on is allowed only inside ``pitch_range``;
 - velocity events and time-shifts are always allowed, except that a time-shift may not carry an
-  engine note past ``max_note_steps``: when one of the engine's notes has sounded that long,
-  ``sample`` returns (and feeds) its note-off instead of sampling.
+  engine note past ``max_note_steps`` (nor go past ``shift_limit`` when that is set): when one
+  of the engine's notes has sounded that long, ``sample`` returns (and feeds) its note-off
+  instead of sampling.
+
+Also here, for the offline commands: ``score_segments`` / ``evaluate`` (`livepiano eval`: NLL
+of 30-second segments, batched and padded, each from a zero state), ``generate`` and
+``describe_notes`` / ``describe_data`` (`livepiano generate`).
 """
 
 from __future__ import annotations
