@@ -435,6 +435,48 @@ class Engine:
                 out.append(codec.NOTE_OFF + pitch)
         return out
 
+    # --- going back ------------------------------------------------------------------------
+
+    def snapshot(self) -> "Snapshot":
+        """Everything the stream has built up (LSTM state, logits, the view of the stream),
+        to go back to with ``restore``: e.g. to take back look-ahead events that were never
+        played. The random generator is not part of it."""
+        return Snapshot(self._h.copy(), self._c.copy(),
+                        None if self._logits is None else self._logits.copy(),
+                        self._steps, self._events, self._velocity_bin,
+                        {p: list(v) for p, v in self._player.items()},
+                        {p: list(v) for p, v in self._own.items()},
+                        dict(self._own_order), {p: list(v) for p, v in self._own_ids.items()},
+                        self._next_voice, self._mask.copy())
+
+    def restore(self, snap: "Snapshot") -> None:
+        """Back to a ``snapshot`` of this engine (it can be restored more than once)."""
+        self._h, self._c = snap.h.copy(), snap.c.copy()
+        self._logits = None if snap.logits is None else snap.logits.copy()
+        self._steps, self._events, self._velocity_bin = snap.steps, snap.events, snap.velocity_bin
+        self._player = {p: list(v) for p, v in snap.player.items()}
+        self._own = {p: list(v) for p, v in snap.own.items()}
+        self._own_order = dict(snap.own_order)
+        self._own_ids = {p: list(v) for p, v in snap.own_ids.items()}
+        self._next_voice = snap.next_voice
+        self._mask = snap.mask.copy()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    h: np.ndarray
+    c: np.ndarray
+    logits: np.ndarray | None
+    steps: int
+    events: int
+    velocity_bin: int
+    player: dict
+    own: dict
+    own_order: dict
+    own_ids: dict
+    next_voice: int
+    mask: np.ndarray
+
 
 # --- scoring --------------------------------------------------------------------------------
 

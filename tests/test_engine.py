@@ -155,6 +155,29 @@ def test_the_trained_model_continues_the_pattern(unc):
         sum(a == b for a, b in zip(got, PATTERN * 2)) >= len(got) - 4
 
 
+def test_snapshot_and_restore_take_events_back(unc):
+    e = _engine(unc, seed=6, temperature=1.5)
+    e.prime(PATTERN * 2 + PATTERN[:2])
+    snap = e.snapshot()
+    before = (e.logits, e.state(), e.steps, e.events, e.velocity_bin, e.voices(), e.mask())
+    ahead = [e.sample() for _ in range(40)]
+    assert e.events == before[3] + 40
+    e.restore(snap)
+    after = (e.logits, e.state(), e.steps, e.events, e.velocity_bin, e.voices(), e.mask())
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1][0], before[1][0])
+    np.testing.assert_array_equal(after[1][1], before[1][1])
+    assert after[2:6] == before[2:6]
+    np.testing.assert_array_equal(after[6], before[6])
+    # Going on from the snapshot is the same as never having looked ahead.
+    fresh = _engine(unc, seed=99, temperature=1.5)
+    fresh.prime(PATTERN * 2 + PATTERN[:2])
+    e.rng = np.random.default_rng(99)
+    assert [e.sample() for _ in range(40)] == [fresh.sample() for _ in range(40)]
+    e.restore(snap)  # more than once
+    assert e.events == before[3] and ahead
+
+
 # --- masks ------------------------------------------------------------------------------------
 
 def _check_stream(tokens, low, high, max_steps):
