@@ -154,6 +154,11 @@ class Engine:
         self.session = open_session(self.model_path, intra_op_threads)
         self.shape = model_shape(self.session, self.model_path)
         self.meta = read_model_card(self.model_path)
+        vocab = (self.meta.get("vocabulary") or {}).get("size", codec.VOCAB_SIZE)
+        if vocab != codec.VOCAB_SIZE:
+            raise LivepianoError(f"{self.model_path.with_suffix('.yaml')} describes a vocabulary "
+                                 f"of {vocab} events, not livepiano's {codec.VOCAB_SIZE}; "
+                                 f"use a model exported by `livepiano export`.")
         self.layers, self.hidden = self.shape.layers, self.shape.hidden
         self.control_dim = self.shape.control_dim
         self.conditioned = self.control_dim > 0
