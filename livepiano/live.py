@@ -84,7 +84,6 @@ class EngineLoop:
         self.clock = clock
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
-        self.generated_notes = 0
         self.caught_up_steps = 0  # silence inserted because the model fell behind the clock
 
     # --- any thread ---------------------------------------------------------------------
@@ -161,7 +160,6 @@ class EngineLoop:
         if tok < codec.NOTE_OFF:
             velocity = codec.bin_to_velocity(engine.velocity_bin or 16)
             self.scheduler.schedule(self.stream_time(), [NOTE_ON | self.channel, tok, velocity])
-            self.generated_notes += 1
         elif tok < codec.TIME_SHIFT:
             self.scheduler.schedule(self.stream_time(),
                                     [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0])

@@ -206,8 +206,9 @@ class Port:
         return self.name in self._lister.get_ports()
 
     def reopen(self) -> bool:
-        """Reconnect to a port that vanished, once it is back. True when connected."""
-        if self.present() and self.client.is_port_open():
+        """Reconnect to a port that vanished, once one matching the name is there again (its
+        full name may have changed, e.g. ALSA's client number). True when connected."""
+        if self.query is None:
             return True
         with contextlib.suppress(Exception):
             self.client.close_port()
