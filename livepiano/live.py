@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from livepiano import LivepianoError, codec
-from livepiano.listener import PlayerEvent, StreamPosition, player_tokens
+from livepiano.listener import Listener, PlayerEvent, StreamPosition, player_tokens
 from livepiano.ports import NOTE_OFF, NOTE_ON
 from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
 
@@ -285,7 +285,6 @@ class Session:
     def run(self) -> int:
         from livepiano import ports
         from livepiano.engine import Engine, resolve_model
-        from livepiano.listener import Listener
 
         s = self.settings
         api = ports.resolve_api(s["api"])
