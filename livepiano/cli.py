@@ -278,7 +278,31 @@ def _add_generate(sub) -> None:
     p.add_argument("--compare-limit", type=int, default=30, metavar="N",
                    help="files of --compare to describe (default: 30)")
     p.add_argument("-o", "--output", required=True, help="the .mid file to write")
+    _add_render_options(p)
     p.set_defaults(run=_cmd_generate)
+
+
+def _add_render_options(p) -> None:
+    p.add_argument("--wav", default=None, metavar="OUT.wav",
+                   help="also render the MIDI file to audio through FluidSynth (the fluidsynth "
+                        "program or pyfluidsynth)")
+    p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
+                   help="soundfont for --wav (default: $LIVEPIANO_SOUNDFONT, else the first "
+                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's share)")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="also draw the piano roll as a PNG (1200x500)")
+
+
+def _render_outputs(args, midi_path) -> None:
+    """--wav and --plot of a command that has written ``midi_path``."""
+    if args.plot:
+        from livepiano.pianoroll import plot_midi
+
+        print(f"plot         {plot_midi(midi_path, args.plot).describe()}")
+    if args.wav:
+        from livepiano.render import render_midi
+
+        print(f"wav          {render_midi(midi_path, args.wav, args.soundfont).describe()}")
 
 
 def _cmd_generate(args) -> int:
@@ -289,6 +313,13 @@ def _cmd_generate(args) -> int:
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
+    if args.wav:  # a missing FluidSynth or soundfont is said before generating
+        from livepiano.render import find_fluidsynth, find_soundfont, install_hint
+
+        if find_fluidsynth() is None:
+            raise LivepianoError(f"--wav needs FluidSynth (the fluidsynth program or "
+                                 f"pyfluidsynth), which was not found; install {install_hint()}.")
+        find_soundfont(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
     primer = codec.midi_to_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
@@ -325,6 +356,34 @@ def _cmd_generate(args) -> int:
         row("velocity", f"{stats['velocity_min']}..{stats['velocity_max']}",
             real and f"{real['velocity_min']:g}..{real['velocity_max']:g}")
         row("velocity std", f"{stats['velocity_std']}", real and real["velocity_std"])
+    _render_outputs(args, args.output)
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="draw the piano roll of a recorded session or any MIDI file "
+                                    "as a PNG")
+    p.add_argument("file", help="a .mid file (a session: tracks player and livepiano)")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.png",
+                   help="the PNG to write (default: the MIDI file's name with .png)")
+    p.add_argument("--size", default="1200x500", metavar="WxH",
+                   help="picture size in pixels (default: 1200x500)")
+    p.set_defaults(run=_cmd_plot)
+
+
+def _cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from livepiano.pianoroll import plot_midi
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise LivepianoError(f"--size must look like 1200x500, not {args.size!r}.") from None
+    if not Path(args.file).is_file():
+        raise LivepianoError(f"no MIDI file at {args.file}; give the path of a .mid file.")
+    out = args.output or str(Path(args.file).with_suffix(".png"))
+    print(f"wrote {plot_midi(args.file, out, width, height).describe()}")
     return 0
 
 
@@ -346,7 +405,7 @@ def _cmd_bench(args) -> int:
 # --- main ---------------------------------------------------------------------------------
 
 _COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play,
-             _add_export, _add_eval, _add_generate, _add_bench]
+             _add_export, _add_eval, _add_generate, _add_plot, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
