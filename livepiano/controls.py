@@ -1,6 +1,6 @@
 """Knobs, faders, pedals and pads: MIDI-learn bindings, takeover and the controls file.
 
-    incoming CC / note ──▶ Controls.handle ──▶ [Change(param, value, text), ...] ──▶ engine / duet / status
+    CC / note ──▶ Controls.handle ──▶ [Change(param, value, text), ...] ──▶ engine, duet, status
 
 ``PARAMS`` is the one table of what a control can drive: each parameter's kind (a continuous
 ``knob``, a ``toggle`` button or a ``momentary`` button), its range and curve, its default and
@@ -610,7 +610,7 @@ HEADER = """\
 # Written by `livepiano learn`; `livepiano controls` lists it. Edit freely:
 #   takeover: jump | pickup | scale   (what a knob does when it disagrees with the value)
 #   bindings: one line each: {param: NAME, cc: 0-119 | note: 0-127, channel: 1-16[, takeover: ...]}
-#   parameters: {params}
+#   parameters: PARAMS
 """
 
 
@@ -619,7 +619,7 @@ def save(path: str | os.PathLike, bindings: Iterable[Binding], takeover: str = "
     path = Path(path)
     order = {n: i for i, n in enumerate(PARAMS)}
     rows = sorted(bindings, key=lambda b: (order[b.param], b.control))
-    lines = [HEADER.format(params=", ".join(PARAMS)), f"takeover: {takeover}\n"]
+    lines = [HEADER.replace("PARAMS", ", ".join(PARAMS)), f"takeover: {takeover}\n"]
     if not rows:
         lines.append("bindings: []\n")
     else:
@@ -712,6 +712,9 @@ def read(path: str | os.PathLike, *, missing_ok: bool = True) -> ControlsFile:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         what = getattr(e, "problem", None) or "bad syntax"
+        start = getattr(e, "context_mark", None)
+        if start is not None and mark is not None and start.line != mark.line:
+            what += f", in what starts on line {start.line + 1}"
         raise LivepianoError(f"{path}{line}: not valid YAML ({what}); fix the syntax "
                              f"there.") from None
 
