@@ -14,12 +14,14 @@ thread, between two samples.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,6 +35,7 @@ STEP_S = 1.0 / codec.STEPS_PER_SECOND
 WATCH_S = 0.5  # how often the main thread checks that the ports are still there
 STATUS_S = 0.25
 DRAIN_S = 0.1  # after the panic, before the ports close
+TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay
 
 _STOP = object()
 
@@ -70,7 +73,14 @@ MODES: dict[str, Callable[[], Mode]] = {"continuous": Continuous}
 class EngineLoop:
     """The engine's thread: primes the player's events as they come, samples the model's
     while its stream is less than ``lookahead`` ahead of the clock, and hands each of its
-    note events to the scheduler with the deadline of its step."""
+    note events to the scheduler with the deadline of its step.
+
+    Taking back: the model's stream runs ahead of the clock, by up to ``lookahead`` for its
+    notes and by up to a whole sampled silence (a time-shift of up to 1 s) beyond that. When
+    the player plays, the events the model sampled for after that moment (plus a small
+    margin) are taken back -- the engine is restored to its snapshot from before them and the
+    scheduler cancels their messages -- so that the model hears the player at the right time
+    and answers from there, instead of after its own look-ahead."""
 
     def __init__(self, engine, scheduler: Scheduler, *, origin: float, lookahead: float = 0.1,
                  channel: int = 0, mode: Mode | None = None,
@@ -84,6 +94,11 @@ class EngineLoop:
         self.clock = clock
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
+        self.taken_back = 0  # model events taken back because the player played
+        # (stream time after the event, engine snapshot from before it, scheduler tags) of
+        # the model's events that are not yet in the past
+        self._pending: deque = deque()
+        self._tags = itertools.count()
         self.caught_up_steps = 0  # silence inserted because the model fell behind the clock
 
     # --- any thread ---------------------------------------------------------------------
@@ -116,7 +131,9 @@ class EngineLoop:
         if callable(item):
             item(self.engine)
             return True
-        self.mode.heard(item, self.clock())
+        now = self.clock()
+        self.mode.heard(item, now)
+        self._take_back(now + TAKE_BACK_MARGIN_S)
         tokens = player_tokens(item, StreamPosition.of(self.engine), self.origin)
         self.engine.prime(tokens)
         return True
@@ -151,18 +168,42 @@ class EngineLoop:
                 # that really passed, so that its next events are not already late.
                 behind = int(-ahead / STEP_S + 1)
                 self.caught_up_steps += behind
+                self._pending.clear()
                 engine.prime(codec.shifts(behind))
-            self._step()
+            self._step(now)
 
-    def _step(self) -> None:
-        engine = self.engine
+    def _step(self, now: float) -> None:
+        engine, pending = self.engine, self._pending
+        while pending and pending[0][0] <= now:  # in the past: never taken back
+            pending.popleft()
+        before = engine.snapshot()
         tok = engine.sample()
-        if tok < codec.NOTE_OFF:
-            velocity = codec.bin_to_velocity(engine.velocity_bin or 16)
-            self.scheduler.schedule(self.stream_time(), [NOTE_ON | self.channel, tok, velocity])
-        elif tok < codec.TIME_SHIFT:
-            self.scheduler.schedule(self.stream_time(),
-                                    [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0])
+        deadline = self.stream_time()
+        tags = ()
+        if tok < codec.TIME_SHIFT:
+            tag = next(self._tags)
+            tags = (tag,)
+            if tok < codec.NOTE_OFF:
+                velocity = codec.bin_to_velocity(engine.velocity_bin or 16)
+                message = [NOTE_ON | self.channel, tok, velocity]
+            else:
+                message = [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0]
+            self.scheduler.schedule(deadline, message, tag)
+        pending.append((deadline, before, tags))
+
+    def _take_back(self, cutoff: float) -> None:
+        """Take back the model's events that lie after ``cutoff`` on the clock."""
+        pending = self._pending
+        first = next((i for i, item in enumerate(pending) if item[0] > cutoff), None)
+        if first is None:
+            return
+        self.engine.restore(pending[first][1])
+        tags = [tag for i in range(first, len(pending)) for tag in pending[i][2]]
+        self.taken_back += len(pending) - first
+        while len(pending) > first:
+            pending.pop()
+        if tags:
+            self.scheduler.take_back(tags)
 
 
 # --- recording -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Callable
 from livepiano.ports import ALL_NOTES_OFF, CONTROL, NOTE_OFF, NOTE_ON, SUSTAIN
 
 SPIN_S = 0.001  # wake this long before a deadline, then spin
+SENT_TAGS_KEPT = 512  # tagged messages remembered after sending, for a late take_back
 SWITCH_INTERVAL_S = 0.0005
 FIFO_PRIORITY = 3  # below JACK: jackd -R runs at 10, its clients' process threads at 5
 
@@ -82,18 +83,27 @@ class Scheduler:
         self.lateness: deque = deque(maxlen=keep_lateness)  # seconds, one per deadline
         self.sent = 0
         self.error: BaseException | None = None
-        self._heap: list = []
+        self._heap: list = []  # (deadline, seq, message, tag)
+        self._sent_tags: dict = {}  # tag -> message, for the last messages sent with a tag
         self._seq = itertools.count()
         self._panicked = False
         self._lock = threading.Lock()  # guards the port between run() and a late panic()
 
     # --- any thread -------------------------------------------------------------------
 
-    def schedule(self, deadline: float, message: list[int]) -> None:
-        self.inbox.put((deadline, message))
+    def schedule(self, deadline: float, message: list[int], tag=None) -> None:
+        """Send ``message`` at ``deadline``; a ``tag`` lets ``take_back`` cancel it."""
+        self.inbox.put((deadline, message, tag))
 
     def send_now(self, message: list[int]) -> None:
-        self.inbox.put((None, message))
+        self.inbox.put((None, message, None))
+
+    def take_back(self, tags) -> None:
+        """Cancel the scheduled messages with these tags (the engine took those events back).
+        One that already left cannot be unsent: if it was a note-on, its note-off goes at
+        once, because nobody else knows that the note is sounding any more."""
+        tags = set(tags)
+        self.inbox.put(lambda scheduler: scheduler._take_back(tags))
 
     def call(self, fn: Callable) -> None:
         """Run ``fn(scheduler)`` on the scheduler's thread, between two sends (e.g. the duet
@@ -123,12 +133,25 @@ class Scheduler:
         if callable(item):
             item(self)
             return True
-        deadline, message = item
+        deadline, message, tag = item
         if deadline is None:
             self._send(message, None)
         else:
-            heapq.heappush(self._heap, (deadline, next(self._seq), message))
+            heapq.heappush(self._heap, (deadline, next(self._seq), message, tag))
         return True
+
+    def _take_back(self, tags: set) -> None:
+        kept = [item for item in self._heap if item[3] not in tags]
+        if len(kept) < len(self._heap):
+            self._heap[:] = kept
+            heapq.heapify(self._heap)
+        for tag in tags:
+            message = self._sent_tags.pop(tag, None)
+            if message is not None and message[0] & 0xF0 == NOTE_ON and message[2] > 0:
+                off = [NOTE_OFF | (message[0] & 0x0F), message[1], 0]
+                self._send(off, None)
+                if self.on_sent is not None:
+                    self.on_sent(self.clock(), off)
 
     def _loop(self) -> None:
         heap, clock, inbox = self._heap, self.clock, self.inbox
@@ -157,8 +180,12 @@ class Scheduler:
             while clock() < deadline:
                 pass
             while heap and heap[0][0] <= deadline:
-                _, _, message = heapq.heappop(heap)
+                _, _, message, tag = heapq.heappop(heap)
                 self._send(message, deadline)
+                if tag is not None:
+                    self._sent_tags[tag] = message
+                    if len(self._sent_tags) > SENT_TAGS_KEPT:
+                        del self._sent_tags[next(iter(self._sent_tags))]
 
     def _send(self, message: list[int], deadline: float | None) -> None:
         with self._lock:

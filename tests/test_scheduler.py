@@ -92,6 +92,23 @@ def test_call_runs_on_the_scheduler_thread_between_sends():
     assert len(out.sent) == 2
 
 
+def test_take_back_cancels_pending_and_ends_a_note_that_already_left():
+    out = FakeOut()
+    s = Scheduler(out)
+    t = _run(s)
+    now = time.monotonic()
+    s.schedule(now + 0.01, [0x90, 60, 80], tag=1)
+    s.schedule(now + 0.50, [0x80, 60, 0], tag=2)
+    s.schedule(now + 0.50, [0x90, 64, 80], tag=3)
+    time.sleep(0.1)
+    s.take_back([1, 2, 3])  # 1 already left: it gets its note-off now
+    time.sleep(0.6)
+    s.stop()
+    t.join(2)
+    assert [m for _, m in out.sent] == [[0x90, 60, 80], [0x80, 60, 0],
+                                        [0xB0, 123, 0], [0xB0, 64, 0]]
+
+
 def test_a_failing_port_is_reported_and_still_panics():
     out = FakeOut(fail_after=2)
     s = Scheduler(out)
@@ -174,6 +191,9 @@ def test_an_engine_error_is_kept_for_the_main_thread():
         def prime(self, tokens):
             pass
 
+        def snapshot(self):
+            return None
+
         def sample(self):
             raise RuntimeError("model exploded")
 
@@ -187,9 +207,15 @@ def test_an_engine_error_is_kept_for_the_main_thread():
 class RecordingScheduler:
     def __init__(self):
         self.items: list[tuple[float, float, list[int]]] = []
+        self.taken_back: set = set()
+        self.tags: dict = {}
 
-    def schedule(self, deadline, message):
+    def schedule(self, deadline, message, tag=None):
         self.items.append((time.monotonic(), deadline, message))
+        self.tags[tag] = deadline
+
+    def take_back(self, tags):
+        self.taken_back.update(tags)
 
 
 def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model):
@@ -202,7 +228,8 @@ def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model)
     t = threading.Thread(target=loop.run, daemon=True)
     t.start()
     time.sleep(0.3)
-    loop.hear([PlayerEvent(time.monotonic(), True, 40, 90)])
+    played_at = time.monotonic()
+    loop.hear([PlayerEvent(played_at, True, 40, 90)])
     seen = []
     loop.call(lambda e: seen.append([v for v in e.voices() if v[0] == 40 and v[2] == "player"]))
     loop.call(lambda e: setattr(e, "temperature", 0.5))
@@ -211,6 +238,10 @@ def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model)
     t.join(2)
     assert loop.error is None
     assert seen and seen[0], "the player's note is not in the model's stream"
+    # The model heard it when it was played, not after its own look-ahead: what it had
+    # sampled for later was taken back.
+    assert seen[0][0][1] <= codec.quantize(played_at - origin) + 1
+    assert all(sched.tags[tag] > played_at for tag in sched.taken_back)
     assert engine.temperature == 0.5
     notes = [(put, deadline) for put, deadline, m in sched.items]
     assert len(notes) >= 5
