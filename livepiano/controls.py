@@ -534,10 +534,10 @@ class Controls:
             if prev is None or prev == value:
                 return []
             here = self._here(p)
-            if value > prev:
-                q = here + (value - prev) * (TOP - here) / (TOP - prev)
-            else:
-                q = here - (prev - value) * here / prev
+            if value > prev:  # the room left above shrinks in proportion
+                q = TOP - (TOP - here) * (TOP - value) / (TOP - prev)
+            else:  # the room left below shrinks in proportion
+                q = here * value / prev
             q = min(max(q, 0.0), float(TOP))
         new = p.value_at(q)
         self._position[p.name] = (q, new)

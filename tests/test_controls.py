@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livepiano import LivepianoError
+from livepiano import LivepianoError, codec
 from livepiano import controls as C
 from livepiano.controls import Binding, Control, Controls
 
@@ -99,7 +99,8 @@ def test_property_curves_are_monotonic_within_range_and_invertible(name, a, b):
 
 def test_control_vector_follows_the_codec_layout():
     v = C.control_vector(5.0, "C major")
-    assert len(v) == 13 and v[0] == pytest.approx(0.5)
+    assert C.DENSITY_SCALE == codec.DENSITY_SCALE  # controls may not import codec
+    assert len(v) == codec.CONTROL_DIM and v[0] == pytest.approx(0.5)
     hist = v[1:]
     assert sum(hist) == pytest.approx(1.0)
     assert hist[0] == max(hist) and hist[7] == max(hist)  # tonic and fifth
