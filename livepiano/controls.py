@@ -338,6 +338,8 @@ class Controls:
         self._last: dict[Control, int] = {}  # the last value seen from each CC
         self._caught: set[Control] = set()  # pickup knobs that have reached their value
         self._position: dict[str, tuple[float, Any]] = {}  # knob's exact position for a value
+        # For the status line: what a pickup knob that is being ignored must do (None: none).
+        self.hint: str | None = None
         self.bindings: dict[Control, Binding] = {}
         for b in bindings:
             self.bind(b.control, b.param, b.takeover)
@@ -526,9 +528,14 @@ class Controls:
             q = float(value)
         elif mode == "pickup":
             if control not in self._caught:
-                if not _reaches(p, self._here(p), self.values[p.name], prev, value):
+                here = self._here(p)
+                if not _reaches(p, here, self.values[p.name], prev, value):
+                    way = "up" if value < here else "down"
+                    self.hint = (f"{p.text(self.values[p.name])}: turn {control} {way} to "
+                                 f"pick it up")
                     return []
                 self._caught.add(control)
+                self.hint = None
             q = float(value)
         else:  # scale
             if prev is None or prev == value:

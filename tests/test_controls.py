@@ -219,7 +219,9 @@ def test_pickup_ignores_the_knob_until_it_crosses_the_value():
                  values={"temperature": 1.0})
     assert turn(c, 21, [10, 20, 30, 40, 50, 60, 63]) == []  # below: nothing
     assert c.values["temperature"] == 1.0
+    assert c.hint == "temperature 1.00: turn CC 21 on channel 1 up to pick it up"
     assert turn(c, 21, [64]) == []  # reaches it: caught (the value is already there)
+    assert c.hint is None
     [ch] = turn(c, 21, [70])  # now it drives
     assert ch.value == C.PARAMS["temperature"].value_at(70)
 
