@@ -57,7 +57,8 @@ Barge-in (the player's note-on while the model has the turn):
 - ``stop`` (default): the answer stops at once: ``StopAnswer("barge-in", at=t)`` with the
   voices sounding at ``t``, then ``Listen(t)``; the note starts the next call.
 - ``finish``: the answer finishes what it is saying: its target moves to the barge-in time,
-  so it ends at its next natural pause (never mid-note), capped at ``grace`` after the
+  so it ends at its first natural pause from then on (never mid-note; a pause the stream has
+  already played, since it runs ahead of the clock, counts), capped at ``grace`` after the
   barge-in.
 - ``overlap``: the answer plays on under the player to its planned end.
 With ``finish`` and ``overlap`` the player's notes during the answer start the next call;
@@ -292,9 +293,21 @@ class _Answer:
         self.end: float | None = None
         self.notes: list[list] = []  # [pitch, on time, off time or None]
         self.open: dict[int, list[list]] = defaultdict(list)  # pitch -> its open notes
+        self.last_t = start  # stream time after the last model token
 
     def sounding(self) -> bool:
         return any(self.open.values())
+
+    def first_pause(self, t: float) -> float | None:
+        """The first moment from ``t`` on, inside the stream played so far, with none of the
+        answer's notes sounding (a note-off at the stream's very end is not yet a pause: a
+        note-on may follow at the same step)."""
+        live = [n for n in self.notes if n[2] is None or n[2] > t]  # may sound from t on
+        for x in sorted({t} | {off for _, _, off in live if off is not None}):
+            if x < self.last_t and not any(on <= x and (off is None or off > x)
+                                           for _, on, off in live):
+                return x
+        return None
 
     def sounding_at(self, t: float) -> tuple[int, ...]:
         return tuple(sorted(p for p, on, off in self.notes
@@ -428,6 +441,12 @@ class Duet:
         if mode == "finish" and self.state == ANSWER:
             ans.target_end = min(ans.target_end, at)
             ans.cap = min(ans.cap, at + self.settings.grace)
+            # The model's stream runs ahead of the clock: a pause it has already played since
+            # the barge-in ends the answer there.
+            pause = ans.first_pause(at)
+            if pause is not None:
+                actions = [self._stop("natural", pause)]
+                return actions + (self._listen(pause) if t >= pause else [])
         return []
 
     # --- time ---------------------------------------------------------------------------------
@@ -490,6 +509,7 @@ class Duet:
             return []
         ans, token = self._answer, int(token)
         kind = codec.kind(token)
+        ans.last_t = max(ans.last_t, t)
         if kind == "shift":
             begins = t - codec.shift_steps(token) / codec.STEPS_PER_SECOND
             if not ans.sounding() and t > ans.target_end:
