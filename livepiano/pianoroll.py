@@ -233,7 +233,7 @@ def read_tracks(path: str | os.PathLike) -> list[Track]:
 def track_color(role: str, velocity: int, other_index: int = 0) -> tuple[int, int, int]:
     """The bar colour: the role's hue, brighter for louder notes."""
     hue, sat = HUES.get(role) or OTHER_HUES[other_index % len(OTHER_HUES)]
-    value = 0.42 + 0.58 * max(0, min(127, velocity)) / 127
+    value = 0.30 + 0.70 * max(0, min(127, velocity)) / 127
     r, g, b = colorsys.hsv_to_rgb(hue / 360, sat, value)
     return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
 
