@@ -385,7 +385,7 @@ class Session:
                 signal.signal(sig, handler)
             inp.close()
             outp.close()
-            path = Path(s["record"]) if s["record"] else default_recording()
+            path = Path(s["record"]).expanduser() if s["record"] else default_recording()
             try:
                 saved = recorder.save(path)
                 where = f"session saved to {saved}"
