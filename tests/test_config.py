@@ -43,3 +43,9 @@ def test_a_yaml_file_error_gives_the_line(tmp_path):
     broken.write_text("temperature: [1\n")
     with pytest.raises(LivepianoError, match="not valid YAML"):
         config.load(broken)
+
+
+def test_every_mode_the_schema_allows_is_one_the_session_knows():
+    from livepiano import live
+
+    assert set(config.MODES) == set(live.MODES)
