@@ -342,13 +342,18 @@ def draw(tracks: list[Track], width: int = WIDTH, height: int = HEIGHT,
         draw_text(img, lx, lay.bottom + 4 * s, label, DIM_TEXT, s)
         k += 1
 
-    # Notes, track by track; bars leave a one-pixel gap to the next row and the next note.
+    # Notes; bars leave a one-pixel gap to the next row and the next note. The player's
+    # tracks are drawn last: their notes are usually the shorter ones and stay visible where
+    # the model holds a note on the same key.
+    legend, indexed = [], []
     other_index = 0
-    legend = []
     for tr in tracks:
-        idx = other_index
+        indexed.append((tr, other_index))
+        legend.append((f"{tr.name} ({len(tr.notes)})", track_color(tr.role, 110, other_index)))
         if tr.role == OTHER:
             other_index += 1
+    drawing_order = {OTHER: 0, MODEL: 1, PLAYER: 2}
+    for tr, idx in sorted(indexed, key=lambda ti: drawing_order[ti[0].role]):
         for pitch, vel, start, end in tr.notes:
             if not lay.low <= pitch <= lay.high:
                 continue
@@ -359,7 +364,6 @@ def draw(tracks: list[Track], width: int = WIDTH, height: int = HEIGHT,
             if x1 - x0 >= 4:
                 x1 -= 1
             img[y0:y1, x0:min(x1, lay.right)] = track_color(tr.role, vel, idx)
-        legend.append((f"{tr.name} ({len(tr.notes)})", track_color(tr.role, 110, idx)))
 
     # Legend (top left) and title (top right).
     x, y = lay.left, (lay.top - GLYPH_H * s) // 2

@@ -155,3 +155,16 @@ def test_plot_command(run_livepiano, tmp_path):
     (tmp_path / "bad.mid").write_bytes(b"not midi")
     r = run_livepiano("plot", tmp_path / "bad.mid")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_the_player_stays_visible_over_a_held_model_note(tmp_path):
+    # The model's track comes first in the file and holds C4 for 3 s; the player strikes C4
+    # for 0.5 s in the middle of it.
+    mid = _session(tmp_path / "o.mid", [
+        ("livepiano", [codec.StepNote(60, 100, 0, 300)]),
+        ("player", [codec.StepNote(60, 100, 100, 150)])])
+    plot_midi(mid, tmp_path / "o.png")
+    img = read_png(tmp_path / "o.png")
+    lay = layout_for(read_tracks(mid))
+    assert tuple(img[_center(lay, 60, 1.0, 1.5)]) == track_color(PLAYER, 100)
+    assert tuple(img[_center(lay, 60, 2.0, 2.5)]) == track_color(MODEL, 100)
