@@ -9,6 +9,7 @@ carry explicit times in seconds on the session's monotonic clock, and acts on wh
     duet.on_end_of_call_control(t)                                     # "answer now"
     duet.tick(t)                                                       # time passes
     duet.on_model_event(token, t)                                      # each answer token
+    duet.on_take_back(t)                                               # ...some taken back
     duet.answer_done(t)                                                # the loop ends an answer
 
 Each returns a list of actions, usually empty: ``StartAnswer`` (the model may play from
@@ -531,6 +532,26 @@ class Duet:
             if voices:
                 voices.pop(0)[2] = t
         return []
+
+    def on_take_back(self, t: float) -> None:
+        """The engine loop took back the answer's events after stream time ``t`` and its
+        stream stands at ``t`` again (the player played while the stream ran ahead, in
+        ``finish`` or ``overlap``): forget them; the model samples again from there. Only
+        while the answer has not decided its end (after a ``StopAnswer`` the loop takes back
+        what lies after ``StopAnswer.at`` and nothing else)."""
+        if self.state != ANSWER:
+            return
+        ans = self._answer
+        ans.notes = [n for n in ans.notes if n[1] <= t]
+        ans.open = defaultdict(list)
+        for n in ans.notes:
+            if n[2] is not None and n[2] > t:
+                n[2] = None
+            if n[2] is None:
+                ans.open[n[0]].append(n)
+        ans.last_t = min(ans.last_t, t)
+        ans.turn.notes = len(ans.notes)
+        ans.turn.first_note = ans.notes[0][1] if ans.notes else None
 
     def answer_done(self, t: float) -> list:
         """The engine loop ends the answer at ``t`` for a reason of its own (e.g. the session

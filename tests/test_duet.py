@@ -3,6 +3,7 @@ tests/data, answers played from real token streams, and property tests over rand
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import random
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from livepiano import LivepianoError, codec
@@ -675,26 +676,28 @@ def test_player_events_from_the_listener():
 
 PITCHES = st.integers(min_value=58, max_value=63)
 OPS = st.one_of(
-    st.tuples(st.just("on"), PITCHES),
-    st.tuples(st.just("off"), PITCHES),
+    *[st.tuples(st.just("on"), PITCHES)] * 3,
+    *[st.tuples(st.just("release"), st.integers(0, 5))] * 3,  # one of the keys down, if any
+    st.tuples(st.just("off"), PITCHES),  # any key, down or not
     st.tuples(st.just("pedal"), st.booleans()),
     st.tuples(st.just("control"), st.just(0)),
     st.tuples(st.just("tick"), st.just(0)),
 )
-GAPS = st.sampled_from([0.0, 0.005, 0.05, 0.2, 0.3, 0.59, 0.6, 0.61, 1.0, 2.5, 7.0, 20.0])
+GAPS = st.sampled_from([0.0, 0.005, 0.05, 0.1, 0.2, 0.3, 0.59, 0.6, 0.61, 1.0, 2.5, 7.0, 20.0])
 
 
-def random_model_tokens(seed: int, n: int = 400) -> list[int]:
+def random_model_tokens(seed: int, n: int = 600) -> list[int]:
+    """A model's stream: a few voices at a time, now and then all released (a pause)."""
     rng = random.Random(seed)
-    out, sounding = [], []
+    out, voices = [], []
     for _ in range(n):
         r = rng.random()
-        if r < 0.3:
+        if voices and (r < 0.3 or len(voices) > 3):
+            out.append(codec.note_off(voices.pop(rng.randrange(len(voices)))))
+        elif r < 0.55:
             p = rng.randint(48, 84)
             out.append(codec.note_on(p))
-            sounding.append(p)
-        elif r < 0.55 and sounding:
-            out.append(codec.note_off(sounding.pop(rng.randrange(len(sounding)))))
+            voices.append(p)
         elif r < 0.6:
             out.append(codec.velocity_event(rng.randint(1, 32)))
         else:
@@ -783,7 +786,7 @@ class Referee:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(st.tuples(GAPS, OPS), max_size=60), mode=st.sampled_from(BARGE_IN),
+@given(ops=st.lists(st.tuples(GAPS, OPS), min_size=5, max_size=80), mode=st.sampled_from(BARGE_IN),
        seed=st.integers(0, 2**16), min_call_notes=st.integers(1, 3),
        min_call_s=st.sampled_from([0.0, 0.3, 1.0]), wait=st.sampled_from([0.2, 0.6, 1.5]),
        clamp=st.sampled_from([(2.0, 16.0), (0.5, 1.0), (3.0, 3.0)]),
@@ -814,6 +817,10 @@ def test_turns_alternate_and_every_answer_ends(ops, mode, seed, min_call_notes, 
         advance(t + gap)
         if kind == "tick":
             continue
+        if kind == "release":
+            if not ref.keys:
+                continue
+            kind, value = "off", sorted(ref.keys)[value % len(ref.keys)]
         if kind == "control":
             acts = duet.on_end_of_call_control(t)
         else:
@@ -835,6 +842,91 @@ def test_turns_alternate_and_every_answer_ends(ops, mode, seed, min_call_notes, 
     assert duet.state == LISTEN and ref.phase == "listen"
     assert ref.starts == ref.listens == len(duet.turns)
     assert duet.deadline() is None
+    event(f"answers: {min(len(duet.turns), 3)}{'+' if len(duet.turns) > 3 else ''}")
     for turn in duet.turns:
+        event(f"an answer ended: {turn.stop_reason} ({mode})")
         assert turn.stop_reason in ("natural", "cap", "barge-in")
         assert turn.answer_start <= turn.end <= turn.over
+
+
+@settings(max_examples=150, deadline=None)
+@given(mode=st.sampled_from(BARGE_IN), seed=st.integers(0, 2**16),
+       barge_after=st.floats(0.0, 25.0), lag=st.sampled_from([0.0, 0.001, 0.03]))
+def test_barge_in_at_any_moment(mode, seed, barge_after, lag):
+    """A note-on at any moment of an answer: ``stop`` ends it there with exactly the voices then
+    sounding; ``finish`` ends it at its first pause from then on, or ``grace`` later; ``overlap``
+    changes nothing. The note is the start of the next call in every mode."""
+    s = DuetSettings(barge_in=mode)
+    duet = Duet(s)
+    for t, kind, pitch in [(0.0, "on", 60), (0.2, "on", 64), (2.9, "off", 60), (3.0, "off", 64)]:
+        duet.on_player_event(kind, pitch, t)
+    model = ModelStream(random_model_tokens(seed))
+    [start] = duet.tick(3.6)
+    model.start(3.6)
+    clock, barge, log = 3.6, 3.6 + barge_after, []
+    while clock < barge - lag:  # the note arrives ``lag`` after the last tick
+        clock = min(clock + 0.01, barge - lag)
+        log += duet.tick(clock) + model.run(duet, clock)
+    played = list(model.played)
+    by_then = copy.deepcopy(duet)
+    settled = by_then.tick(barge)  # what time alone does by the barge-in
+    actions = duet.on_player_event("on", 70, barge, 90)
+    assert duet.call is not None and duet.call.start == barge and duet.call.notes == 1
+    if by_then.state == LISTEN:  # the answer was over by then: no barge-in
+        assert actions == settled and duet.state == LISTEN
+        return
+    cap = start.at + start.length_s + s.grace
+    if mode == "stop":
+        stop = actions[0]
+        end = log[0].at if log else math.inf  # a natural end decided before the barge-in
+        assert stop.reason == "barge-in" and stop.at == barge < min(end, cap) + 1e-9
+        assert list(stop.release) == sounding(played, barge)
+        assert actions[1:] == [Listen(barge)] and duet.state == LISTEN
+    elif mode == "overlap" or log:
+        assert actions == [] and duet.state in (ANSWER, ENDING)
+    else:
+        while duet.state == ANSWER:
+            clock += 0.01
+            actions += duet.tick(clock) + model.run(duet, clock)
+        stop = actions[0]
+        played = model.answers[0]
+        assert barge <= stop.at <= min(barge + s.grace, cap) + 1e-9
+        if stop.reason == "natural":
+            assert stop.release == () and stop.at == pytest.approx(first_silence(played, barge))
+        else:
+            assert stop.reason == "cap" and list(stop.release) == sounding(played, stop.at)
+
+
+def test_taken_back_events_are_forgotten():
+    """In ``overlap`` the engine loop takes back the look-ahead when the player plays and the
+    model samples again: the duet's view of the answer follows."""
+    duet = Duet(DuetSettings(barge_in="overlap"))
+    for t, kind, pitch in [(0.0, "on", 60), (0.5, "on", 62), (1.0, "off", 60), (1.0, "off", 62)]:
+        duet.on_player_event(kind, pitch, t)
+    [start] = duet.tick(1.6)
+    stream = [(1.6, codec.note_on(60)), (1.7, codec.shift(10)), (1.7, codec.note_on(64)),
+              (1.8, codec.shift(10)), (1.8, codec.note_off(60)), (1.9, codec.shift(10)),
+              (1.9, codec.note_on(67))]
+    for t, tok in stream:
+        assert duet.on_model_event(tok, t) == []
+    assert duet.on_player_event("on", 72, 1.75) == []
+    duet.on_take_back(1.7)  # 60 and 64 sounding again, 67 never played
+    assert duet.turns[0].notes == 2
+    # The model samples on differently: both notes end, then a pause after the target.
+    again = [(1.75, codec.shift(5)), (1.75, codec.note_off(64)), (1.75, codec.note_off(60)),
+             (2.75, codec.shift(100)), (3.75, codec.shift(100))]
+    actions = []
+    for t, tok in again:
+        actions += duet.on_model_event(tok, t)
+    [stop] = actions
+    assert stop == StopAnswer("natural", start.at + start.length_s, ())
+    # Taking everything back leaves an answer with no note yet.
+    duet2 = Duet()
+    duet2.on_player_event("on", 60, 0.0)
+    duet2.on_player_event("on", 62, 0.5)
+    duet2.on_player_event("off", 60, 1.0)
+    duet2.on_player_event("off", 62, 1.0)
+    duet2.tick(1.6)
+    duet2.on_model_event(codec.note_on(60), 1.65)
+    duet2.on_take_back(1.6)
+    assert duet2.awaiting_first_note and duet2.turns[0].notes == 0
