@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from jackserver import tiny_model  # noqa: F401 (a fixture)
 from livepiano import LivepianoError, codec
 from livepiano.duet import (ANSWER, BARGE_IN, ENDING, LISTEN, Duet, DuetSettings, IgnoreCall,
                             Listen, StartAnswer, StopAnswer)
@@ -930,3 +931,60 @@ def test_taken_back_events_are_forgotten():
     duet2.on_model_event(codec.note_on(60), 1.65)
     duet2.on_take_back(1.6)
     assert duet2.awaiting_first_note and duet2.turns[0].notes == 0
+
+
+def test_a_real_engine_answers_in_turn(tiny_model):
+    """The recipe the engine loop follows, in simulated time, with a real (small) model: the
+    player's events prime the engine; at StartAnswer the silence is primed and time-shifts
+    are masked until the answer's first note; each sampled token goes to the duet, and the
+    one that ends the answer is taken back; at the cap the sounding voices are released."""
+    from livepiano.engine import Engine
+    from livepiano.listener import PlayerEvent, StreamPosition, player_tokens
+
+    for seed, path in [(1, EXCERPTS[0]), (2, EXCERPTS[3])]:
+        engine = Engine(tiny_model, seed=seed)
+        duet = Duet()
+        notes = cut(path, 1.0, 5.0)
+        events = timeline(notes, 0.5)
+        end = phrase_end(notes, 0.5)
+        now, i, played, stops = 0.0, 0, [], []
+        while now < end + 0.6 + 20.0 and not (stops and duet.state == LISTEN):
+            now = round(now + 0.01, 6)
+            while i < len(events) and events[i][0] <= now:
+                t, kind, pitch, vel = events[i]
+                ev = PlayerEvent(t, kind == "on", pitch, vel)
+                duet.on_player_events([ev])
+                engine.prime(player_tokens([ev], StreamPosition.of(engine), 0.0))
+                i += 1
+            for a in duet.tick(now):
+                if isinstance(a, StartAnswer):
+                    assert a.at == end + 0.6 and now == pytest.approx(a.at, abs=0.01)
+                    behind = round((now - engine.seconds) * codec.STEPS_PER_SECOND)
+                    engine.prime(codec.shifts(behind))  # the silence after the call
+                    engine.shift_limit = 0  # the answer starts with a note
+            while duet.may_generate(now) and engine.seconds < now + 0.1:
+                before = engine.snapshot()
+                tok = engine.sample()
+                actions = duet.on_model_event(tok, engine.seconds)
+                if not duet.awaiting_first_note:
+                    engine.shift_limit = None
+                if not actions:
+                    played.append((engine.seconds, tok))
+                    continue
+                [stop] = actions
+                stops.append(stop)
+                engine.restore(before)  # the token that ended it is not played
+                if stop.release:
+                    engine.prime(codec.shifts(round((stop.at - engine.seconds) * 100)))
+                    released = engine.release_all()
+                    assert sorted(r - codec.NOTE_OFF for r in released) == list(stop.release)
+            duet.tick(now)
+        [start_turn] = duet.turns
+        assert stops and stops[0].reason in ("natural", "cap")
+        # It began with a note, at the answer's start.
+        assert codec.kind(played[0][1]) in ("on", "velocity")
+        assert start_turn.first_note == pytest.approx(start_turn.answer_start, abs=0.011)
+        # Every note it played ended by the answer's end; nothing is left sounding.
+        assert engine.sounding(own_only=True) == []
+        assert all(t <= stops[0].at + 1e-9 for t, _ in played)
+        assert stops[0].at <= start_turn.answer_start + start_turn.target + 2.0 + 1e-9
