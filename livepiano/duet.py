@@ -510,9 +510,11 @@ class Duet:
             return []
         ans, token = self._answer, int(token)
         kind = codec.kind(token)
-        ans.last_t = max(ans.last_t, t)
+        before, ans.last_t = ans.last_t, max(ans.last_t, t)
         if kind == "shift":
             begins = t - codec.shift_steps(token) / codec.STEPS_PER_SECOND
+            if begins < before + 1e-6:  # where the previous token left the stream (exactly)
+                begins = before
             if not ans.sounding() and t > ans.target_end:
                 return [self._stop("natural", max(begins, ans.target_end))]
             if t > ans.cap:

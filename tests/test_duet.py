@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from jackserver import tiny_model  # noqa: F401 (a fixture)
@@ -853,6 +853,7 @@ def test_turns_alternate_and_every_answer_ends(ops, mode, seed, min_call_notes, 
 @settings(max_examples=150, deadline=None)
 @given(mode=st.sampled_from(BARGE_IN), seed=st.integers(0, 2**16),
        barge_after=st.floats(0.0, 25.0), lag=st.sampled_from([0.0, 0.001, 0.03]))
+@example(mode="finish", seed=491, barge_after=0.0, lag=0.0)  # a pause after 3.6 + 0.1 s
 def test_barge_in_at_any_moment(mode, seed, barge_after, lag):
     """A note-on at any moment of an answer: ``stop`` ends it there with exactly the voices then
     sounding; ``finish`` ends it at its first pause from then on, or ``grace`` later; ``overlap``
