@@ -36,9 +36,9 @@ Minimum call. A call is answered only if it has at least ``min_call_notes`` note
 otherwise it is ignored (``IgnoreCall``), forgotten, and the duet listens for the next one.
 Why: the common accidents at a keyboard are one stray note (a brushed key, testing the
 sound) and a slip of two keys struck and let go together (a few tens of ms). Two notes are the
-smallest musical gesture (an interval, a repeated note), and 0.3 s is shorter than any
-deliberate two-note motif at a playable tempo (two eighth notes at 200 bpm take 0.3 s) while
-far longer than a slip. A chord held for 0.3 s is a call. The model still hears an ignored
+smallest musical gesture (an interval, a repeated note); played on purpose, even briskly (two
+eighth notes at 200 bpm), they span about 0.3 s from the first key down to the last key up,
+while a slip is over in tens of milliseconds. A chord held for 0.3 s is a call. The model still hears an ignored
 call: only the answer is skipped. The end-of-call control is deliberate, so it answers any
 call with at least one note.
 
@@ -54,7 +54,7 @@ as well, so an answer ends even if the model's stream stalls. The turn goes back
 player (``Listen``) when the clock reaches the answer's end, i.e. once its last note-off has
 sounded (the model's stream runs a look-ahead ahead of the clock).
 
-Barge-in (the player's note-on while the model has the turn):
+Barge-in (the player's note-on while the model has the turn; the pedal alone is no barge-in):
 - ``stop`` (default): the answer stops at once: ``StopAnswer("barge-in", at=t)`` with the
   voices sounding at ``t``, then ``Listen(t)``; the note starts the next call.
 - ``finish``: the answer finishes what it is saying: its target moves to the barge-in time,
