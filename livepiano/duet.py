@@ -38,9 +38,9 @@ Why: the common accidents at a keyboard are one stray note (a brushed key, testi
 sound) and a slip of two keys struck and let go together (a few tens of ms). Two notes are the
 smallest musical gesture (an interval, a repeated note); played on purpose, even briskly (two
 eighth notes at 200 bpm), they span about 0.3 s from the first key down to the last key up,
-while a slip is over in tens of milliseconds. A chord held for 0.3 s is a call. The model still hears an ignored
-call: only the answer is skipped. The end-of-call control is deliberate, so it answers any
-call with at least one note.
+while a slip is over in tens of milliseconds. A chord held for 0.3 s is a call. The model
+still hears an ignored call: only the answer is skipped. The end-of-call control is
+deliberate, so it answers any call with at least one note.
 
 Answer length. The target is the call's length (first note-on to phrase end; with the
 control and keys still down, to the control) clamped to ``[min_answer, max_answer]``
