@@ -35,6 +35,7 @@ STEP_S = 1.0 / codec.STEPS_PER_SECOND
 WATCH_S = 0.5  # how often the main thread checks that the ports are still there
 STATUS_S = 0.25
 DRAIN_S = 0.1  # after the panic, before the ports close
+ENGINE_FIFO_PRIORITY = 1  # the lowest: under the listener (FIFO_PRIORITY - 1) and the scheduler
 TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay
 
 _STOP = object()
@@ -119,8 +120,11 @@ class EngineLoop:
     def stream_time(self) -> float:
         return self.origin + self.engine.steps * STEP_S
 
-    def run(self) -> None:
+    def run(self, prepare: Callable | None = None) -> None:
+        """The engine thread's body (``prepare`` runs first, e.g. to set its priority)."""
         try:
+            if prepare is not None:
+                prepare()
             self._loop()
         except BaseException as e:  # noqa: BLE001 - the main thread reports it
             self.error = e
@@ -361,7 +365,8 @@ class Session:
         # never preempted by other programs while it holds the GIL.
         listener_priority = (lambda: realtime(s["realtime"], FIFO_PRIORITY - 1, switch=False))
         threads = [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
-                   threading.Thread(target=loop.run, name="engine", daemon=True),
+                   threading.Thread(target=loop.run, args=(_engine_priority(s["realtime"]),),
+                                    name="engine", daemon=True),
                    threading.Thread(target=listener.run, args=(listener_priority,),
                                     name="listener", daemon=True)]
         old_handlers = {sig: signal.signal(sig, self._on_signal)
@@ -443,6 +448,13 @@ class Session:
                 self.out.flush()
 
 
+def _engine_priority(mode: str) -> Callable[[], str]:
+    """SCHED_FIFO for the engine thread too, at the lowest real-time priority (below the
+    listener and the scheduler): otherwise other programs preempt it while it holds the GIL,
+    and the scheduler, woken for a deadline, waits for the GIL as long as that lasts."""
+    return lambda: realtime(mode, ENGINE_FIFO_PRIORITY, switch=False)
+
+
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return "it stopped"
@@ -507,7 +519,8 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     loop = EngineLoop(engine, scheduler, origin=origin, lookahead=lookahead, clock=clock)
     loop.stream_time = lambda: loop.origin + engine.steps * step  # type: ignore[method-assign]
     threads = [threading.Thread(target=scheduler.run, daemon=True),
-               threading.Thread(target=loop.run, daemon=True)]
+               threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+                                daemon=True)]
     for t in threads:
         t.start()
     t0 = clock()

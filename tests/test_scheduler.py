@@ -265,3 +265,43 @@ def test_recorder_writes_player_and_model_tracks(tmp_path):
     player, model = by_pitch[60], by_pitch[72]
     assert (player.pitch, round(player.start, 2), round(player.end, 2)) == (60, 0.5, 1.0)
     assert (model.pitch, round(model.start, 2), round(model.end, 2)) == (72, 0.7, 0.9)
+
+
+def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model):
+    """The engine loop and the real scheduler, with the player playing all the time so that
+    look-ahead events are taken back over and over: per pitch, every note-on that left has a
+    note-off, and the model heard every player event."""
+    import random
+    from collections import Counter
+
+    from livepiano.engine import Engine
+
+    out = FakeOut()
+    sched = Scheduler(out)
+    loop = EngineLoop(Engine(tiny_model, seed=5, temperature=1.5), sched,
+                      origin=time.monotonic(), lookahead=0.1)
+    threads = [threading.Thread(target=sched.run, daemon=True),
+               threading.Thread(target=loop.run, daemon=True)]
+    for t in threads:
+        t.start()
+    rnd, down = random.Random(5), set()
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        time.sleep(rnd.random() * 0.04)
+        p = rnd.randint(40, 80)
+        loop.hear([PlayerEvent(time.monotonic(), p not in down, p, 0 if p in down else 80)])
+        down ^= {p}
+    loop.stop()
+    threads[1].join(2)
+    sched.stop()
+    threads[0].join(2)
+    assert loop.error is None and sched.error is None
+    assert loop.taken_back > 0
+    balance = Counter()
+    for _, m in out.sent:
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            balance[m[1]] += 1
+        elif m[0] & 0xF0 in (0x80, 0x90):
+            balance[m[1]] -= 1
+    assert not {p: n for p, n in balance.items() if n > 0}
+
