@@ -8,10 +8,12 @@ deadline and sends. When it stops -- asked to, or after an exception -- every so
 gets its note-off, then All Notes Off (CC123) and pedal up (CC64=0) on the output channel.
 
 Real time. With the engine stepping in another thread, a Python thread that wakes for a
-deadline may have to wait for the GIL for a whole switch interval (5 ms by default), and with
-the other core busy, for the CPU as well. ``realtime()`` gives the scheduler thread
-SCHED_FIFO where the system allows it and shortens the GIL switch interval; see the README's
-design section for the measurements behind the choice.
+deadline may have to wait for the GIL for a whole switch interval (5 ms by default), for the
+CPU when other programs keep the cores busy, and for the GIL again when the thread holding it
+was preempted by those programs. ``realtime()`` gives a thread SCHED_FIFO where the system
+allows it (the play session gives it to the scheduler, the listener and the engine, in that
+order of priority, all below JACK's own threads) and shortens the GIL switch interval; the
+README's design section has the measurements behind the choice.
 """
 
 from __future__ import annotations
@@ -81,7 +83,6 @@ class Scheduler:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.sounding: Counter = Counter()  # (channel, pitch) -> voices
         self.lateness: deque = deque(maxlen=keep_lateness)  # seconds, one per deadline
-        self.sent = 0
         self.error: BaseException | None = None
         self._heap: list = []  # (deadline, seq, message, tag)
         self._sent_tags: dict = {}  # tag -> message, for the last messages sent with a tag
@@ -103,7 +104,7 @@ class Scheduler:
         One that already left cannot be unsent: if it was a note-on, its note-off goes at
         once, because nobody else knows that the note is sounding any more."""
         tags = set(tags)
-        self.inbox.put(lambda scheduler: scheduler._take_back(tags))
+        self.call(lambda scheduler: scheduler._take_back(tags))
 
     def call(self, fn: Callable) -> None:
         """Run ``fn(scheduler)`` on the scheduler's thread, between two sends (e.g. the duet
@@ -193,7 +194,6 @@ class Scheduler:
                 return
             self.out.send_message(message)
             now = self.clock()
-        self.sent += 1
         self._track(message)
         if deadline is not None:
             self.lateness.append(now - deadline)
