@@ -147,14 +147,15 @@ def _open_midi(source) -> "mido.MidiFile":
 
     if isinstance(source, mido.MidiFile):
         return source
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "data"
-    try:
-        if isinstance(source, (bytes, bytearray)):
-            return mido.MidiFile(file=io.BytesIO(source))
-        with open(source, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CodecError(f"{name}: cannot read the file ({e.strerror or e}).") from None
+    if isinstance(source, (bytes, bytearray)):
+        name, data = "data", bytes(source)
+    else:
+        name = os.fspath(source)
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise CodecError(f"{name}: cannot read the file ({e.strerror or e}).") from None
     if not data:
         raise CodecError(f"{name}: the file is empty.")
     if not data.startswith(b"MThd"):
@@ -457,14 +458,36 @@ def tokens_to_step_notes(tokens: Iterable[int], default_velocity: int = 100) -> 
     return notes
 
 
-# A decoded MIDI file uses 0.1 ms ticks (5000 ticks per beat at 120 bpm): notes that share
-# a 10 ms step are staggered by one tick each in the order the stream played them, so that
-# reading the file back gives the same event order (Magenta orders same-step notes by exact
-# start time). 49 ticks is the most that stays inside the step's rounding.
-TICKS_PER_BEAT = 5000
+# Decoded MIDI files run at 120 bpm with up to 100 ticks per 10 ms step (0.1 ms). Magenta
+# orders notes that start in the same step by exact start time, then pitch; so where the
+# stream played a step's onsets out of pitch order, the later ones are staggered by a tick
+# each to keep that order when the file is read back. Long files get coarser ticks, because
+# readers (pretty_midi, so Magenta too) refuse files past tick 10,000,000.
 TEMPO = 500_000
-_TICKS_PER_STEP = 100
-_MAX_STAGGER = 49
+_STEPS_PER_BEAT = 50
+_MAX_TICKS_PER_STEP = 100
+
+
+def _ticks_per_step(last_step: int) -> int:
+    return max(1, min(_MAX_TICKS_PER_STEP, (_MAX_TICK - 1) // (last_step + 1)))
+
+
+def _staggers(notes: Sequence[StepNote], cap: int) -> list[int]:
+    """Tick offsets that make (start, offset, pitch) order equal to the stream's order of
+    onsets within each step; offsets stay below half a step (``cap``)."""
+    out = [0] * len(notes)
+    by_step: dict[int, list[int]] = defaultdict(list)
+    for i, n in enumerate(notes):
+        by_step[n.start].append(i)
+    for members in by_step.values():
+        members.sort(key=lambda i: notes[i].order)
+        offset, prev = 0, None
+        for i in members:
+            if prev is not None and notes[i].pitch <= prev:
+                offset += 1
+            out[i] = min(offset, cap)
+            prev = notes[i].pitch
+    return out
 
 
 def _channel_plan(notes: Sequence[tuple[int, int, int]]) -> list[int]:
@@ -488,11 +511,13 @@ def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program
     """A type-1 ``mido.MidiFile`` with one track per (name, notes)."""
     import mido
 
-    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
+    last = max((n.end for _, notes in tracks for n in notes), default=0)
+    tps = _ticks_per_step(last)
+    mid = mido.MidiFile(type=1, ticks_per_beat=tps * _STEPS_PER_BEAT)
     first = True
     for name, notes in tracks:
-        placed = [(n.pitch, n.start * _TICKS_PER_STEP + min(n.order, _MAX_STAGGER),
-                   n.end * _TICKS_PER_STEP) for n in notes]
+        staggers = _staggers(notes, (tps - 1) // 2)
+        placed = [(n.pitch, n.start * tps + k, n.end * tps) for n, k in zip(notes, staggers)]
         plan = _channel_plan(placed)
         timed = []
         for (pitch, start, end), ch, n in zip(placed, plan, notes):

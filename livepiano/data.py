@@ -217,14 +217,16 @@ class WindowSampler:
         start = int(rng.integers(lo, hi - 1))
         factor = float(rng.uniform(*self.stretch)) if self.stretch else 1.0
         # Stretching changes the length, so cut the source a little long and trim after.
+        # A window holds the tokens whose time, the shifts included, ends within its length.
         want = int(self.steps / factor) + 1
-        end = int(np.searchsorted(self.before, self.before[start] + want, side="left"))
+        end = start + int(np.searchsorted(self.before[start + 1:hi + 1],
+                                          self.before[start] + want, side="right"))
         end = max(start + 2, min(end, hi))
-        tokens = np.asarray(self.flat[start:end])
+        tokens = np.asarray(self.flat[start:end], dtype=np.int64)
         if factor != 1.0:
             tokens = np.asarray(codec.stretch(tokens, factor), dtype=np.int64)
-            cut = np.searchsorted(elapsed_steps(tokens)[:-1], self.steps, side="left")
-            tokens = tokens[:max(2, cut)]
+        cut = int(np.searchsorted(elapsed_steps(tokens)[1:], self.steps, side="right"))
+        tokens = tokens[:max(2, cut)]
         if self.transpose:
             low, high = codec.transposition_range(tokens, self.transpose)
             if high >= low:

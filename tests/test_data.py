@@ -319,8 +319,6 @@ def test_window_events_happen_within_30_seconds(stretch, sources):
     assert longest > 900  # windows are as long as asked, not short pieces
 
 
-@pytest.mark.xfail(strict=True, reason="a window keeps the time-shift that crosses its end, so "
-                   "it can last up to 1 s longer than asked (reported)")
 def test_windows_last_at_most_the_asked_time(sources):
     flat, files = _files_flat(sources)
     for stretch in ((0.95, 1.05), None):
