@@ -256,14 +256,16 @@ def train_tiny_model(out: Path, steps: int = 150, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(request):
-    """A small model trained on tests/data, cached across runs by the trainer's source and
-    the data it trains on."""
+def tiny_model(request, tmp_path_factory):
+    """A small model trained on tests/data, cached across runs (in pytest's cache folder) by
+    the trainer's source and the data it trains on."""
     pytest.importorskip("torch")
     h = hashlib.sha256(inspect.getsource(train_tiny_model).encode())
     for p in sorted(DATA.glob("*.mid")):
         h.update(p.read_bytes())
-    folder = Path(request.config.cache.mkdir("livepiano-tiny-model"))
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    folder = Path(cache.mkdir("livepiano-tiny-model") if cache is not None
+                  else tmp_path_factory.mktemp("tiny-model"))
     path = folder / f"tiny-{h.hexdigest()[:12]}.onnx"
     if not path.is_file():
         train_tiny_model(folder / "training.onnx")
