@@ -402,10 +402,43 @@ def _cmd_bench(args) -> int:
     return bench.run(args.which, args)
 
 
+# --- demo (a duet without a keyboard) -----------------------------------------------------
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="hear it without a keyboard: a recorded pianist plays calls, "
+                                    "the model answers, live on MIDI ports")
+    p.add_argument("--seconds", type=float, default=45.0,
+                   help="about how long the duet lasts (default: 45)")
+    p.add_argument("-o", "--output-dir", default=".", metavar="DIR",
+                   help="where demo.mid, demo.wav and demo.png go (default: this folder)")
+    p.add_argument("--plot", action="store_true", help="also draw the piano roll to demo.png")
+    p.add_argument("--no-wav", dest="wav", action="store_false",
+                   help="do not render demo.wav")
+    p.add_argument("--api", choices=("alsa", "jack", "coremidi"), default=None,
+                   help="MIDI system (default: ALSA or CoreMIDI where they open, else a "
+                        "private JACK server)")
+    p.add_argument("--model", default=None,
+                   help="ONNX model (default: $LIVEPIANO_MODEL, else the shipped one)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
+                   help="soundfont for the audio (default: the first one found)")
+    p.set_defaults(run=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from livepiano import demo
+
+    result = demo.run(args.seconds, args.output_dir, plot=args.plot, api=args.api,
+                      model=args.model, seed=args.seed, soundfont=args.soundfont, wav=args.wav)
+    for line in result.report():
+        print(line)
+    return result.code
+
+
 # --- main ---------------------------------------------------------------------------------
 
 _COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play,
-             _add_export, _add_eval, _add_generate, _add_plot, _add_bench]
+             _add_export, _add_eval, _add_generate, _add_plot, _add_demo, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
