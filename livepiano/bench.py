@@ -33,6 +33,8 @@ def add_arguments(p) -> None:
                    help="scheduler timing mechanism, as `play --realtime` (timing)")
     p.add_argument("--deadlines", type=int, default=2000,
                    help="scheduler deadlines to measure (timing; at least 2000)")
+    p.add_argument("--changes", type=int, default=200,
+                   help="knob changes to measure (knobs; at least 200)")
     p.add_argument("--json", action="store_true",
                    help="end with one line of JSON holding the figures")
 
@@ -183,9 +185,43 @@ def bench_timing(args) -> dict:
     return r
 
 
+def bench_knobs(args) -> dict:
+    """From a knob's CC message to the first event sampled with the new temperature, in
+    process as in `livepiano play` (the real listener, knobs and engine loop; continuous
+    mode; a null output)."""
+    from livepiano.engine import resolve_model
+    from livepiano.knobs import latency
+
+    path = resolve_model(getattr(args, "model", None))
+    say = getattr(args, "say", print)
+    changes = max(200, int(getattr(args, "changes", 200) or 200))
+    say(f"model        {path}" + ("  (the shipped model is an undertrained interim one: its "
+                                  "timing is what matters here)"
+                                  if path.name == "performance_rnn.onnx" else ""))
+    say(f"knob         a CC every 50-150 ms, alternating between two temperatures; "
+        f"{changes} changes (about {changes * 0.1:.0f} s)")
+    r = latency(path, changes=changes, realtime_mode=getattr(args, "realtime", "auto") or "auto",
+                seed=getattr(args, "seed", 0))
+    r["loadavg_1m"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    say(f"to effect    p50 {r['knob_to_effect_ms_p50']:7.2f} ms   p99 "
+        f"{r['knob_to_effect_ms_p99']:7.2f} ms   max {r['knob_to_effect_ms_max']:7.2f} ms   "
+        f"(CC sent -> first event sampled with the new temperature; {r['measured']} of "
+        f"{r['changes']} changes)")
+    say(f"applied      p50 {r['knob_to_applied_ms_p50']:7.2f} ms   p99 "
+        f"{r['knob_to_applied_ms_p99']:7.2f} ms   (CC sent -> value set on the engine thread)")
+    say(f"in stream    p50 {r['knob_to_stream_ms_p50']:7.2f} ms   p99 "
+        f"{r['knob_to_stream_ms_p99']:7.2f} ms   (CC sent -> where that event begins in the "
+        f"stream, i.e. when the new value is heard; look-ahead {r['lookahead_ms']} ms, "
+        f"{r['taken_back_events']} unheard events taken back)")
+    if r["loadavg_1m"] is not None:
+        say(f"load         {r['loadavg_1m']} (1-minute load average; other work skews these)")
+    return r
+
+
 BENCHES: dict[str, Callable] = {
     "model": bench_model,
     "timing": bench_timing,
+    "knobs": bench_knobs,
 }
 
 

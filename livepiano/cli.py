@@ -175,6 +175,7 @@ def _add_play(sub) -> None:
     p.add_argument("--config", metavar="FILE.yaml", default=None, help="settings file")
     p.add_argument("--status", action="store_const", const=True, default=None,
                    help="show the status line even when stderr is not a terminal")
+    _add_knob_options(p)
     p.set_defaults(run=_cmd_play)
 
 
@@ -187,7 +188,102 @@ def _cmd_play(args) -> int:
         "model": args.model, "temperature": args.temperature, "channel": args.channel,
         "lookahead_ms": args.lookahead_ms, "echo": args.echo, "record": args.record,
         "realtime": args.realtime, "seed": args.seed})
+    settings = config.merge(settings, {"controls": args.controls, "control_in": args.control_in,
+                                       "takeover": args.takeover})
     return live.Session(settings, status=args.status).run()
+
+
+# --- knobs: controls, learn (issue 6) ------------------------------------------------------
+
+def _add_controls_option(p) -> None:
+    p.add_argument("--controls", metavar="FILE.yaml", default=None,
+                   help="the knob bindings file (default: $LIVEPIANO_CONTROLS, else "
+                        "controls.yaml in the user's config folder)")
+
+
+def _add_knob_options(p) -> None:
+    _add_controls_option(p)
+    p.add_argument("--control-in", metavar="PORT", default=None,
+                   help="a second input port for knobs and pads (the piano's CCs work too)")
+    p.add_argument("--takeover", choices=("jump", "pickup", "scale"), default=None,
+                   help="what a knob does when it disagrees with the value (default: the "
+                        "controls file's, else jump)")
+
+
+def _add_controls(sub) -> None:
+    p = sub.add_parser("controls", help="list the knob bindings (made by `livepiano learn`)")
+    _add_controls_option(p)
+    p.set_defaults(run=_cmd_controls)
+
+
+def _cmd_controls(args) -> int:
+    from pathlib import Path
+
+    from livepiano import controls
+
+    path = Path(args.controls).expanduser() if args.controls else controls.default_path()
+    found = controls.read(path)
+    ctl = found.controls()
+    print(f"controls file  {path}" + ("" if found.exists else " (not there yet)"))
+    print(f"takeover       {ctl.takeover}")
+    lines = ctl.describe()
+    if not lines:
+        print("no bindings yet: bind a knob with `livepiano learn temperature --in "
+              "\"Controller\"` (parameters: " + ", ".join(controls.PARAMS) + ")")
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _add_learn(sub) -> None:
+    from livepiano.controls import PARAMS
+
+    p = sub.add_parser("learn", help="bind the next knob, fader or pad you move to a parameter")
+    p.add_argument("param", help="what to bind: " + ", ".join(PARAMS))
+    p.add_argument("--in", dest="in_", metavar="PORT",
+                   help="the controller's input port, by any part of its name (default: a "
+                        "virtual port)")
+    _add_api_option(p)
+    _add_controls_option(p)
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="give up after this many seconds (default: 60)")
+    p.set_defaults(run=_cmd_learn)
+
+
+def _cmd_learn(args) -> int:
+    import time
+    from pathlib import Path
+
+    from livepiano import controls, ports
+
+    path = Path(args.controls).expanduser() if args.controls else controls.default_path()
+    ctl = controls.load(path)  # a bad file fails before the port opens
+    start = ctl.start_learn(args.param)  # so does an unknown parameter
+    api = ports.resolve_api(args.api)
+    port = ports.Port("in", api, args.in_)
+    try:
+        port.client.ignore_types(sysex=True, timing=True, active_sense=True)
+        print(f"livepiano: {start.text} on {port.label} (Ctrl-C gives up)...", file=sys.stderr,
+              flush=True)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            item = port.client.get_message()
+            if item is None:
+                time.sleep(0.002)
+                continue
+            for change in ctl.handle(item[0]):
+                if change.param == "bound":
+                    saved = ctl.save(path)
+                    print(f"{change.text}; saved to {saved}")
+                    return 0
+        print(f"livepiano: no control moved in {args.timeout:g} s; nothing bound.",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("livepiano: interrupted; nothing bound.", file=sys.stderr)
+        return 1
+    finally:
+        port.close()
 
 
 # --- export, eval, generate, bench (the model) ------------------------------------------------
@@ -437,7 +533,8 @@ def _cmd_demo(args) -> int:
 
 # --- main ---------------------------------------------------------------------------------
 
-_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play,
+_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add_controls,
+             _add_learn,
              _add_export, _add_eval, _add_generate, _add_plot, _add_demo, _add_bench]
 
 

@@ -76,6 +76,15 @@ SCHEMA: dict[str, Setting] = {
     "record": Setting(None, _text_or_none, "MIDI file to save the session to"),
     "seed": Setting(None, lambda v: v if v is None else _number(0, 2**32 - 1, int)(v),
                     "random seed (default: a fresh one)"),
+    # knobs (issue 6): the bindings live in their own file, written by `livepiano learn`
+    "controls": Setting(None, _text_or_none, "controls file with the knob bindings (default: "
+                                             "$LIVEPIANO_CONTROLS, else controls.yaml in the "
+                                             "user's config folder)"),
+    "control_in": Setting(None, _text_or_none, "a second input port for knobs and pads (the "
+                                               "piano's own CCs work too)"),
+    "takeover": Setting(None, _choice(None, "jump", "pickup", "scale"),
+                        "what a knob does when it disagrees with the value: jump, pickup or "
+                        "scale (default: the controls file's, else jump)"),
 }
 
 
@@ -118,7 +127,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if values is None:
         return defaults()
     if not isinstance(values, dict):
-        raise LivepianoError(f"{path}: a settings file is a mapping of 'key: value' lines.")
+        line = f" line {node.start_mark.line + 1}" if node is not None else ""
+        raise LivepianoError(f"{path}{line}: a settings file is a mapping of 'key: value' "
+                             f"lines.")
     lines = {}
     if node is not None and hasattr(node, "value"):
         for key_node, _ in node.value:

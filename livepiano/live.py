@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from livepiano import LivepianoError, codec
+from livepiano import LivepianoError, codec, knobs
 from livepiano.listener import Listener, PlayerEvent, StreamPosition, player_tokens
 from livepiano.ports import NOTE_OFF, NOTE_ON
 from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
@@ -101,6 +101,7 @@ class EngineLoop:
         self._pending: deque = deque()
         self._tags = itertools.count()
         self.caught_up_steps = 0  # silence inserted because the model fell behind the clock
+        self.velocity_scale = 1.0  # the dynamics knob: scales the model's output velocities
 
     # --- any thread ---------------------------------------------------------------------
 
@@ -189,6 +190,8 @@ class EngineLoop:
             tags = (tag,)
             if tok < codec.NOTE_OFF:
                 velocity = codec.bin_to_velocity(engine.velocity_bin or 16)
+                if self.velocity_scale != 1.0:
+                    velocity = min(127, max(1, round(velocity * self.velocity_scale)))
                 message = [NOTE_ON | self.channel, tok, velocity]
             else:
                 message = [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0]
@@ -332,17 +335,20 @@ class Session:
         from livepiano.engine import Engine, resolve_model
 
         s = self.settings
+        knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
         api = ports.resolve_api(s["api"])
         outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
         inp = None
         try:
             inp = ports.Port("in", api, s["in"])
+            knob_setup.open_port(api)
             model_path = resolve_model(s["model"])
             engine = Engine(model_path, temperature=s["temperature"], seed=s["seed"])
         except BaseException:
             outp.close()
             if inp is not None:
                 inp.close()
+            knob_setup.close()
             raise
         clock = time.monotonic
         channel = s["channel"] - 1
@@ -353,14 +359,19 @@ class Session:
         loop = EngineLoop(engine, scheduler, origin=origin, lookahead=s["lookahead_ms"] / 1000,
                           channel=channel, mode=MODES[s["mode"]](), clock=clock)
 
+        self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as the settings do
+            loop, lambda name, say: knobs.build_mode(s, name, say))
+
         def deliver(events):
             recorder.heard(events)
             loop.hear(events)
+            kn.heard(events)
 
         def echo(message):
             scheduler.send_now([(message[0] & 0xF0) | channel] + list(message[1:]))
 
-        listener = Listener(inp, deliver, clock=clock, echo=echo if s["echo"] else None)
+        listener = Listener(inp, deliver, clock=clock, echo=echo if s["echo"] else None,
+                            on_control=kn.on_control)
         # The listener polls every millisecond; under SCHED_FIFO (below the scheduler) it is
         # never preempted by other programs while it holds the GIL.
         listener_priority = (lambda: realtime(s["realtime"], FIFO_PRIORITY - 1, switch=False))
@@ -377,8 +388,11 @@ class Session:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
                      f"model: {model_path.name}. Ctrl-C stops.")
+            knob_setup.start(keys=self.status)
+            self.say(knob_setup.describe())
             self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
         finally:
+            knob_setup.close()
             listener.stop()
             threads[2].join(timeout=2.0)
             loop.stop()
@@ -438,13 +452,19 @@ class Session:
                 elif input_gone and inp.reopen():
                     input_gone = False
                     self.say(f"the input port '{inp.name}' is back.")
+            kn = getattr(self, "knobs", None)
+            if kn is not None:  # knob changes: a line each (on a terminal, the status line)
+                for text, said in kn.tick():
+                    if said or not self.status:
+                        self.say(text)
             if self.status:
                 late = [v * 1000 for v in list(scheduler.lateness)[-1000:]]
                 line = (f"{loop.mode.name}  T {loop.engine.temperature:.2f}  "
                         f"in {rate_in(now, recorder.notes_in()):4.1f} n/s  "
                         f"out {rate_out(now, recorder.notes_out()):4.1f} n/s  "
                         f"late p99 {percentile(late, 99):.2f} ms"
-                        + ("  [input gone]" if input_gone else ""))
+                        + ("  [input gone]" if input_gone else "")
+                        + (f"  | {kn.status()}" if kn is not None and kn.status() else ""))
                 self.out.write("\r\x1b[2K" + line)
                 self.out.flush()
 

@@ -211,6 +211,30 @@ class Scheduler:
             else:
                 self.sounding.pop(key, None)
 
+    def release(self) -> list[list[int]]:
+        """The panic knob, without ending anything: drop every scheduled message and send a
+        note-off for every sounding note, then All Notes Off and pedal up; the scheduler goes
+        on with what comes next. Runs on the scheduler's thread (``call``)."""
+        with self._lock:
+            if self._panicked:
+                return []
+            messages = [[NOTE_OFF | ch, pitch, 0]
+                        for (ch, pitch), voices in sorted(self.sounding.items())
+                        for _ in range(voices)]
+            for ch in sorted({ch for ch, _ in self.sounding} | {self.channel}):
+                messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
+                messages.append([CONTROL | ch, SUSTAIN, 0])
+            for m in messages:
+                self.out.send_message(m)
+            now = self.clock()
+        self.sounding.clear()
+        self._heap.clear()
+        self._sent_tags.clear()
+        if self.on_sent is not None:
+            for m in messages:
+                self.on_sent(now, m)
+        return messages
+
     def panic(self) -> list[list[int]]:
         """Note-off for every sounding note, then All Notes Off and pedal up; nothing is sent
         after this. Safe to call more than once and from any thread once ``run`` has ended."""

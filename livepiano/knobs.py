@@ -1,0 +1,549 @@
+"""The knobs in a play session: ``controls.Controls`` on the engine thread, its changes applied
+to the engine, the engine loop, the scheduler and the duet.
+
+    piano's CCs (listener thread, on_control) --+
+    --control-in port (its own polling thread) --+-- EngineLoop.call --> Knobs.handle (engine thread)
+    terminal keys (`l`, then a number)         --+        Controls.handle -> [Change, ...] -> apply
+    main thread: Knobs.tick() says the changes, saves new bindings, feeds the status line
+
+The engine thread owns the ``Controls`` object (its bindings, values and takeover state) as it
+owns the engine, so a knob never races a sample. What the main thread needs -- texts to show,
+bindings to save -- comes back through a queue: the controls file is written from the main
+thread, never from the engine thread.
+
+Applying a change never resets the model's state. Temperature, density and key *rewind* the
+unheard look-ahead instead: the events sampled for after ``now + lookahead`` are taken back
+(as when the player plays), so the first event sampled with the new value lies within the
+look-ahead -- without that, a sampled silence (a time-shift of up to 1 s) could keep the old
+value audible for up to a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from livepiano import controls as ctl
+
+FOLLOW_S = 10.0  # key "follow": the player's note-ons of the last this many seconds
+FOLLOW_EVERY_S = 0.5  # ... recomputed at most this often
+POLL_S = 0.001
+# knob parameter -> DuetSettings field
+DUET_FIELDS = {"duet_wait": "wait", "answer_length": "max_answer"}
+
+
+def build_mode(settings: dict, name: str, say: Callable[[str], None]):
+    """A new mode called ``name`` for the session with these settings (the mode knob), built
+    as the session builds its first one."""
+    from livepiano import live
+
+    make = getattr(live, "make_mode", None)
+    if make is not None:
+        return make(dict(settings, mode=name), say)
+    return live.MODES[name]()
+
+
+def controls_path(settings: dict) -> Path:
+    return Path(settings["controls"]).expanduser() if settings.get("controls") \
+        else ctl.default_path()
+
+
+def load(settings: dict) -> tuple[ctl.Controls, Path]:
+    """The session's ``Controls`` from its controls file (a bad file fails here, before any
+    port opens) and the file's path, for saving what is learned during play."""
+    path = controls_path(settings)
+    values = {}
+    if "temperature" in settings:
+        t = ctl.PARAMS["temperature"].curve
+        values["temperature"] = min(max(float(settings["temperature"]), t.lo), t.hi)
+    if settings.get("mode") in ctl.MODE_CHOICES:
+        values["mode"] = settings["mode"]
+    return ctl.load(path, values=values, takeover=settings.get("takeover")), path
+
+
+class Knobs:
+    """The knobs of one session. ``on_control``, ``message``, ``learn`` and ``heard`` may be
+    called from any thread; ``handle`` and ``apply`` run on the engine thread (through
+    ``loop.call``); ``tick`` and ``status`` on the main thread."""
+
+    def __init__(self, controls: ctl.Controls, loop, *, path: Path | None = None,
+                 make_mode: Callable | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.controls = controls
+        self.loop = loop
+        self.path = path
+        # make_mode(name, say) -> a new mode for the loop (the mode toggle); None: no switching
+        self.make_mode = make_mode
+        self.clock = clock
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.text: str | None = None  # the last change, for the status line
+        self.on_applied: Callable | None = None  # (change, t) on the engine thread (bench)
+        self._heard: deque = deque()  # (time, pitch) of the player's note-ons
+        self._following = False  # a conditioned model is steered by key "follow"
+        self._follow_due = 0.0
+        self._told: set[str] = set()
+        self._duet_values: dict[str, float] = {}
+
+    # --- any thread ---------------------------------------------------------------------
+
+    def on_control(self, channel: int, number: int, value: int, t: float) -> None:
+        """The listener's hook: a CC from the piano (other than the sustain pedal)."""
+        self.message([0xB0 | channel, number, value], t)
+
+    def message(self, message, t: float | None = None) -> None:
+        """A CC or pad message from any controller; handled on the engine thread."""
+        t = self.clock() if t is None else t
+        message = list(message)
+        self.loop.call(lambda _engine: self.handle(message, t))
+
+    def learn(self, param: str | None) -> None:
+        """Start learning ``param`` (None: stop learning), e.g. from a terminal key."""
+        def go(_engine):
+            change = (self.controls.start_learn(param) if param is not None
+                      else self.controls.cancel_learn())
+            self.apply(change, self.clock())
+        self.loop.call(go)
+
+    def heard(self, events) -> None:
+        """The player's events (listener thread): the key "follow" listens to them."""
+        now = None
+        for ev in events:
+            if ev.on:
+                self._heard.append((ev.time, ev.pitch))
+                now = ev.time
+        if now is not None and self._following and now >= self._follow_due:
+            self._follow_due = now + FOLLOW_EVERY_S
+            self.loop.call(lambda engine: self._set_control(engine, rewind=False))
+
+    # --- the engine thread --------------------------------------------------------------
+
+    def handle(self, message, t: float) -> None:
+        for change in self.controls.handle(message):
+            self.apply(change, t)
+
+    def apply(self, change: ctl.Change, t: float) -> None:
+        name, value = change.param, change.value
+        loop, engine = self.loop, self.loop.engine
+        text = change.text
+        said = name in ("learn", "bound")  # said as a line even beside a status line
+        if name == "bound":
+            self.outbox.put(("save", list(self.controls.bindings.values()),
+                             self.controls.takeover, text))
+            text = None
+        elif name == "temperature":
+            engine.temperature = value
+            self._rewind()
+        elif name in ("density", "key"):
+            if engine.conditioned:
+                self._following = self.controls.values["key"] == ctl.FOLLOW
+                self._set_control(engine, rewind=True)
+            else:
+                self._once("unconditioned", f"{engine.model_path.name} is an unconditioned "
+                                            f"model: density and key have no effect with it")
+        elif name == "dynamics":
+            loop.velocity_scale = float(value)
+        elif name == "mode":
+            self._set_mode(value)
+        elif name in DUET_FIELDS:
+            self._duet_values[DUET_FIELDS[name]] = float(value)
+            if not self._apply_duet():
+                text += " (for duet mode)"
+        elif name == "end_of_call":
+            hook = getattr(loop.mode, "end_of_call", None)
+            if loop.mode.name != "duet" or hook is None:
+                text += " (only in duet mode)"
+            if hook is not None:
+                hook(t)
+        elif name == "panic":
+            self._panic()
+        if text is not None:
+            self.text = text
+            self.outbox.put(("say", text, said))
+        if self.on_applied is not None:
+            self.on_applied(change, t)
+
+    def _rewind(self) -> None:
+        """Take back the unheard events beyond the look-ahead (never a reset)."""
+        self.loop._take_back(self.clock() + self.loop.lookahead)
+
+    def _set_control(self, engine, rewind: bool) -> None:
+        values = self.controls.values
+        horizon = self.clock() - FOLLOW_S
+        while self._heard and self._heard[0][0] < horizon:
+            self._heard.popleft()
+        heard = [p for _, p in list(self._heard)]
+        engine.control = ctl.control_vector(values["density"], values["key"], heard)
+        if rewind:
+            self._rewind()
+
+    def _set_mode(self, name: str) -> None:
+        if self.loop.mode.name == name:
+            return
+        try:
+            if self.make_mode is None:
+                raise LookupError("no mode switching here")
+            mode = self.make_mode(name, lambda text: self.outbox.put(("say", text, True)))
+        except Exception as e:  # noqa: BLE001 - a knob must never end the session
+            self._once(f"mode {name}", f"mode {name} is not available in this session ({e})")
+            return
+        if hasattr(mode, "attach"):
+            mode.attach(self.loop)
+        self.loop.mode = mode
+        self._apply_duet()
+
+    def _apply_duet(self) -> bool:
+        """The duet knobs' values into the duet mode's settings; False when not in duet mode."""
+        duet = getattr(self.loop.mode, "duet", None)
+        settings = getattr(duet, "settings", None)
+        if settings is None or not self._duet_values:
+            return settings is not None
+        values = dict(self._duet_values)
+        if "max_answer" in values:
+            values["min_answer"] = min(settings.min_answer, values["max_answer"])
+        duet.settings = dataclasses.replace(settings, **values)
+        return True
+
+    def _panic(self) -> None:
+        """Release everything sounding now; the session goes on."""
+        loop = self.loop
+        loop._take_back(self.clock())
+        loop._pending.clear()
+        loop.engine.release_all()  # the model hears its notes end
+        loop.scheduler.call(lambda scheduler: scheduler.release())
+
+    def _once(self, key: str, text: str) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            self.outbox.put(("say", text, True))
+
+    # --- the main thread ----------------------------------------------------------------
+
+    def tick(self) -> list[tuple[str, bool]]:
+        """What happened since the last tick: (text, said) -- ``said``: worth a line of its own
+        even beside a status line (learning, bindings, notices; a value change shows in the
+        status line). New bindings are saved here, on the calling (main) thread."""
+        lines = []
+        while True:
+            try:
+                item = self.outbox.get_nowait()
+            except queue.Empty:
+                return lines
+            if item[0] == "save":
+                _, bindings, takeover, text = item
+                if self.path is None:
+                    lines.append((text, True))
+                    continue
+                try:
+                    ctl.save(self.path, bindings, takeover)
+                    lines.append((f"{text}; saved to {self.path}", True))
+                except Exception as e:  # noqa: BLE001 - a full disk must not end the session
+                    lines.append((f"{text}; NOT saved ({e})", True))
+            else:
+                lines.append((item[1], item[2]))
+
+    def status(self) -> str:
+        """The knobs' part of the status line: a pickup hint, the learn prompt, the last change."""
+        hint = self.controls.hint
+        if hint:
+            return hint
+        return self.text or ""
+
+
+class ControlInput:
+    """A second input port for knobs and pads (``--control-in``): polled every millisecond
+    from its own thread, as the listener polls the piano; everything goes to the knobs."""
+
+    def __init__(self, port, knobs: Knobs, clock: Callable[[], float] = time.monotonic):
+        self.port = port
+        self.knobs = knobs
+        self.clock = clock
+        self.error: BaseException | None = None
+        self._stop = False
+        port.client.ignore_types(sysex=True, timing=True, active_sense=True)
+
+    def run(self) -> None:
+        get, sleep = self.port.client.get_message, time.sleep
+        try:
+            while not self._stop:
+                item = get()
+                if item is None:
+                    sleep(POLL_S)
+                    continue
+                if item[0] and item[0][0] & 0xF0 in (0x80, 0x90, 0xB0):
+                    self.knobs.message(item[0], self.clock())
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+class KeyReader:
+    """Terminal command keys while the status line is on a terminal: ``l`` lists the
+    parameters, then a number (1-9) learns that one; any other key cancels. Ctrl-C still
+    stops the session (the terminal keeps its signals)."""
+
+    def __init__(self, knobs: Knobs, stream=None):
+        self.knobs = knobs
+        self.stream = stream if stream is not None else sys.stdin
+        self._stop = False
+        self._saved = None
+        self._choosing = False
+
+    @staticmethod
+    def menu() -> str:
+        return "learn which? " + "  ".join(f"{i} {n.replace('_', ' ')}"
+                                           for i, n in enumerate(ctl.LEARN_ORDER[:9], 1))
+
+    def key(self, ch: str) -> None:
+        if self._choosing:
+            self._choosing = False
+            if ch.isdigit() and 1 <= int(ch) <= min(9, len(ctl.LEARN_ORDER)):
+                self.knobs.learn(ctl.LEARN_ORDER[int(ch) - 1])
+            else:
+                self.knobs.learn(None)
+        elif ch in "lL":
+            self._choosing = True
+            self.knobs.text = self.menu()
+        elif ch == "\x1b" and self.knobs.controls.learning:
+            self.knobs.learn(None)
+
+    def run(self) -> None:
+        import select
+        import termios
+        import tty
+
+        fd = self.stream.fileno()
+        try:
+            self._saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+        except (termios.error, OSError):
+            return
+        try:
+            while not self._stop:
+                ready, _, _ = select.select([fd], [], [], 0.1)
+                if ready:
+                    data = os.read(fd, 1)
+                    if not data:
+                        return
+                    self.key(data.decode("utf-8", "replace"))
+        finally:
+            self.restore()
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            import termios
+
+            try:
+                termios.tcsetattr(self.stream.fileno(), termios.TCSADRAIN, self._saved)
+            except (termios.error, OSError, ValueError):
+                pass
+            self._saved = None
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+class SessionKnobs:
+    """What ``live.Session`` holds for the knobs: the ``Knobs``, the optional control port and
+    its thread, and the terminal key reader."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.controls, self.path = load(settings)  # a bad controls file fails first
+        self.knobs: Knobs | None = None
+        self.port = None
+        self.threads: list[threading.Thread] = []
+        self._workers: list = []
+
+    def open_port(self, api: str) -> None:
+        """The ``control_in`` port (a wrong name fails fast with the list of ports)."""
+        if self.settings.get("control_in"):
+            from livepiano import ports
+
+            self.port = ports.Port("in", api, self.settings["control_in"])
+
+    def attach(self, loop, make_mode: Callable | None = None) -> Knobs:
+        """The session's ``Knobs`` on its engine loop (before the listener is built: its
+        ``on_control`` hook is ``knobs.on_control``); ``make_mode(name, say)`` builds a mode
+        for the mode toggle."""
+        self.knobs = Knobs(self.controls, loop, path=self.path, make_mode=make_mode,
+                           clock=loop.clock)
+        return self.knobs
+
+    def start(self, *, keys: bool) -> None:
+        """The control port's thread, and with ``keys`` the terminal key reader (when stdin
+        is a terminal)."""
+        assert self.knobs is not None
+        if self.port is not None:
+            reader = ControlInput(self.port, self.knobs, self.knobs.clock)
+            self._workers.append(reader)
+            self.threads.append(threading.Thread(target=reader.run, name="control-in",
+                                                 daemon=True))
+        if keys and sys.stdin is not None and sys.stdin.isatty():
+            keyreader = KeyReader(self.knobs)
+            self._workers.append(keyreader)
+            self.threads.append(threading.Thread(target=keyreader.run, name="keys", daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def describe(self) -> str:
+        n = len(self.controls.bindings)
+        where = f"; control-in: {self.port.label}" if self.port is not None else ""
+        keys = "; press l to learn a knob" if any(isinstance(w, KeyReader)
+                                                   for w in self._workers) else ""
+        return (f"knobs: {n} binding{'s' if n != 1 else ''} from {self.path} (takeover "
+                f"{self.controls.takeover}){where}{keys}.")
+
+    def error(self) -> BaseException | None:
+        for w in self._workers:
+            if getattr(w, "error", None) is not None:
+                return w.error
+        return None
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.stop()
+        for t in self.threads:
+            t.join(timeout=1.0)
+        for w in self._workers:
+            if isinstance(w, KeyReader):
+                w.restore()
+        if self.port is not None:
+            self.port.close()
+
+
+# --- bench knobs -----------------------------------------------------------------------------
+
+class _FeedPort:
+    """An input port fed by the benchmark: what the listener polls (rtmidi's interface)."""
+
+    def __init__(self):
+        self.client = self
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def ignore_types(self, **_kw) -> None:
+        pass
+
+    def push(self, message) -> None:
+        self._queue.put((list(message), 0.0))
+
+    def get_message(self):
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+
+def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float] = (0.5, 1.5),
+            lookahead: float = 0.1, gap_ms: tuple[float, float] = (50.0, 150.0),
+            realtime_mode: str = "auto", seed: int | None = 0, timeout: float = 120.0,
+            progress=None) -> dict:
+    """From a CC message to the first event sampled with the new temperature, in-process as
+    in ``play``: the real ``Listener`` polls a port the benchmark feeds, its ``on_control``
+    hook hands the CC to ``Knobs`` through ``EngineLoop.call``; the engine generates in
+    continuous mode to a null output. A CC alternating between the knob positions of two
+    temperatures is pushed every ``gap_ms`` (random in the range). Per change: ``t0`` when
+    the CC is pushed; applied (on the engine thread); effect (the first sample that used the
+    new temperature has returned); stream (where that event begins in the stream, on the
+    clock: from then on what sounds was sampled with the new value)."""
+    import random
+
+    from livepiano.engine import Engine
+    from livepiano.listener import Listener
+    from livepiano.live import EngineLoop, NullOut, _engine_priority
+    from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
+
+    p = ctl.PARAMS["temperature"]
+    values = [int(round(p.position(t))) for t in temperatures]
+    temps = [p.value_at(v) for v in values]
+    engine = Engine(model_path, temperature=temps[0], seed=seed)
+    clock = time.monotonic
+    scheduler = Scheduler(NullOut(), clock=clock, realtime_mode=realtime_mode)
+    loop = EngineLoop(engine, scheduler, origin=clock() + 0.05, lookahead=lookahead,
+                      clock=clock)
+    knob = ctl.Control("cc", 1, 21)
+    controls = ctl.Controls([ctl.Binding(knob, "temperature")], values={"temperature": temps[0]})
+    knobs = Knobs(controls, loop, clock=clock)
+    port = _FeedPort()
+    listener = Listener(port, loop.hear, clock=clock, on_control=knobs.on_control)
+
+    waiting: list = [None]  # (index, t0, temperature) of the change not yet heard
+    applied: dict[int, float] = {}
+    rows: dict[int, tuple[float, float, float]] = {}  # index -> (t0, effect, stream)
+    taken_back = [0]
+
+    def on_applied(change, _t):
+        w = waiting[0]
+        if w is not None and change.param == "temperature" and change.value == w[2]:
+            applied[w[0]] = clock()
+
+    knobs.on_applied = on_applied
+    sample = engine.sample
+
+    def timed_sample():
+        at = loop.stream_time()  # where the sampled event begins in the stream
+        tok = sample()
+        w = waiting[0]
+        if w is not None and engine.temperature == w[2] and w[0] not in rows:
+            rows[w[0]] = (w[1], clock(), at)
+        return tok
+
+    engine.sample = timed_sample  # type: ignore[method-assign]
+    threads = [threading.Thread(target=scheduler.run, daemon=True),
+               threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+                                daemon=True),
+               threading.Thread(target=listener.run,
+                                args=(lambda: realtime(realtime_mode, FIFO_PRIORITY - 1,
+                                                       switch=False),), daemon=True)]
+    for t in threads:
+        t.start()
+    rng = random.Random(seed)
+    t_start = clock()
+    try:
+        time.sleep(0.5)  # the engine gets going at the first temperature
+        for i in range(changes):
+            if loop.error or scheduler.error or listener.error:
+                raise loop.error or scheduler.error or listener.error
+            if clock() - t_start > timeout:
+                break
+            k = (i + 1) % 2
+            t0 = clock()
+            waiting[0] = (i, t0, temps[k])
+            port.push([0xB0 | (knob.channel - 1), knob.number, values[k]])
+            time.sleep(rng.uniform(*gap_ms) / 1000)
+            if progress:
+                progress(i + 1)
+        time.sleep(0.2)
+        taken_back[0] = loop.taken_back
+    finally:
+        listener.stop()
+        loop.stop()
+        scheduler.stop()
+        for t in threads:
+            t.join(2.0)
+    effect = [(rows[i][1] - rows[i][0]) * 1000 for i in sorted(rows)]
+    stream = [(rows[i][2] - rows[i][0]) * 1000 for i in sorted(rows)]
+    apply_ms = [(applied[i] - rows[i][0]) * 1000 for i in sorted(rows) if i in applied]
+
+    def stats(name, xs):
+        return {f"{name}_p50": round(percentile(xs, 50), 2),
+                f"{name}_p99": round(percentile(xs, 99), 2),
+                f"{name}_max": round(max(xs), 2) if xs else 0.0}
+
+    result = {"changes": changes, "measured": len(effect), "missed": changes - len(effect)}
+    result.update(stats("knob_to_effect_ms", effect))
+    result.update(stats("knob_to_applied_ms", apply_ms))
+    result.update(stats("knob_to_stream_ms", stream))
+    result.update({"temperatures": [round(t, 3) for t in temps], "cc_values": values,
+                   "lookahead_ms": round(lookahead * 1000), "taken_back_events": taken_back[0],
+                   "gap_ms": list(gap_ms), "seconds": round(clock() - t_start, 1),
+                   "model": str(model_path)})
+    return result

@@ -1,0 +1,248 @@
+"""The knobs wired into a play session, without JACK: a real engine (the tiny test model), the
+real engine loop and scheduler, driven by hand on a fake clock; the example controls file; the
+`controls` and `learn` commands' checks; the settings keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jackserver import tiny_model  # noqa: F401 (a fixture)
+from livepiano import LivepianoError, config, knobs
+from livepiano import controls as C
+from livepiano.live import Continuous, EngineLoop
+from livepiano.scheduler import Scheduler
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "controls.yaml"
+KNOB = C.Control("cc", 1, 21)
+
+
+class Out:
+    def __init__(self):
+        self.sent = []
+
+    def send_message(self, message):
+        self.sent.append(list(message))
+
+
+class Clock:
+    def __init__(self, t=0.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def rig(model, bindings=(), tmp_path=None, **kw):
+    """(knobs, loop, scheduler, out, clock): nothing runs; ``run(loop)`` drains its inbox."""
+    from livepiano.engine import Engine
+
+    clock = Clock()
+    out = Out()
+    scheduler = Scheduler(out, clock=clock)
+    loop = EngineLoop(Engine(model, seed=3), scheduler, origin=0.0, lookahead=0.1, clock=clock)
+    controls = C.Controls([C.Binding(c, p) for c, p in bindings] or
+                          [C.Binding(KNOB, "temperature")], **kw)
+    path = tmp_path / "controls.yaml" if tmp_path is not None else None
+    return knobs.Knobs(controls, loop, path=path, clock=clock), loop, scheduler, out, clock
+
+
+def drain(loop):
+    """Run what reached the engine loop's inbox, as its thread would."""
+    while not loop.inbox.empty():
+        loop._take(loop.inbox.get_nowait())
+
+
+def drain_scheduler(scheduler):
+    while not scheduler.inbox.empty():
+        scheduler._take(scheduler.inbox.get_nowait())
+
+
+def generate_ahead(loop, seconds):
+    """Sample as the loop would if the clock stood still and the look-ahead were unbounded."""
+    while loop.stream_time() < seconds:
+        loop._step(loop.clock())
+
+
+def test_the_example_controls_file_loads():
+    found = C.read(EXAMPLE, missing_ok=False)
+    assert found.takeover == "jump"
+    params = {b.param: b.control for b in found.bindings}
+    assert params["temperature"] == C.Control("cc", 1, 70)
+    assert params["panic"] == C.Control("note", 10, 43)
+    assert {b.param for b in found.bindings} >= {"temperature", "density", "key", "dynamics",
+                                                  "mode", "end_of_call", "panic", "learn"}
+    assert len(found.controls().describe()) == len(found.bindings)
+
+
+def test_a_temperature_knob_rewinds_the_unheard_look_ahead_without_a_reset(tiny_model):
+    kn, loop, scheduler, _, clock = rig(tiny_model)
+    generate_ahead(loop, 2.0)  # as if a long silence had been sampled far ahead
+    steps_before = loop.engine.steps
+    assert loop.stream_time() >= 2.0
+    clock.t = 0.5
+    kn.on_control(0, 21, 127, clock.t)  # the listener's hook -> loop.call
+    assert loop.engine.temperature == 1.0  # nothing happens off the engine thread
+    drain(loop)
+    assert loop.engine.temperature == 2.0
+    # the events beyond now + look-ahead were taken back, the rest kept: no reset
+    assert loop.stream_time() <= clock.t + loop.lookahead
+    assert 0 < loop.engine.steps < steps_before and loop.taken_back > 0
+    h, c = loop.engine.state()
+    assert np.abs(h).sum() > 0 and np.abs(c).sum() > 0
+    assert kn.tick() == [("temperature 2.00", False)]
+    assert kn.status() == "temperature 2.00"
+
+
+def test_density_and_key_on_an_unconditioned_model_say_so_once(tiny_model):
+    kn, loop, *_ = rig(tiny_model, [(C.Control("cc", 1, 22), "density"),
+                                    (C.Control("cc", 1, 23), "key")])
+    assert not loop.engine.conditioned
+    for number, value in ((22, 10), (22, 20), (23, 70)):
+        kn.message([0xB0, number, value])
+    drain(loop)
+    lines = kn.tick()
+    notices = [t for t, said in lines if "unconditioned" in t]
+    assert len(notices) == 1 and lines[0][1] is True
+    assert loop.engine.control is None
+
+
+def test_dynamics_scales_the_velocities_the_loop_sends(tiny_model):
+    kn, loop, scheduler, *_ = rig(tiny_model, [(C.Control("cc", 1, 24), "dynamics")])
+    kn.message([0xB0, 24, 0])
+    drain(loop)
+    assert loop.velocity_scale == 0.5
+    generate_ahead(loop, 3.0)
+    drain_scheduler(scheduler)
+    velocities = [m[2] for _, _, m, _ in scheduler._heap if m[0] & 0xF0 == 0x90]
+    assert velocities and max(velocities) <= 64
+
+
+def test_panic_releases_what_sounds_and_the_session_goes_on(tiny_model):
+    kn, loop, scheduler, out, clock = rig(tiny_model, [(C.Control("note", 10, 43), "panic")])
+    scheduler._take((None, [0x90, 60, 100], None))  # sounding now (an echoed note)
+    generate_ahead(loop, 2.0)
+    drain_scheduler(scheduler)
+    assert scheduler.pending() > 0
+    kn.message([0x99, 43, 100])  # the pad
+    drain(loop)
+    assert loop.engine.sounding(own_only=True) == []
+    drain_scheduler(scheduler)
+    assert scheduler.pending() == 0 and not scheduler.sounding
+    assert [0x80, 60, 0] in out.sent and [0xB0, 123, 0] in out.sent
+    # not the final panic: the scheduler still plays what comes next
+    scheduler._take((None, [0x90, 62, 90], None))
+    assert out.sent[-1] == [0x90, 62, 90]
+    assert ("panic", False) in kn.tick()
+
+
+def test_a_binding_learned_during_play_is_saved_from_the_main_thread(tiny_model, tmp_path):
+    kn, loop, *_ = rig(tiny_model, tmp_path=tmp_path)
+    kn.learn("dynamics")
+    drain(loop)
+    kn.message([0xB0, 30, 10])  # first value of an unseen CC: no binding
+    kn.message([0xB0, 30, 12])
+    drain(loop)
+    assert not (tmp_path / "controls.yaml").exists()  # the engine thread wrote nothing
+    lines = kn.tick()
+    assert lines[0] == ("learn dynamics: move a knob or fader", True)
+    assert lines[1][0].endswith(f"saved to {tmp_path / 'controls.yaml'}") and lines[1][1]
+    saved = C.read(tmp_path / "controls.yaml")
+    assert {(b.control, b.param) for b in saved.bindings} == {
+        (KNOB, "temperature"), (C.Control("cc", 1, 30), "dynamics")}
+
+
+def test_the_mode_toggle_swaps_the_loops_mode(tiny_model):
+    made = []
+
+    class Other(Continuous):
+        name = "duet"
+
+    def make(name, say):
+        made.append(name)
+        return Other() if name == "duet" else Continuous()
+
+    kn, loop, *_ = rig(tiny_model, [(C.Control("note", 10, 36), "mode")])
+    kn.make_mode = make
+    kn.message([0x99, 36, 100])
+    drain(loop)
+    assert loop.mode.name == "duet" and made == ["duet"]
+    kn.message([0x99, 36, 100])
+    drain(loop)
+    assert loop.mode.name == "continuous"
+
+
+def test_pickup_ignores_the_knob_and_the_status_line_says_how_to_catch_it(tiny_model):
+    kn, loop, *_ = rig(tiny_model, takeover="pickup")
+    kn.message([0xB0, 21, 10])
+    kn.message([0xB0, 21, 20])
+    drain(loop)
+    assert loop.engine.temperature == 1.0
+    assert "turn CC 21 on channel 1 up" in kn.status()
+    kn.message([0xB0, 21, 70])  # crosses the centre (1.0)
+    drain(loop)
+    assert loop.engine.temperature == pytest.approx(C.PARAMS["temperature"].value_at(70))
+    assert kn.status().startswith("temperature")
+
+
+def test_terminal_keys_l_then_a_number_learn_that_parameter(tiny_model):
+    kn, loop, *_ = rig(tiny_model)
+    keys = knobs.KeyReader(kn, stream=None)
+    keys.key("l")
+    assert kn.text.startswith("learn which? 1 temperature  2 density")
+    keys.key("4")
+    drain(loop)
+    assert kn.controls.learning == "dynamics"
+    keys.key("l")
+    keys.key("x")  # anything else cancels
+    drain(loop)
+    assert kn.controls.learning is None
+
+
+def test_the_settings_schema_has_the_knob_keys(tmp_path):
+    s = config.validate({"controls": "~/c.yaml", "control_in": "MPK", "takeover": "pickup"})
+    assert (s["controls"], s["control_in"], s["takeover"]) == ("~/c.yaml", "MPK", "pickup")
+    assert config.defaults()["takeover"] is None
+    bad = tmp_path / "s.yaml"
+    bad.write_text("temperature: 0.9\ntakeover: sideways\n")
+    with pytest.raises(LivepianoError, match=r"s.yaml line 2: setting 'takeover' is 'sideways' "
+                                             r"but must be one of None, jump, pickup, scale"):
+        config.load(bad)
+    listed = tmp_path / "l.yaml"
+    listed.write_text("- temperature\n")
+    with pytest.raises(LivepianoError, match="l.yaml line 1: a settings file is a mapping"):
+        config.load(listed)
+
+
+def test_the_session_loads_the_controls_file_first(tmp_path):
+    broken = tmp_path / "c.yaml"
+    broken.write_text("takeover: jump\nbindings:\n  - {param: tempo, cc: 1}\n")
+    settings = dict(config.defaults(), controls=str(broken))
+    with pytest.raises(LivepianoError, match=r"c.yaml line 3: 'param' is 'tempo'"):
+        knobs.SessionKnobs(settings)
+    good = tmp_path / "g.yaml"
+    good.write_text("takeover: scale\nbindings: []\n")
+    sk = knobs.SessionKnobs(dict(config.defaults(), controls=str(good), temperature=3.0))
+    assert sk.controls.takeover == "scale" and sk.controls.values["temperature"] == 2.0
+    sk = knobs.SessionKnobs(dict(config.defaults(), controls=str(good), takeover="pickup"))
+    assert sk.controls.takeover == "pickup"
+
+
+def test_controls_and_learn_commands(run_livepiano, tmp_path):
+    r = run_livepiano("controls", "--controls", EXAMPLE)
+    assert r.returncode == 0, r.stderr
+    assert str(EXAMPLE) in r.stdout and "takeover       jump" in r.stdout
+    assert "temperature    CC 70 on channel 1 (jump)" in r.stdout
+    r = run_livepiano("controls", "--controls", tmp_path / "none.yaml")
+    assert r.returncode == 0 and "no bindings yet" in r.stdout
+    # learn fails fast, before any port opens, on a bad parameter or a bad file
+    r = run_livepiano("learn", "tempo", "--controls", tmp_path / "none.yaml")
+    assert r.returncode == 1 and "no parameter 'tempo'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("takeover: sideways\n")
+    r = run_livepiano("learn", "temperature", "--controls", bad)
+    assert r.returncode == 1 and "bad.yaml line 1" in r.stderr and "Traceback" not in r.stderr
