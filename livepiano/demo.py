@@ -190,6 +190,12 @@ def choose_system(api: str | None = None):
     return api, None
 
 
+def _port_name(api: str, role: str, short: str) -> str:
+    """A virtual port's name: CoreMIDI lists virtual ports by their own name only, so there it
+    is the client's (which the session's port query names); elsewhere ``client:short``."""
+    return CLIENT + role if api == "coremidi" else short
+
+
 # --- the ear: what livepiano sends ---------------------------------------------------------
 
 class Ear:
@@ -201,7 +207,7 @@ class Ear:
 
         self.client = ports.open_client("in", api, CLIENT + "-ear")
         self.client.ignore_types(sysex=True, timing=True, active_sense=True)
-        self.client.open_virtual_port("in")
+        self.client.open_virtual_port(_port_name(api, "-ear", "in"))
         self.synth = synth
         self.messages: list[tuple[float, list[int]]] = []
         self.sounding: dict[int, int] = {}
@@ -279,7 +285,7 @@ class Pianist:
         from livepiano import ports
 
         self.client = ports.open_client("out", self.api, CLIENT + "-pianist")
-        self.client.open_virtual_port("keys")
+        self.client.open_virtual_port(_port_name(self.api, "-pianist", "keys"))
         self.gap = JACK_GAP_S if self.api == "jack" else 0.0
         self._down: dict[int, int] = {}
         self._pedal = False
@@ -366,16 +372,20 @@ class Pianist:
 
 # --- live audio -----------------------------------------------------------------------------
 
-def _audio_device() -> bool:
+def _audio_driver() -> tuple | None:
+    """FluidSynth's audio driver options for this machine's sound device, None without one."""
     if sys.platform == "darwin":
-        return True
+        return ("-a", "coreaudio")
     if not sys.platform.startswith("linux"):
-        return False
-    snd = Path("/dev/snd")
+        return None
     run = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}")
-    return (snd.is_dir() and any(p.name.startswith("pcm") and p.name.endswith("p")
-                                 for p in snd.iterdir())) \
-        or (run / "pulse" / "native").exists() or (run / "pipewire-0").exists()
+    if (run / "pulse" / "native").exists() or (run / "pipewire-0").exists():
+        return ("-a", "pulseaudio")
+    snd = Path("/dev/snd")
+    if snd.is_dir() and any(p.name.startswith("pcm") and p.name.endswith("p")
+                            for p in snd.iterdir()):
+        return ("-a", "alsa")
+    return None
 
 
 class LiveSynth:
@@ -386,14 +396,14 @@ class LiveSynth:
         self.proc, self.port = proc, port
 
     @classmethod
-    def start(cls, api: str, soundfont, timeout: float = 8.0):
+    def start(cls, api: str, soundfont, audio: tuple = (), timeout: float = 8.0):
+        """FluidSynth with its MIDI input on ``api`` and ``audio`` options (default: its own
+        default audio driver); None where it does not come up."""
         import subprocess
 
         from livepiano import ports
         from livepiano.render import GAIN, find_fluidsynth, find_soundfont
 
-        if api not in ("alsa", "coremidi") or not _audio_device():
-            return None
         found = find_fluidsynth()
         if found is None or found[0] != "cli":
             return None
@@ -401,12 +411,12 @@ class LiveSynth:
             sf = find_soundfont(soundfont)
         except LivepianoError:
             return None
-        driver = {"alsa": "alsa_seq", "coremidi": "coremidi"}[api]
+        driver = {"alsa": "alsa_seq", "coremidi": "coremidi", "jack": "jack"}[api]
         name = CLIENT + "-synth"
         proc = subprocess.Popen(
-            [found[1], "-si", "-q", "-g", f"{GAIN:g}", "-m", driver,
-             "-o", f"midi.{driver}.id={name}", str(sf)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [found[1], "-q", "-g", f"{GAIN:g}", "-m", driver, "-o", f"midi.{driver}.id={name}",
+             *audio, str(sf)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         out = None
         try:
             out = ports.open_client("out", api, CLIENT + "-to-synth")
@@ -429,6 +439,12 @@ class LiveSynth:
     def _end(proc) -> None:
         import subprocess
 
+        try:  # its shell keeps it running (stdin); "quit" ends it
+            proc.stdin.write(b"quit\n")
+            proc.stdin.close()
+            proc.wait(3)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -509,6 +525,8 @@ class Result:
                                                if self.lateness_p99_ms is not None
                                                else "not reported"))
         lines.append(f"notes: {self.notes_in} in (the pianist), {self.notes_out} out (the model)")
+        if self.live_audio:
+            lines.append("audio: played live through FluidSynth")
         lines.append(f"midi: {self.midi} (tracks player, livepiano)")
         if self.wav:
             lines.append(f"wav: {self.wav}")
@@ -528,7 +546,8 @@ def _track_notes(path: Path) -> tuple[int, int]:
 
 def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool = False,
         api: str | None = None, model: str | None = None, seed: int | None = None,
-        soundfont: str | None = None, wav: bool = True, log=sys.stderr) -> Result:
+        soundfont: str | None = None, wav: bool = True, mode: str | None = None,
+        log=sys.stderr) -> Result:
     from livepiano import config, live
     from livepiano.render import find_fluidsynth, find_soundfont
 
@@ -546,7 +565,10 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
             find_soundfont(soundfont)
         except LivepianoError:
             render_wav = False
-    mode = "duet" if "duet" in live.MODES else "continuous"
+    if mode is None:
+        mode = "duet" if "duet" in live.MODES else "continuous"
+    elif mode not in live.MODES:
+        raise LivepianoError(f"the demo's mode is one of {', '.join(live.MODES)}, not {mode!r}.")
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -557,7 +579,10 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         api, jack = choose_system(api)
         system = (f"JACK, a private server '{jack.name}'" if jack is not None
                   else {"alsa": "ALSA", "coremidi": "CoreMIDI"}.get(api, api))
-        synth = LiveSynth.start(api, soundfont)
+        # The private JACK server runs on the dummy driver: nothing to hear there.
+        audio = _audio_driver()
+        if api in ("alsa", "coremidi") and audio is not None:
+            synth = LiveSynth.start(api, soundfont, audio)
         ear = Ear(api, synth.port if synth else None)
         pianist = Pianist(api, mode == "duet", ear, synth.port if synth else None)
         settings = config.defaults()
