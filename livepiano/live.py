@@ -35,6 +35,7 @@ STEP_S = 1.0 / codec.STEPS_PER_SECOND
 WATCH_S = 0.5  # how often the main thread checks that the ports are still there
 STATUS_S = 0.25
 DRAIN_S = 0.1  # after the panic, before the ports close
+CLOSE_WAIT_S = 2.0  # the longest wait for the ports to close at the end
 ENGINE_FIFO_PRIORITY = 1  # the lowest: under the listener (FIFO_PRIORITY - 1) and the scheduler
 TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay
 
@@ -403,8 +404,6 @@ class Session:
             time.sleep(DRAIN_S)  # JACK delivers in its next cycle: let the note-offs out
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-            inp.close()
-            outp.close()
             path = Path(s["record"]).expanduser() if s["record"] else default_recording()
             try:
                 saved = recorder.save(path)
@@ -416,6 +415,11 @@ class Session:
                      f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
                      f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
                      f"({scheduler.realtime_note}).")
+            # Closing a client waits for the MIDI system (a stalled JACK server can take
+            # seconds); the notes are released and the session saved, so do not wait long.
+            closing = threading.Thread(target=lambda: (inp.close(), outp.close()), daemon=True)
+            closing.start()
+            closing.join(CLOSE_WAIT_S)
         return 1 if self.failed else 0
 
     def _on_signal(self, signum, _frame) -> None:

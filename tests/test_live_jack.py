@@ -27,8 +27,12 @@ pytestmark = pytest.mark.jack
 EXCERPT = DATA / "chopin_op10_12.mid"
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 # Messages JACK may lose between two clients in one test on a loaded, shared VM (its host
-# stalls the guest for ~100 ms now and then, and JACK drops what misses its cycle).
-JACK_LOSS = 3
+# stalls the guest for ~100 ms now and then, and JACK drops what misses its cycle): a few,
+# or 5 % of many.
+
+
+def jack_loss(n: int) -> int:
+    return max(3, n // 20)
 
 
 def _need(ok: bool, why: str) -> None:
@@ -131,7 +135,7 @@ def test_plays_back_releases_everything_and_records(jack, tiny_model, tmp_path):
     # (Exactly so in test_scheduler, without JACK; here JACK may lose the odd message.)
     on_count = Counter((m[0] & 0x0F, m[1]) for m in ons)
     unmatched = sum(max(0, n - offs.get(key, 0)) for key, n in on_count.items())
-    assert unmatched <= JACK_LOSS, (on_count, offs)
+    assert unmatched <= jack_loss(len(ons)), (on_count, offs)
     assert sounding_after(messages) == {}
     assert [0xB0, 123, 0] in messages[-4:] and [0xB0, 64, 0] in messages[-4:]
     # The recording: the player's track holds the excerpt's notes, the model's what it sent.
@@ -153,7 +157,7 @@ def test_plays_back_releases_everything_and_records(jack, tiny_model, tmp_path):
     assert heard >= 0.9 * len(played), (heard, len(played), jack.log_tail())
     # The model's track holds what livepiano sent; the capture got that, but for the odd
     # message the VM's stalls make JACK lose (it never invents one).
-    assert len(ons) <= len(got[1]) <= len(ons) + JACK_LOSS
+    assert len(ons) <= len(got[1]) <= len(ons) + jack_loss(len(got[1]))
     assert codec.midi_to_notes(record)
 
 
@@ -184,7 +188,7 @@ def test_input_vanishing_keeps_playing_and_reconnects_then_sigterm(jack, tiny_mo
     # --echo: the player's notes went out too, and the summary counts them apart.
     heard, played = map(int, re.search(r"(\d+) notes in, (\d+) out", err).groups())
     assert heard > 0, (err, jack.log_tail())
-    assert heard + played - JACK_LOSS <= len(cap.notes_on()) <= heard + played
+    assert heard + played - jack_loss(heard + played) <= len(cap.notes_on()) <= heard + played
 
 
 def test_output_vanishing_releases_and_exits(jack, tiny_model, tmp_path):
