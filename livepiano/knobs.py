@@ -90,6 +90,7 @@ class Knobs:
         self._follow_due = 0.0
         self._told: set[str] = set()
         self._duet_values: dict[str, float] = {}
+        self._hint: str | None = None
 
     # --- any thread ---------------------------------------------------------------------
 
@@ -127,6 +128,11 @@ class Knobs:
     def handle(self, message, t: float) -> None:
         for change in self.controls.handle(message):
             self.apply(change, t)
+        hint = self.controls.hint
+        if hint != self._hint:  # a pickup knob being ignored: say what to do (once)
+            self._hint = hint
+            if hint:
+                self.outbox.put(("say", hint, False))
 
     def apply(self, change: ctl.Change, t: float) -> None:
         name, value = change.param, change.value
