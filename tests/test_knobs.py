@@ -246,3 +246,74 @@ def test_controls_and_learn_commands(run_livepiano, tmp_path):
     bad.write_text("takeover: sideways\n")
     r = run_livepiano("learn", "temperature", "--controls", bad)
     assert r.returncode == 1 and "bad.yaml line 1" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def conditioned_model(tmp_path_factory):
+    """A conditioned model built by hand (no torch, no training): its logits are a table
+    lookup of the token plus the control vector times a matrix, its state passes through.
+    Enough to see what the knobs feed its control input."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from livepiano import codec
+
+    rng = np.random.default_rng(0)
+    V, L, H, K = codec.VOCAB_SIZE, 1, 4, codec.CONTROL_DIM
+    table = numpy_helper.from_array(rng.normal(size=(V, V)).astype(np.float32), "table")
+    mix = numpy_helper.from_array(rng.normal(size=(K, V)).astype(np.float32), "mix")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "token"], ["looked"]),
+         helper.make_node("MatMul", ["control", "mix"], ["steer"]),
+         helper.make_node("Add", ["looked", "steer"], ["logits"]),
+         helper.make_node("Identity", ["h"], ["h_out"]),
+         helper.make_node("Identity", ["c"], ["c_out"])],
+        "conditioned",
+        [helper.make_tensor_value_info("token", TensorProto.INT64, ["B", "T"]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [L, "B", H]),
+         helper.make_tensor_value_info("c", TensorProto.FLOAT, [L, "B", H]),
+         helper.make_tensor_value_info("control", TensorProto.FLOAT, ["B", "T", K])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", "T", V]),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [L, "B", H]),
+         helper.make_tensor_value_info("c_out", TensorProto.FLOAT, [L, "B", H])],
+        initializer=[table, mix])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("conditioned") / "cond.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_density_and_key_steer_a_conditioned_model_and_follow_listens(conditioned_model):
+    from livepiano.listener import PlayerEvent
+
+    kn, loop, _, _, clock = rig(conditioned_model, [(C.Control("cc", 1, 22), "density"),
+                                                    (C.Control("cc", 1, 23), "key")])
+    assert loop.engine.conditioned and loop.engine.control is None
+    generate_ahead(loop, 2.0)
+    key = C.PARAMS["key"]
+    kn.message([0xB0, 23, 1])
+    kn.message([0xB0, 23, round(key.position("A minor"))])
+    drain(loop)
+    assert kn.controls.values["key"] == "A minor"
+    expected = C.control_vector(5.0, "A minor")
+    assert np.allclose(loop.engine.control, expected)
+    assert loop.stream_time() <= clock.t + loop.lookahead  # rewound, as for the temperature
+    kn.message([0xB0, 22, 127])
+    drain(loop)
+    assert loop.engine.control[0] == pytest.approx(3.0)  # 30 notes/s, capped as the codec does
+    # follow: the player's recent note-ons make the histogram
+    kn.message([0xB0, 23, 0])
+    drain(loop)
+    assert kn.controls.values["key"] == C.FOLLOW
+    clock.t = 1.0
+    kn.heard([PlayerEvent(1.0, True, 60, 80), PlayerEvent(1.0, True, 64, 80),
+              PlayerEvent(1.1, False, 60, 0)])
+    drain(loop)
+    hist = loop.engine.control[1:]
+    assert hist[0] == pytest.approx(0.5) and hist[4] == pytest.approx(0.5)
+    # the notes older than 10 s are forgotten
+    clock.t = 20.0
+    kn.heard([PlayerEvent(20.0, True, 67, 80)])
+    drain(loop)
+    assert loop.engine.control[1 + 7] == pytest.approx(1.0)
