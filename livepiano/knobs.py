@@ -177,7 +177,16 @@ class Knobs:
 
     def _rewind(self) -> None:
         """Take back the unheard events beyond the look-ahead (never a reset)."""
-        self.loop._take_back(self.clock() + self.loop.lookahead)
+        self._take_back(self.clock() + self.loop.lookahead)
+
+    def _take_back(self, cutoff: float) -> None:
+        """The loop's take-back; a duet is told, as when the duet mode takes back itself."""
+        loop = self.loop
+        before = loop.taken_back
+        loop._take_back(cutoff)
+        duet = getattr(loop.mode, "duet", None)
+        if loop.taken_back != before and hasattr(duet, "on_take_back"):
+            duet.on_take_back(loop.stream_time())
 
     def _set_control(self, engine, rewind: bool) -> None:
         values = self.controls.values
@@ -219,7 +228,7 @@ class Knobs:
     def _panic(self) -> None:
         """Release everything sounding now; the session goes on."""
         loop = self.loop
-        loop._take_back(self.clock())
+        self._take_back(self.clock())
         loop._pending.clear()
         loop.engine.release_all()  # the model hears its notes end
         loop.scheduler.call(lambda scheduler: scheduler.release())

@@ -113,9 +113,9 @@ def _cc(pianist: Pianist, number: int, value: int, channel: int = 0) -> None:
     pianist.midi.send_message([0xB0 | channel, number, value])
 
 
-def _learn(jack, pianist, param, path, moves) -> subprocess.CompletedProcess:
+def _learn(jack, pianist, param, path, moves, timeout=20) -> subprocess.CompletedProcess:
     proc = _livepiano(jack, "learn", param, "--api", "jack", "--in", pianist.name,
-                      "--controls", path, "--timeout", 20)
+                      "--controls", path, "--timeout", timeout)
     first = proc.stderr.readline()
     assert f"learn {param.replace('_', ' ')}" in first and "Ctrl-C" in first, first
     _connected(jack, pianist.name)
@@ -142,6 +142,9 @@ def test_learn_a_cc_and_it_is_there_after_a_restart(jack, tmp_path):
         assert "now drives dynamics (instead of temperature)" in r.stdout
         r = _learn(jack, pianist, "temperature", path, [(22, 1), (22, 3)])
         assert r.returncode == 0, r.stderr
+        # nothing moved (one value of a CC never seen before): nothing bound, exit 1
+        r = _learn(jack, pianist, "key", path, [(23, 9)], timeout=1)
+        assert r.returncode == 1 and "nothing bound" in r.stderr, r.stderr
     finally:
         pianist.close()
     # a new process reads the file back
