@@ -35,6 +35,7 @@ from livepiano import controls as ctl
 FOLLOW_S = 10.0  # key "follow": the player's note-ons of the last this many seconds
 FOLLOW_EVERY_S = 0.5  # ... recomputed at most this often
 POLL_S = 0.001
+WATCH_S = 0.5  # how often the control port's thread checks that its port is still there
 # knob parameter -> DuetSettings field
 DUET_FIELDS = {"duet_wait": "wait", "answer_length": "max_answer"}
 
@@ -285,16 +286,35 @@ class ControlInput:
 
     def run(self) -> None:
         get, sleep = self.port.client.get_message, time.sleep
+        next_watch = self.clock() + WATCH_S
+        gone = False
         try:
             while not self._stop:
                 item = get()
                 if item is None:
+                    now = self.clock()
+                    if now >= next_watch:  # the port vanished? say so, reconnect when back
+                        next_watch = now + WATCH_S
+                        gone = self._watch(gone)
                     sleep(POLL_S)
                     continue
                 if item[0] and item[0][0] & 0xF0 in (0x80, 0x90, 0xB0):
                     self.knobs.message(item[0], self.clock())
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             self.error = e
+
+    def _watch(self, gone: bool) -> bool:
+        name = self.port.name
+        if not gone and not self.port.present():
+            self.knobs.outbox.put(("say", f"the control port '{name}' is gone; the knobs "
+                                          f"wait for it to come back.", True))
+            return True
+        if gone and self.port.reopen():
+            self.port.client.ignore_types(sysex=True, timing=True, active_sense=True)
+            self.knobs.outbox.put(("say", f"the control port '{self.port.name}' is back.",
+                                   True))
+            return False
+        return gone
 
     def stop(self) -> None:
         self._stop = True

@@ -253,6 +253,14 @@ def test_pickup_ignores_a_knob_until_it_crosses_the_value(jack, tiny_model, tmp_
         assert said >= hint
         _cc(knobs, 21, 20)  # now it follows the knob
         lines.wait_for(f"livepiano: temperature {p.value_at(20):.2f}", timeout=5)
+        # the control port vanishes and comes back: said, reconnected, the knob works again
+        knobs.close()
+        lines.wait_for("the control port 'knobbox:out' is gone", timeout=10)
+        knobs = Pianist("knobbox", "out")
+        lines.wait_for("the control port 'knobbox:out' is back", timeout=10)
+        _connected(jack, "knobbox:out")
+        _cc(knobs, 21, 40)
+        lines.wait_for(f"livepiano: temperature {p.value_at(40):.2f}", timeout=5)
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
     finally:
