@@ -36,6 +36,7 @@ WATCH_S = 0.5  # how often the main thread checks that the ports are still there
 STATUS_S = 0.25
 DRAIN_S = 0.1  # after the panic, before the ports close
 CLOSE_WAIT_S = 2.0  # the longest wait for the ports to close at the end
+WATCHDOG_S = 10.0  # the main thread stuck this long (the GIL held in C): end the process
 ENGINE_FIFO_PRIORITY = 1  # the lowest: under the listener (FIFO_PRIORITY - 1) and the scheduler
 TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay
 
@@ -393,6 +394,7 @@ class Session:
             self.say(knob_setup.describe())
             self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
         finally:
+            _arm_watchdog()  # the shutdown, too, must not hang
             knob_setup.close()
             listener.stop()
             threads[2].join(timeout=2.0)
@@ -420,6 +422,7 @@ class Session:
             closing = threading.Thread(target=lambda: (inp.close(), outp.close()), daemon=True)
             closing.start()
             closing.join(CLOSE_WAIT_S)
+            _disarm_watchdog()
         return 1 if self.failed else 0
 
     def _on_signal(self, signum, _frame) -> None:
@@ -431,6 +434,7 @@ class Session:
         next_watch = time.monotonic()
         input_gone = False
         while not self._stop.wait(STATUS_S if self.status else 0.05):
+            _arm_watchdog()
             now = time.monotonic()
             if listener.error is not None:
                 self.request_stop(f"the listener failed ({_describe(listener.error)})",
@@ -471,6 +475,23 @@ class Session:
                         + (f"  | {kn.status()}" if kn is not None and kn.status() else ""))
                 self.out.write("\r\x1b[2K" + line)
                 self.out.flush()
+
+
+def _arm_watchdog() -> None:
+    """(Re)start a watchdog that ends the process if the main thread does not come back within
+    WATCHDOG_S. It runs in C, without the GIL: when the MIDI system stops taking messages,
+    python-rtmidi's JACK send spins in C holding the GIL (seen when a stalled JACK server
+    stopped running livepiano's client), and nothing written in Python can run any more --
+    not even the Ctrl-C handler. Better to end with a traceback than to hang."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+
+
+def _disarm_watchdog() -> None:
+    import faulthandler
+
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _quiet_gc() -> None:

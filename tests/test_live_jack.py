@@ -47,7 +47,14 @@ def _need(ok: bool, why: str) -> None:
 def jack():
     _need(jackd_available(), "jackd is not installed")
     with JackServer() as server:
-        yield server
+        try:
+            yield server
+        finally:  # a failed test may leave its livepiano running: never leave it behind
+            for proc in _STARTED:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+            _STARTED.clear()
 
 
 def _env(jack) -> dict:
@@ -57,10 +64,15 @@ def _env(jack) -> dict:
     return env
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
 def _start(jack, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "livepiano.cli", "play", "--api", "jack",
+    proc = subprocess.Popen([sys.executable, "-m", "livepiano.cli", "play", "--api", "jack",
                              *map(str, args)], env=_env(jack), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(proc)
+    return proc
 
 
 def _wait_connected(jack, proc, src: str, dst: str, timeout: float = 30.0,
@@ -90,7 +102,12 @@ def _wait_connected(jack, proc, src: str, dst: str, timeout: float = 30.0,
 
 def _stop(proc, sig=signal.SIGINT, timeout: float = 15.0) -> str:
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"livepiano did not stop within {timeout:.0f} s:\n{err}") from None
     return err
 
 
