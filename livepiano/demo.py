@@ -491,6 +491,21 @@ class _Tee:
 
 # --- the demo ---------------------------------------------------------------------------------
 
+STUCK_S = 60.0  # beyond --seconds and the last answer: the session is stuck, give up
+
+
+def _watchdog(finished: threading.Event, after: float, jack, log) -> None:
+    """The demo must end by itself: if the session has not returned long after its time (a
+    MIDI system that hung), stop the JACK server and leave, rather than run on."""
+    if finished.wait(after):
+        return
+    log.write(f"livepiano demo: the session did not stop {after:.0f} s after it began; giving "
+              f"up.\n")
+    log.flush()
+    if jack is not None:
+        jack.stop()
+    os._exit(1)
+
 @dataclass
 class Result:
     code: int
@@ -608,9 +623,13 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
                   f"answers ({mode}); about {seconds:g} s.\n")
         thread = threading.Thread(target=perform, name="demo-pianist", daemon=True)
         thread.start()
+        finished = threading.Event()
+        threading.Thread(target=_watchdog, args=(finished, seconds + STUCK_S, jack, log),
+                         name="demo-watchdog", daemon=True).start()
         try:
             code = session.run()
         finally:
+            finished.set()
             pianist.stopped.set()
             thread.join(5.0)
         for p in pianist.played:

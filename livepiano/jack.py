@@ -55,7 +55,7 @@ class JackServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    def start(self, timeout: float = 10.0) -> "JackServer":
+    def start(self, timeout: float = 30.0) -> "JackServer":
         exe = jackd_path()
         if exe is None:
             raise LivepianoError("jackd is not installed (Debian/Ubuntu: `sudo apt install "
@@ -91,7 +91,8 @@ class JackServer:
             except LivepianoError:
                 pass
             if time.monotonic() > deadline:
-                raise LivepianoError(f"jackd did not come up in {timeout:g} s.")
+                raise LivepianoError(f"jackd did not come up in {timeout:g} s (is the machine "
+                                     f"very busy?); try again.")
             time.sleep(0.05)
 
     def running(self) -> bool:
@@ -105,7 +106,10 @@ class JackServer:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(timeout)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass  # killed: it goes when the kernel gets to it
         for key, value in self._saved.items():
             if value is None:
                 os.environ.pop(key, None)
