@@ -183,9 +183,6 @@ class Port:
                             f"--{self.kind} (see `livepiano ports`).") from None
         self.name = None
 
-    def available(self) -> list[str]:
-        return [n for n in self.client.get_ports() if not own_port(n)]
-
     def open_matching(self) -> str:
         names = self.client.get_ports()
         candidates = [i for i, n in enumerate(names) if not own_port(n)]
