@@ -146,7 +146,7 @@ class Knobs:
         if name == "bound":
             self.outbox.put(("save", list(self.controls.bindings.values()),
                              self.controls.takeover, text))
-            text = None
+            self.text, text = text, None  # said by tick() once saved
         elif name == "temperature":
             engine.temperature = value
             self._rewind()
