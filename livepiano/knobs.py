@@ -89,7 +89,8 @@ class Knobs:
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.text: str | None = None  # the last change, for the status line
         self.on_applied: Callable | None = None  # (change, t) on the engine thread (bench)
-        self._heard: deque = deque()  # (time, pitch) of the player's note-ons
+        # (time, pitch) of the player's recent note-ons (bounded: 10 s of the fastest playing)
+        self._heard: deque = deque(maxlen=4000)
         self._following = False  # a conditioned model is steered by key "follow"
         self._follow_due = 0.0
         self._told: set[str] = set()
@@ -211,6 +212,8 @@ class Knobs:
             mode = self.make_mode(name, lambda text: self.outbox.put(("say", text, True)))
         except Exception as e:  # noqa: BLE001 - a knob must never end the session
             self._once(f"mode {name}", f"mode {name} is not available in this session ({e})")
+            if self.loop.mode.name in ctl.MODE_CHOICES:  # the toggle stays with the loop
+                self.controls.set("mode", self.loop.mode.name)
             return
         if hasattr(mode, "attach"):
             mode.attach(self.loop)

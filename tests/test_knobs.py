@@ -317,3 +317,16 @@ def test_density_and_key_steer_a_conditioned_model_and_follow_listens(conditione
     kn.heard([PlayerEvent(20.0, True, 67, 80)])
     drain(loop)
     assert loop.engine.control[1 + 7] == pytest.approx(1.0)
+
+
+def test_a_mode_that_cannot_be_built_is_said_and_the_toggle_stays(tiny_model):
+    def make(name, say):
+        raise LivepianoError("no duet here")
+
+    kn, loop, *_ = rig(tiny_model, [(C.Control("note", 10, 36), "mode")])
+    kn.make_mode = make
+    kn.message([0x99, 36, 100])
+    drain(loop)
+    assert loop.mode.name == "continuous" and kn.controls.values["mode"] == "continuous"
+    assert any("mode duet is not available in this session (no duet here)" in t
+               for t, _ in kn.tick())
