@@ -40,7 +40,8 @@ CLIENT = "livepiano-demo"  # the demo's MIDI clients: CLIENT-pianist, CLIENT-ear
 PHRASE_S = 3.5  # the length a call aims at
 PHRASE_WINDOW_S = 1.0  # ... cut at the widest gap between onsets within this of the aim
 MIN_PHRASE_S = 1.5
-JACK_GAP_S = 0.0015  # messages on JACK at least this far apart (see listener.Listener)
+JACK_GAP_S = 0.003  # messages on JACK at least this far apart (see listener.Listener)
+RESEND_S = 0.05  # the end of a call is sent again this long after
 QUIET_S = 0.8  # the answer is over when the model has been quiet this long
 FIRST_NOTE_TIMEOUT_S = 3.0  # a call that gets no answer note by then is not waited on
 DUET_WAIT_S, MIN_ANSWER_S, MAX_ANSWER_S, GRACE_S = 0.6, 2.0, 16.0, 2.0  # the duet's defaults
@@ -313,6 +314,17 @@ class Pianist:
                 return None
             self.send(m)
             last = time.monotonic()
+        # The release once more, a moment later: under load JACK may hand the listener several
+        # messages in one period, which python-rtmidi 1.5.8 can garble (see listener.Listener),
+        # and a lost pedal-up would hold the call open. A repeated pedal-up or note-off is
+        # ignored by the listener, so this costs nothing when all went well.
+        if not self.stopped.wait(RESEND_S):
+            for at, m in call.messages:
+                if at >= call.length and (m[0] & 0xF0 in (0x80, 0x90) and (m[0] & 0xF0 == 0x80
+                                                                           or m[2] == 0)
+                                          or m[0] & 0xF0 == 0xB0 and m[2] < 64):
+                    time.sleep(self.gap)
+                    self.client.send_message(m)
         return Played(t0, last, call.notes)
 
     def wait_answer(self, p: Played, call_s: float, hard_end: float) -> None:
