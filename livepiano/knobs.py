@@ -16,8 +16,9 @@ unheard look-ahead instead: the events sampled for after ``now + lookahead`` are
 (as when the player plays), so the first event sampled with the new value lies within the
 look-ahead -- without that, a sampled silence (a time-shift of up to 1 s) could keep the old
 value audible for up to a second. Measured with `livepiano bench knobs` (the interim model, two
-loaded cores): CC to the first event sampled with the new temperature p99 7-20 ms with the
-rewind, 146 ms without; CC to where that event begins in the stream p99 101 ms (the 100 ms
+loaded cores): CC to the first event sampled with the new temperature p99 7-46 ms over
+several runs with the rewind (most of it the wait for the engine thread to wake), 146 ms
+without; CC to where that event begins in the stream p99 101 ms (the 100 ms
 look-ahead) with it, 242 ms without.
 """
 
