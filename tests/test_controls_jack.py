@@ -209,10 +209,18 @@ def test_a_temperature_sweep_by_cc_changes_what_the_model_plays(jack, tiny_model
         if msg.type == "note_on" and msg.velocity > 0:
             notes.append((t, msg.note))
 
+    # The recording's time 0 is the session's start, on livepiano's clock: found from the
+    # first note the capture received (this clock) and the same note in the recording; else
+    # the moment it said it was playing (a little after its start).
+    ons = cap.notes_on()
+    origin = started
+    if ons and notes and ons[0][1] == notes[0][1]:
+        origin = next(t for t, m in cap.messages if m[0] & 0xF0 == 0x90 and m[2] > 0) \
+            - notes[0][0]
+
     def segment(a: str, b: str) -> list[int]:
-        # the recording's time 0 is the session's start, just before it said it was playing;
-        # a margin keeps the look-ahead and the start-up out of each segment
-        lo, hi = times[a] - started + 0.5, times[b] - started
+        # a margin keeps the look-ahead and the CC's way in out of each segment
+        lo, hi = times[a] - origin + 0.5, times[b] - origin
         return [n for t, n in notes if lo <= t < hi]
 
     cold, hot = segment("low", "mid"), segment("high", "end")
