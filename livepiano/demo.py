@@ -44,7 +44,8 @@ JACK_GAP_S = 0.003  # messages on JACK at least this far apart (see listener.Lis
 RESEND_S = 0.05  # the end of a call is sent again this long after
 QUIET_S = 0.8  # the answer is over when the model has been quiet this long
 FIRST_NOTE_TIMEOUT_S = 3.0  # a call that gets no answer note by then is not waited on
-DUET_WAIT_S, MIN_ANSWER_S, MAX_ANSWER_S, GRACE_S = 0.6, 2.0, 16.0, 2.0  # the duet's defaults
+# The duet's defaults, where the session's settings do not say (DuetSettings' own)
+DUET_WAIT_S, MIN_ANSWER_S, MAX_ANSWER_S, GRACE_S = 0.6, 2.0, 16.0, 2.0
 POLL_S = 0.001
 
 
@@ -279,6 +280,10 @@ class Pianist:
     duet: bool
     ear: Ear
     synth: object = None  # a MidiOut: the pianist heard live too (channel 2)
+    # the duet's times (the session's settings): its wait, answer range and grace
+    wait: float = DUET_WAIT_S
+    answer_range: tuple = (MIN_ANSWER_S, MAX_ANSWER_S)
+    grace: float = GRACE_S
     played: list = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -331,11 +336,11 @@ class Pianist:
         """Until the answer is over: the model played after the call and has been quiet
         QUIET_S; or no answer note in FIRST_NOTE_TIMEOUT_S; or the longest answer the duet
         gives (continuous mode: the model never stops, so a pause as long as the call)."""
-        length = min(max(call_s, MIN_ANSWER_S), MAX_ANSWER_S)
+        length = self.answer_length(call_s)
         if self.duet:
-            limit = p.end + DUET_WAIT_S + length + GRACE_S + QUIET_S
+            limit = p.end + self.wait + length + self.grace + QUIET_S
         else:
-            limit = p.end + DUET_WAIT_S + length
+            limit = p.end + self.wait + length
         limit = min(limit, hard_end)
         while not self.stopped.wait(0.02):
             now = time.monotonic()
@@ -344,19 +349,23 @@ class Pianist:
             if not self.duet:
                 continue
             if self.ear.first_note_after(p.end) is None:
-                if now >= p.end + FIRST_NOTE_TIMEOUT_S:
+                if now >= p.end + self.wait + FIRST_NOTE_TIMEOUT_S:
                     return
             elif self.ear.quiet_since(p.end):
                 return
+
+    def answer_length(self, call_s: float) -> float:
+        lo, hi = self.answer_range
+        return min(max(call_s, lo), hi)
 
     def perform(self, calls: list[Call], seconds: float) -> None:
         """Calls while the time allows (at least one), each followed by its answer: a call
         starts when it and an answer of the duet's target length fit in ``seconds``; the last
         answer may run on by the duet's grace."""
         t0 = time.monotonic()
-        hard_end = t0 + seconds + GRACE_S + QUIET_S
+        hard_end = t0 + seconds + self.grace + QUIET_S
         for i, call in enumerate(calls):
-            answer = DUET_WAIT_S + min(max(call.length, MIN_ANSWER_S), MAX_ANSWER_S)
+            answer = self.wait + self.answer_length(call.length)
             if i and time.monotonic() + call.length + answer > t0 + seconds:
                 break
             p = self.play(call)
@@ -532,6 +541,7 @@ class Result:
     png: str | None = None
     live_audio: bool = False
     stop_reason: str | None = None
+    wait: float = DUET_WAIT_S
 
     def report(self) -> list[str]:
         answered = [p for p in self.played if p.answer is not None]
@@ -542,7 +552,7 @@ class Result:
         if lat:
             lines.append(f"answer latency: median {statistics.median(lat):.0f} ms, max "
                          f"{max(lat):.0f} ms (a call's last key or pedal up to the answer's "
-                         f"first note, on the ports; the duet waits {DUET_WAIT_S * 1000:.0f} ms "
+                         f"first note, on the ports; the duet waits {self.wait * 1000:.0f} ms "
                          f"of silence first)" if self.mode == "duet" else
                          f"answer latency: median {statistics.median(lat):.0f} ms, max "
                          f"{max(lat):.0f} ms (a call's end to the model's next note)")
@@ -611,11 +621,14 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         if api in ("alsa", "coremidi") and audio is not None:
             synth = LiveSynth.start(api, soundfont, audio)
         ear = Ear(api, synth.port if synth else None)
-        pianist = Pianist(api, mode == "duet", ear, synth.port if synth else None)
         settings = config.defaults()
         settings.update({"api": api, "in": CLIENT + "-pianist", "out": CLIENT + "-ear",
                          "mode": mode, "record": str(out_dir / "demo.mid"), "seed": seed,
                          "model": model})
+        pianist = Pianist(api, mode == "duet", ear, synth.port if synth else None,
+                          wait=settings.get("wait", DUET_WAIT_S),
+                          answer_range=tuple(settings.get("answer",
+                                                          (MIN_ANSWER_S, MAX_ANSWER_S))))
         ready = threading.Event()
         tee = _Tee(log, ready)
         session = live.Session(settings, out=tee, status=log.isatty())
@@ -659,7 +672,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
     notes_in, notes_out = _track_notes(midi) if midi.is_file() else (0, 0)
     result = Result(code, mode, system, pianist.played, float(late.group(1)) if late else None,
                     notes_in, notes_out, midi, live_audio=synth is not None,
-                    stop_reason=session.stop_reason)
+                    stop_reason=session.stop_reason, wait=pianist.wait)
     if render_wav and midi.is_file():
         from livepiano.render import render_midi
 

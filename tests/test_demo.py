@@ -196,3 +196,11 @@ def test_ctrl_c_stops_the_demo_and_its_jack_server(tmp_path):
     assert re.search(r"calls? played", out)
     if name is not None:
         assert _jack_servers(name) == [], f"jackd '{name}' is still running after Ctrl-C"
+
+
+def test_the_pianists_idea_of_the_duet_is_the_duets():
+    from livepiano.duet import DuetSettings
+
+    d = DuetSettings()
+    assert (demo.DUET_WAIT_S, demo.MIN_ANSWER_S, demo.MAX_ANSWER_S, demo.GRACE_S) == \
+        (d.wait, d.min_answer, d.max_answer, d.grace)
