@@ -125,12 +125,12 @@ def test_demo_plays_a_duet_writes_the_files_and_reports(tmp_path):
           "fluidsynth or the FluidR3_GM soundfont is not installed")
     t0 = time.monotonic()
     proc = subprocess.run(_demo("--seconds", 20, "-o", tmp_path), capture_output=True,
-                          text=True, timeout=180, cwd=tmp_path, env=_env())
+                          text=True, timeout=240, cwd=tmp_path, env=_env())
     took = time.monotonic() - t0
     out, err = proc.stdout, proc.stderr
     assert proc.returncode == 0, err + out
     assert "Traceback" not in err, err
-    assert took < 90, f"the demo took {took:.0f} s for --seconds 20"
+    assert took < 150, f"the demo took {took:.0f} s for --seconds 20"
     # The report.
     calls, answered = map(int, re.search(r"(\d+) calls? played, (\d+) answered", out).groups())
     assert calls >= 1 and answered >= 1, out
