@@ -160,6 +160,10 @@ def _install_line() -> str:
             "sequencer (`sudo modprobe snd-seq`).")
 
 
+def _alsa_seq_present() -> bool:
+    return os.path.exists("/dev/snd/seq")
+
+
 def choose_system(api: str | None = None):
     """(api, JackServer or None): ALSA virtual ports where the sequencer opens, CoreMIDI on
     macOS, else a private JACK server (started here; the caller stops it)."""
@@ -176,7 +180,7 @@ def choose_system(api: str | None = None):
     if api is None:
         if sys.platform == "darwin" and opens("coremidi"):
             return "coremidi", None
-        if sys.platform.startswith("linux") and os.path.exists("/dev/snd/seq") and opens("alsa"):
+        if sys.platform.startswith("linux") and _alsa_seq_present() and opens("alsa"):
             return "alsa", None
         if jackd_path() is None:
             raise LivepianoError(_install_line())
@@ -188,7 +192,11 @@ def choose_system(api: str | None = None):
                                  f"{_install_line().split('; ', 1)[-1]}")
         return "jack", JackServer(prefix=CLIENT).start()
     if not opens(api):
-        raise LivepianoError(f"cannot open MIDI through {api}; {_install_line()}")
+        hint = {"alsa": "no ALSA sequencer is reachable (/dev/snd/seq; `sudo modprobe "
+                        "snd-seq`)",
+                "coremidi": "CoreMIDI refused to open a client"}.get(api, "it is not there")
+        other = " leave out --api to use a private JACK server," if jackd_path() else ""
+        raise LivepianoError(f"--api {api}: {hint};{other} or pick another --api.")
     return api, None
 
 

@@ -116,6 +116,18 @@ def test_the_primer_is_found_and_cut_into_released_calls():
         assert not +down and not pedal, "a call must end with every key and the pedal up"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux choice of systems")
+def test_without_a_midi_system_one_line_says_what_to_install(monkeypatch):
+    from livepiano import LivepianoError, jack
+
+    monkeypatch.setattr(jack, "jackd_path", lambda: None)
+    monkeypatch.setattr(demo, "_alsa_seq_present", lambda: False)
+    with pytest.raises(LivepianoError) as e:
+        demo.choose_system()
+    text = str(e.value)
+    assert "apt install jackd2" in text and "\n" not in text
+
+
 # --- the real thing ----------------------------------------------------------------------------
 
 @pytest.mark.jack
