@@ -604,6 +604,9 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
     except OSError as e:
         raise LivepianoError(f"cannot create the folder {out_dir} ({e.strerror}).") from None
     calls = split_calls(primer_events(primer_path()))
+    from livepiano.engine import resolve_model
+
+    model = str(resolve_model(model))  # a missing model is said before any port opens
     render_wav = wav and find_fluidsynth() is not None
     if render_wav:
         try:
