@@ -176,6 +176,7 @@ def _add_play(sub) -> None:
     p.add_argument("--status", action="store_const", const=True, default=None,
                    help="show the status line even when stderr is not a terminal")
     _add_knob_options(p)
+    _add_duet_options(p)
     p.set_defaults(run=_cmd_play)
 
 
@@ -190,7 +191,31 @@ def _cmd_play(args) -> int:
         "realtime": args.realtime, "seed": args.seed})
     settings = config.merge(settings, {"controls": args.controls, "control_in": args.control_in,
                                        "takeover": args.takeover})
+    settings = config.merge(settings, {
+        "wait": args.wait, "min_call": args.min_call, "answer": args.answer,
+        "barge_in": args.barge_in, "follow": args.follow, "end_of_call_cc": args.end_of_call_cc})
     return live.Session(settings, status=args.status).run()
+
+
+def _add_duet_options(p) -> None:
+    g = p.add_argument_group("duet (--mode duet: you play a phrase, the model answers)")
+    g.add_argument("--wait", type=float, default=None, metavar="S",
+                   help="silence (no key down, pedal up) that ends your phrase (default: 0.6)")
+    g.add_argument("--min-call", type=float, default=None, metavar="S",
+                   help="shortest phrase answered, first note to phrase end; it also needs two "
+                        "notes, so a stray key or a slip is ignored (default: 0.3)")
+    g.add_argument("--answer", default=None, metavar="MIN-MAX",
+                   help="the answer lasts about as long as your phrase, clamped to MIN-MAX "
+                        "seconds (default: 2-16)")
+    g.add_argument("--barge-in", choices=("stop", "finish", "overlap"), default=None,
+                   help="when you play during an answer: stop it at once (default), let it "
+                        "finish its phrase, or let it overlap you")
+    g.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
+                   help="steer a conditioned model's answer by your phrase's pitch classes and "
+                        "density (default: on when the model is conditioned)")
+    g.add_argument("--end-of-call-cc", type=int, default=None, metavar="N",
+                   help="a CC (e.g. a foot switch) whose press ends your phrase at once (a "
+                        "learned end_of_call knob works too)")
 
 
 # --- knobs: controls, learn (issue 6) ------------------------------------------------------

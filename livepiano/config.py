@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from livepiano import LivepianoError
 
-MODES = ("continuous",)
+MODES = ("continuous", "duet")
 REALTIME = ("auto", "fifo", "switch", "off")
 
 
@@ -86,6 +86,56 @@ SCHEMA: dict[str, Setting] = {
                         "what a knob does when it disagrees with the value: jump, pickup or "
                         "scale (default: the controls file's, else jump)"),
 }
+
+
+# --- duet (issue 5): call and response, `--mode duet` --------------------------------------
+
+def _answer_range(v):
+    """'MIN-MAX' seconds (or [MIN, MAX]) -> (min, max)."""
+    allowed = "MIN-MAX seconds, e.g. 2-16 (each 0.5 to 120, MIN <= MAX)"
+    if isinstance(v, str):
+        parts = v.replace(" ", "").split("-")
+    elif isinstance(v, (list, tuple)):
+        parts = list(v)
+    else:
+        raise ValueError(allowed)
+    try:
+        lo, hi = (float(x) for x in parts)
+    except (TypeError, ValueError):
+        raise ValueError(allowed) from None
+    if not 0.5 <= lo <= hi <= 120.0:
+        raise ValueError(allowed)
+    return (lo, hi)
+
+
+def _follow(v):
+    if v is None or isinstance(v, bool):
+        return v
+    raise ValueError("true, false (or nothing: on when the model is conditioned)")
+
+
+def _cc_or_none(v):
+    return v if v is None else _number(0, 119, int)(v)
+
+
+SCHEMA.update({
+    "wait": Setting(0.6, _number(0.05, 10.0),
+                    "duet: seconds of silence (no key down, pedal up) that end your phrase"),
+    "min_call": Setting(0.3, _number(0.0, 10.0),
+                        "duet: shortest phrase answered, in seconds from its first note-on to "
+                        "its end (it also needs 2 notes)"),
+    "answer": Setting((2.0, 16.0), _answer_range,
+                      "duet: the answer follows your phrase's length, clamped to MIN-MAX s"),
+    "barge_in": Setting("stop", _choice("stop", "finish", "overlap"),
+                        "duet: when you play during an answer: stop it at once, let it finish "
+                        "its phrase, or let it overlap you"),
+    "follow": Setting(None, _follow,
+                      "duet: steer a conditioned model's answer by your phrase's pitch classes "
+                      "and density (default: on when the model is conditioned)"),
+    "end_of_call_cc": Setting(None, _cc_or_none,
+                              "duet: a CC number (e.g. a foot switch) that ends your phrase at "
+                              "once: the answer starts on its press"),
+})
 
 
 def defaults() -> dict[str, Any]:

@@ -169,6 +169,9 @@ class Listener:
         self.echo = echo
         self.on_control = on_control
         self.encoder = PedalEncoder()
+        # on_pedal(down, t): the sustain pedal went down or up (the duet's hook: the events
+        # carry the pedal only folded into note lengths, and a pedal held in silence counts)
+        self.on_pedal: Callable | None = None
         self.error: BaseException | None = None
         self._stop = False
         port.client.ignore_types(sysex=True, timing=True, active_sense=True)
@@ -196,15 +199,19 @@ class Listener:
             return
         if status not in (NOTE_ON, NOTE_OFF, CONTROL):
             return  # aftertouch, pitch bend, program change: not part of the vocabulary
+        pedal = self.encoder.pedal
         events = self.encoder.feed(message, t)
         if self.echo is not None:
             self.echo(list(message))
         if events:
             self.deliver(events)
+        if self.on_pedal is not None and self.encoder.pedal != pedal:
+            self.on_pedal(self.encoder.pedal, t)
 
     def release_all(self) -> None:
         """The port vanished: release what the player left sounding (in the model's stream and,
         with echo, on the output)."""
+        pedal = self.encoder.pedal
         events = self.encoder.release_all(self.clock())
         if self.echo is not None:
             for ev in events:
@@ -212,6 +219,8 @@ class Listener:
             self.echo([CONTROL, codec.SUSTAIN_CC, 0])
         if events:
             self.deliver(events)
+        if pedal and self.on_pedal is not None:
+            self.on_pedal(False, self.clock())
 
     def stop(self) -> None:
         self._stop = True

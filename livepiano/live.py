@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from livepiano import LivepianoError, codec, knobs
+from livepiano.duet import DuetMode
 from livepiano.listener import Listener, PlayerEvent, StreamPosition, player_tokens
 from livepiano.ports import NOTE_OFF, NOTE_ON
 from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
@@ -58,6 +59,32 @@ class Mode:
     def heard(self, events: list[PlayerEvent], now: float) -> None:
         pass
 
+    # Hooks for modes that take turns (the duet); these defaults are continuous mode's.
+    takes_back = True  # the loop takes back the look-ahead when the player plays
+
+    def attach(self, loop: "EngineLoop") -> None:
+        """The loop this mode drives (called from the loop's constructor, and when the mode
+        knob switches modes): no leftover limit on the model's time-shifts."""
+        loop.engine.shift_limit = None
+
+    def tick(self, now: float) -> None:
+        """Time has reached ``now`` (after each drain of the inbox)."""
+
+    def idle_wait(self, now: float) -> float:
+        """How long to wait on the inbox while ``may_generate`` is false."""
+        return 0.005
+
+    def sampled(self, token: int, deadline: float, before) -> bool:
+        """The model sampled ``token`` (``deadline``: its stream time; ``before``: the engine's
+        snapshot from before it); False drops it (the mode restored the engine)."""
+        return True
+
+    def pedal(self, down: bool, t: float) -> None:
+        """The player's sustain pedal went down or up at ``t``."""
+
+    def end_of_call(self, t: float) -> None:
+        """The player's end-of-call control was pressed at ``t``."""
+
 
 class Continuous(Mode):
     """The model plays all the time and hears you."""
@@ -68,7 +95,14 @@ class Continuous(Mode):
         return True
 
 
-MODES: dict[str, Callable[[], Mode]] = {"continuous": Continuous}
+MODES: dict[str, Callable[[], Mode]] = {"continuous": Continuous, "duet": DuetMode}
+
+
+def make_mode(settings: dict, say: Callable[[str], None] | None = None) -> Mode:
+    """The session's mode from its settings (a mode with ``from_settings`` reads them)."""
+    build = MODES[settings["mode"]]
+    from_settings = getattr(build, "from_settings", None)
+    return from_settings(settings, say) if from_settings is not None else build()
 
 
 # --- the engine thread -----------------------------------------------------------------------
@@ -103,6 +137,7 @@ class EngineLoop:
         self._pending: deque = deque()
         self._tags = itertools.count()
         self.caught_up_steps = 0  # silence inserted because the model fell behind the clock
+        self.mode.attach(self)
         self.velocity_scale = 1.0  # the dynamics knob: scales the model's output velocities
 
     # --- any thread ---------------------------------------------------------------------
@@ -117,6 +152,14 @@ class EngineLoop:
 
     def stop(self) -> None:
         self.inbox.put(_STOP)
+
+    def hear_pedal(self, down: bool, t: float) -> None:
+        """The player's sustain pedal (the listener folds it into the notes; a mode that
+        takes turns needs it too: a pedal held in silence keeps the phrase open)."""
+        self.inbox.put(lambda _engine: self.mode.pedal(down, t))
+
+    def hear_end_of_call(self, t: float) -> None:
+        self.inbox.put(lambda _engine: self.mode.end_of_call(t))  # as the knob does
 
     # --- the engine thread --------------------------------------------------------------
 
@@ -140,7 +183,8 @@ class EngineLoop:
             return True
         now = self.clock()
         self.mode.heard(item, now)
-        self._take_back(now + TAKE_BACK_MARGIN_S)
+        if self.mode.takes_back:
+            self._take_back(now + TAKE_BACK_MARGIN_S)
         tokens = player_tokens(item, StreamPosition.of(self.engine), self.origin)
         self.engine.prime(tokens)
         return True
@@ -155,9 +199,10 @@ class EngineLoop:
             except queue.Empty:
                 pass
             now = clock()
+            self.mode.tick(now)
             if not self.mode.may_generate(now):
                 try:
-                    if not self._take(inbox.get(timeout=0.005)):
+                    if not self._take(inbox.get(timeout=self.mode.idle_wait(now))):
                         return
                 except queue.Empty:
                     pass
@@ -186,6 +231,8 @@ class EngineLoop:
         before = engine.snapshot()
         tok = engine.sample()
         deadline = self.stream_time()
+        if not self.mode.sampled(tok, deadline, before):
+            return
         tags = ()
         if tok < codec.TIME_SHIFT:
             tag = next(self._tags)
@@ -359,7 +406,7 @@ class Session:
         scheduler = Scheduler(outp.client, channel=channel, clock=clock, on_sent=recorder.sent,
                               realtime_mode=s["realtime"])
         loop = EngineLoop(engine, scheduler, origin=origin, lookahead=s["lookahead_ms"] / 1000,
-                          channel=channel, mode=MODES[s["mode"]](), clock=clock)
+                          channel=channel, mode=make_mode(s, self.say), clock=clock)
 
         self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as the settings do
             loop, lambda name, say: knobs.build_mode(s, name, say))
@@ -374,6 +421,10 @@ class Session:
 
         listener = Listener(inp, deliver, clock=clock, echo=echo if s["echo"] else None,
                             on_control=kn.on_control)
+        listener.on_pedal = loop.hear_pedal  # the duet: a pedal held in silence counts
+        if s.get("end_of_call_cc") is not None:
+            listener.on_control = _end_of_call_cc(s["end_of_call_cc"], loop,
+                                                  listener.on_control)
         # The listener polls every millisecond; under SCHED_FIFO (below the scheduler) it is
         # never preempted by other programs while it holds the GIL.
         listener_priority = (lambda: realtime(s["realtime"], FIFO_PRIORITY - 1, switch=False))
@@ -502,6 +553,21 @@ def _quiet_gc() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def _end_of_call_cc(number: int, loop: EngineLoop, then: Callable | None) -> Callable:
+    """``Listener.on_control`` for ``--end-of-call-cc``: that CC's press (a value >= 64 after
+    one below, or the first) ends the call; every CC also goes on to ``then`` (the knobs)."""
+    down = [False]
+
+    def on_control(channel: int, cc: int, value: int, t: float) -> None:
+        if cc == number:
+            if value >= 64 and not down[0]:
+                loop.hear_end_of_call(t)
+            down[0] = value >= 64
+        if then is not None:
+            then(channel, cc, value, t)
+    return on_control
 
 
 def _engine_priority(mode: str) -> Callable[[], str]:
