@@ -989,3 +989,153 @@ def test_a_real_engine_answers_in_turn(tiny_model):
         assert engine.sounding(own_only=True) == []
         assert all(t <= stops[0].at + 1e-9 for t, _ in played)
         assert stops[0].at <= start_turn.answer_start + start_turn.target + 2.0 + 1e-9
+
+
+# --- DuetMode on the real engine loop, in simulated time ----------------------------------------
+
+class _SimScheduler:
+    """The scheduler's contract without its thread: a message leaves when the simulated clock
+    reaches its deadline; ``take_back`` cancels what has not left and releases a note-on that
+    has (as ``Scheduler._take_back`` does)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.heap: list = []
+        self.sent: list[tuple[float, list[int]]] = []
+        self._sent_tags: dict = {}
+        self._seq = 0
+
+    def schedule(self, deadline, message, tag=None):
+        self._seq += 1
+        self.heap.append((deadline, self._seq, list(message), tag))
+        self.heap.sort(key=lambda x: (x[0], x[1]))
+
+    def take_back(self, tags):
+        tags = set(tags)
+        self.heap = [x for x in self.heap if x[3] not in tags]
+        for tag in tags:
+            m = self._sent_tags.pop(tag, None)
+            if m is not None and m[0] & 0xF0 == 0x90 and m[2] > 0:
+                self.sent.append((self.clock(), [0x80, m[1], 0]))
+
+    def run_until(self, t):
+        while self.heap and self.heap[0][0] <= t:
+            deadline, _, m, tag = self.heap.pop(0)
+            self.sent.append((max(deadline, self.clock() - 0.001), m))  # late by < 1 ms
+            if tag is not None:
+                self._sent_tags[tag] = m
+
+
+def _sim_duet(model, events, until, *, settings=None, pedal=(), seed=3):
+    """A real Engine in a real EngineLoop with a DuetMode, driven on a 1 ms grid as the
+    engine thread would drive it: player events (time, kind, pitch, velocity) through the
+    loop's inbox handling, pedal (time, down) through the mode's hook, sampling while the
+    stream is less than the look-ahead ahead. Returns (mode, messages sent)."""
+    from livepiano.duet import DuetMode
+    from livepiano.engine import Engine
+    from livepiano.listener import PlayerEvent
+    from livepiano.live import EngineLoop
+
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    sched = _SimScheduler(clock)
+    mode = DuetMode(settings or DuetSettings())
+    loop = EngineLoop(Engine(model, seed=seed), sched, origin=0.0, lookahead=0.1, mode=mode,
+                      clock=clock)
+    timed = sorted([(t, 0, (kind, pitch, vel)) for t, kind, pitch, vel in events]
+                   + [(t, 1, down) for t, down in pedal], key=lambda x: (x[0], x[1]))
+    i = 0
+    for ms in range(int(until * 1000)):
+        now[0] = t = ms / 1000
+        sched.run_until(t)
+        while i < len(timed) and timed[i][0] <= t:
+            at, is_pedal, what = timed[i]
+            if is_pedal:
+                mode.pedal(what, at)
+            else:
+                kind, pitch, vel = what
+                loop._take([PlayerEvent(at, kind == "on", pitch, vel if kind == "on" else 0)])
+            i += 1
+        mode.tick(t)
+        while mode.may_generate(t) and loop.stream_time() - t < loop.lookahead:
+            if loop.stream_time() < t:
+                loop._pending.clear()
+                loop.engine.prime(codec.shifts(int((t - loop.stream_time()) / STEP + 1)))
+            loop._step(t)
+    sched.run_until(until + 10)
+    return mode, sched.sent
+
+
+def _model_notes(sent):
+    """(pitch, on, off or None) of the model's voices in ``sent``."""
+    open_, notes = {}, []
+    for t, m in sent:
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            open_.setdefault(m[1], []).append(len(notes))
+            notes.append([m[1], t, None])
+        elif m[0] & 0xF0 in (0x80, 0x90) and open_.get(m[1]):
+            notes[open_[m[1]].pop(0)][2] = t
+    return notes
+
+
+def test_duet_mode_answers_after_the_wait_and_releases_everything(tiny_model):
+    notes = cut(EXCERPTS[0], 1.0, 3.0)
+    events = timeline(notes, 0.5)
+    end = phrase_end(notes, 0.5)
+    longest = DuetSettings().answer_length(end - 0.5) + DuetSettings().grace
+    mode, sent = _sim_duet(tiny_model, events, end + 0.6 + longest + 0.3)
+    played = _model_notes(sent)
+    assert played and all(off is not None for _, _, off in played), "a model note hangs"
+    first = min(on for _, on, _ in played)
+    assert end + 0.6 <= first <= end + 0.6 + 0.011  # the opening was sampled ahead
+    assert all(on > end for _, on, _ in played)
+    [turn] = mode.duet.turns
+    assert turn.stop_reason in ("natural", "cap") and turn.over is not None
+    assert max(off for _, _, off in played) <= turn.end + 1e-9
+    assert mode.loop.engine.sounding(own_only=True) == []
+
+
+def test_duet_mode_a_pedal_held_in_the_silence_holds_the_answer(tiny_model):
+    notes = cut(EXCERPTS[1], 2.0, 2.0)
+    events = timeline(notes, 0.5)
+    end = phrase_end(notes, 0.5)
+    _, sent = _sim_duet(tiny_model, events, end + 4.0,
+                        pedal=[(end + 0.2, True), (end + 1.7, False)])
+    first = min(on for _, on, _ in _model_notes(sent))
+    assert end + 1.7 + 0.6 <= first <= end + 1.7 + 0.6 + 0.011
+
+
+def test_duet_mode_a_note_just_before_the_answer_takes_the_opening_back(tiny_model):
+    notes = cut(EXCERPTS[2], 1.0, 2.0)
+    events = timeline(notes, 0.5)
+    end = phrase_end(notes, 0.5)
+    late = end + 0.6 - 0.03  # inside the look-ahead: the opening has been sampled
+    events += [(late, "on", 60, 80), (late + 0.3, "off", 60, 0)]
+    mode, sent = _sim_duet(tiny_model, events, late + 0.3 + 0.6 + 0.2)
+    played = _model_notes(sent)
+    # Nothing of the opening sounded; the call went on and was answered as one.
+    assert played and min(on for _, on, _ in played) >= late + 0.3 + 0.6
+    [turn] = mode.duet.turns
+    assert turn.call_start == 0.5 and turn.call_end == late + 0.3
+
+
+@pytest.mark.parametrize("barge_in", BARGE_IN)
+def test_duet_mode_barge_in_at_any_moment_leaves_nothing_hanging(tiny_model, barge_in):
+    notes = cut(EXCERPTS[3], 1.0, 2.0)
+    events = timeline(notes, 0.5)
+    end = phrase_end(notes, 0.5)
+    for k, lag in enumerate((0.2, 0.57, 0.61, 1.3)):
+        barge = end + 0.6 + lag - 0.6 * (k == 1)  # one barge-in comes during the wait
+        call2 = [(barge + 0.05 * j, "on", 64 + j, 70) for j in range(3)]
+        call2 += [(barge + 0.6, "off", 64 + j, 0) for j in range(3)]
+        # (with overlap, the second call is answered after the first answer: up to 5 s)
+        mode, sent = _sim_duet(tiny_model, events + call2, barge + 0.6 + 0.6 + 10.0,
+                               settings=DuetSettings(barge_in=barge_in, max_answer=3.0),
+                               seed=k)
+        played = _model_notes(sent)
+        assert all(off is not None for _, _, off in played), (barge_in, lag, played)
+        assert mode.loop.engine.sounding(own_only=True) == []
+        assert mode.duet.turns and all(t.over is not None for t in mode.duet.turns)
+        if barge_in == "stop":  # silent at once: nothing of the first answer sounds on
+            assert not [n for n in played if n[1] < barge and n[2] > barge + 0.002]
+            assert not [n for n in played if barge < n[1] < barge + 0.6 + 0.6]
