@@ -556,15 +556,16 @@ def _quiet_gc() -> None:
 
 
 def _end_of_call_cc(number: int, loop: EngineLoop, then: Callable | None) -> Callable:
-    """``Listener.on_control`` for ``--end-of-call-cc``: that CC's press (a value >= 64 after
-    one below, or the first) ends the call; every CC also goes on to ``then`` (the knobs)."""
-    down = [False]
+    """``Listener.on_control`` for ``--end-of-call-cc``: that CC's press ends the call, a press
+    as the knobs count one (>= 64 after a release, after nothing, or repeating the previous
+    value: buttons that send only 127); every CC also goes on to ``then`` (the knobs)."""
+    prev: list = [None]
 
     def on_control(channel: int, cc: int, value: int, t: float) -> None:
         if cc == number:
-            if value >= 64 and not down[0]:
+            if value >= 64 and (prev[0] is None or prev[0] < 64 or prev[0] == value):
                 loop.hear_end_of_call(t)
-            down[0] = value >= 64
+            prev[0] = value
         if then is not None:
             then(channel, cc, value, t)
     return on_control

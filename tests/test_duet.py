@@ -1139,3 +1139,60 @@ def test_duet_mode_barge_in_at_any_moment_leaves_nothing_hanging(tiny_model, bar
         if barge_in == "stop":  # silent at once: nothing of the first answer sounds on
             assert not [n for n in played if n[1] < barge and n[2] > barge + 0.002]
             assert not [n for n in played if barge < n[1] < barge + 0.6 + 0.6]
+
+
+def test_play_settings_reach_the_duet_mode():
+    from livepiano import config
+    from livepiano.live import make_mode
+
+    s = config.merge(config.defaults(), {"mode": "duet", "wait": 0.8, "min_call": 0.5,
+                                         "answer": "3-10", "barge_in": "finish",
+                                         "follow": False})
+    mode = make_mode(s)
+    assert mode.name == "duet"
+    assert (mode.settings.wait, mode.settings.min_call_s, mode.settings.min_answer,
+            mode.settings.max_answer, mode.settings.barge_in, mode.settings.follow) == \
+        (0.8, 0.5, 3.0, 10.0, "finish", False)
+    assert make_mode(config.defaults()).name == "continuous"
+    assert config.validate({"answer": [2, 16]})["answer"] == (2.0, 16.0)
+    for bad in ("16-2", "2", "a-b", "0.1-3"):
+        with pytest.raises(LivepianoError, match="'answer' .* MIN-MAX seconds"):
+            config.validate({"answer": bad})
+    with pytest.raises(LivepianoError, match="'end_of_call_cc'"):
+        config.validate({"end_of_call_cc": 120})
+
+
+def test_follow_asked_of_an_unconditioned_model_says_so_once(tiny_model):
+    from livepiano.duet import DuetMode
+    from livepiano.engine import Engine
+    from livepiano.live import EngineLoop
+
+    said = []
+    mode = DuetMode(DuetSettings(), follow=True, say=said.append)
+    EngineLoop(Engine(tiny_model), _SimScheduler(lambda: 0.0), origin=0.0, mode=mode,
+               clock=lambda: 0.0)
+    assert len(said) == 1 and "--follow needs a conditioned model" in said[0]
+    said.clear()
+    EngineLoop(Engine(tiny_model), _SimScheduler(lambda: 0.0), origin=0.0,
+               mode=DuetMode(DuetSettings(), follow=None, say=said.append), clock=lambda: 0.0)
+    assert said == []
+
+
+def test_end_of_call_cc_acts_on_the_press_and_passes_every_cc_on():
+    from livepiano.live import _end_of_call_cc
+
+    class Loop:
+        def __init__(self):
+            self.ends = []
+
+        def hear_end_of_call(self, t):
+            self.ends.append(t)
+
+    loop, seen = Loop(), []
+    hook = _end_of_call_cc(67, loop, lambda *a: seen.append(a))
+    events = [(67, 127), (67, 127), (67, 0), (1, 100), (67, 90), (67, 100), (67, 10)]
+    for t, (cc, value) in enumerate(events):
+        hook(0, cc, value, float(t))
+    # A button that sends only 127 presses each time; a pedal moving down is one press.
+    assert loop.ends == [0.0, 1.0, 4.0]
+    assert len(seen) == len(events)
