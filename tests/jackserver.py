@@ -1,9 +1,9 @@
 """Helpers for tests with real parts: a private JACK server, a test pianist, a capture port,
 and a small model trained on the test fixtures.
 
-The JACK server runs real-time (``-R``; a ``--no-realtime`` server was seen to drop half the
-MIDI messages under CPU load) on the dummy driver, under a unique name passed to every child
-through ``JACK_DEFAULT_SERVER``.
+The JACK server is ``livepiano.jack``'s, the one ``livepiano demo`` starts: real-time (``-R``;
+a ``--no-realtime`` server was seen to drop half the MIDI messages under CPU load) on the dummy
+driver, under a unique name passed to every child through ``JACK_DEFAULT_SERVER``.
 """
 
 from __future__ import annotations
@@ -15,67 +15,28 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+
+from livepiano.jack import JackServer as _PackageJackServer
+from livepiano.jack import jackd_path
 
 DATA = Path(__file__).parent / "data"
 
 
 def jackd_available() -> bool:
-    return shutil.which("jackd") is not None
+    return jackd_path() is not None
 
 
-class JackServer:
-    """``with JackServer() as jack:`` a private server; ``jack.env`` for child processes."""
+class JackServer(_PackageJackServer):
+    """``with JackServer() as jack:`` a private server, started and stopped as ``livepiano
+    demo`` does it (``livepiano.jack``), under a test name; ``jack.env`` for child processes."""
 
     def __init__(self, name: str | None = None):
-        self.name = name or f"livepiano-test-{uuid.uuid4().hex[:8]}"
-        self.proc: subprocess.Popen | None = None
-        self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_AUDIO_RESERVATION="1")
-        self._saved = None
-
-    def start(self, timeout: float = 10.0) -> "JackServer":
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="jackd-", suffix=".log")
-        self.proc = subprocess.Popen(
-            ["jackd", "-R", "-d", "dummy", "-r", "48000", "-p", "64"], env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        # Clients in this process (the pianist, the capture) find it through the environment.
-        self._saved = os.environ.get("JACK_DEFAULT_SERVER")
-        os.environ["JACK_DEFAULT_SERVER"] = self.name
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jackd exited at start:\n{self.log_tail()}")
-            ok = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True,
-                                timeout=5)
-            if ok.returncode == 0 and "system:" in ok.stdout:
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("jackd did not come up in time")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._saved is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = self._saved
-
-    def log_tail(self, chars: int = 3000) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-chars:]
+        super().__init__(name, prefix="livepiano-test")
 
     def ports(self) -> list[str]:
         out = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
@@ -92,12 +53,6 @@ class JackServer:
                 return hits[0]
             time.sleep(0.05)
         raise TimeoutError(f"no JACK port like {pattern!r}; ports: {self.ports()}")
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class Pianist:
