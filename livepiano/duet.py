@@ -809,9 +809,9 @@ class DuetMode:
                 steps = round((at - loop.stream_time()) / _STEP_S)
                 if steps > 0:
                     engine.prime(codec.shifts(steps))
-            engine.release_all()  # the model hears its notes end
-            for pitch in own:
+            for pitch in own:  # first out, then the model hears them (a step per voice)
                 loop.scheduler.schedule(at, [_NOTE_OFF_STATUS | loop.channel, pitch, 0])
+            engine.release_all()
         engine.shift_limit = None
 
     def _listen(self) -> None:
