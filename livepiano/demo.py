@@ -292,6 +292,7 @@ class Pianist:
     wait: float = DUET_WAIT_S
     answer_range: tuple = (MIN_ANSWER_S, MAX_ANSWER_S)
     grace: float = GRACE_S
+    say: object = None  # say(text): a line about each call and its answer
     played: list = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -383,6 +384,18 @@ class Pianist:
             self.wait_answer(p, call.length, hard_end)
             if self.stopped.is_set():
                 return
+            if self.say is not None:
+                self.say(self._describe(len(self.played), call, p))
+
+    def _describe(self, n: int, call: Call, p: Played) -> str:
+        first = self.ear.first_note_after(p.end)
+        notes = sum(1 for at, m in list(self.ear.messages)
+                    if at >= p.end and m[0] & 0xF0 == 0x90 and m[2] > 0)
+        text = (f"call {n}: {call.notes} notes, {call.length:.1f} s (primer at "
+                f"{call.start:.1f} s); ")
+        if first is None:
+            return text + "no answer"
+        return text + f"answered {(first - p.end) * 1000:.0f} ms after its end, {notes} notes"
 
     def release(self) -> None:
         for pitch, n in sorted(self._down.items()):
@@ -643,6 +656,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         ready = threading.Event()
         tee = _Tee(log, ready)
         session = live.Session(settings, out=tee, status=log.isatty())
+        pianist.say = session.say
 
         def perform():
             try:
