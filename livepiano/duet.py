@@ -585,6 +585,9 @@ class Duet:
 _STEP_S = 1.0 / codec.STEPS_PER_SECOND
 _NOTE_OFF_STATUS = 0x80
 _TAKE_BACK_MARGIN_S = 0.003  # as live.TAKE_BACK_MARGIN_S (live imports this module)
+# How long before the answer's start its opening is sampled (at least the loop's look-ahead):
+# enough to ride out a stall of the engine thread on a busy machine.
+OPENING_LEAD_S = 0.3
 
 
 class DuetMode:
@@ -604,9 +607,9 @@ class DuetMode:
     The opening is sampled ahead. The model needs time for its first events (a chord is
     several steps of the model), and an answer sampled only from its start would leave late.
     So once the call is over but for the wait (no key down, pedal up, a call long enough)
-    and the answer's start is less than the look-ahead away, the model hears the silence up
-    to that start and samples the opening as usual, a look-ahead ahead of the clock, into the
-    scheduler. The duet is told about those tokens at the start. If the player plays, presses
+    and the answer's start is less than ``OPENING_LEAD_S`` away, the model hears the silence
+    up to that start and samples the opening into the scheduler (the loop's look-ahead is
+    that long until the start). The duet is told about those tokens at the start. If the player plays, presses
     the pedal or the end-of-call control before then, the opening is taken back (the
     engine is restored to before the silence) and nothing of it has sounded.
 
@@ -628,7 +631,7 @@ class DuetMode:
         self.log: list[tuple[float, object]] = []  # (clock time, action) of every action
         self._listen_control = None
         # the opening sampled ahead: (its start, engine snapshot from before the silence,
-        # the control before it, [(token, stream time)]), or None
+        # the control before it, [(token, stream time)], the loop's look-ahead), or None
         self._ahead: tuple | None = None
 
     @classmethod
@@ -664,7 +667,7 @@ class DuetMode:
     def idle_wait(self, now: float) -> float:
         d = self._upcoming()
         if d is not None:
-            d -= self.loop.lookahead
+            d -= max(OPENING_LEAD_S, self.loop.lookahead)
         else:
             d = self.duet.deadline()
         return 0.05 if d is None else min(max(d - now, 0.0005), 0.05)
@@ -673,7 +676,7 @@ class DuetMode:
         self.apply(self.duet.tick(now), now)
         if self._ahead is None:
             start = self._upcoming()
-            if start is not None and now >= start - self.loop.lookahead:
+            if start is not None and now >= start - max(OPENING_LEAD_S, self.loop.lookahead):
                 self._open(start, now)
 
     def heard(self, events, now: float) -> None:
@@ -728,7 +731,8 @@ class DuetMode:
 
     def _open(self, start: float, now: float) -> None:
         loop, engine = self.loop, self.loop.engine
-        self._ahead = (start, engine.snapshot(), engine.control, [])
+        self._ahead = (start, engine.snapshot(), engine.control, [], loop.lookahead)
+        loop.lookahead = max(OPENING_LEAD_S, loop.lookahead)
         if self.settings.follow and self.duet.conditioned:
             engine.control = codec.control_vector(self.duet.call.tokens())
         engine.shift_limit = 0
@@ -748,9 +752,10 @@ class DuetMode:
         """Take back the opening sampled ahead (none of it has sounded: it lies after now)."""
         if self._ahead is None:
             return
-        _start, before, control, _tokens = self._ahead
+        _start, before, control, _tokens, lookahead = self._ahead
         self._ahead = None
         loop, engine = self.loop, self.loop.engine
+        loop.lookahead = lookahead
         loop._take_back(now)
         engine.restore(before)
         engine.control = control
@@ -774,6 +779,7 @@ class DuetMode:
         loop, engine = self.loop, self.loop.engine
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == a.at:  # the opening is already on its way
+            loop.lookahead = ahead[4]
             self._listen_control = ahead[2]
             if a.control is not None:
                 engine.control = a.control

@@ -1105,11 +1105,12 @@ def test_duet_mode_a_pedal_held_in_the_silence_holds_the_answer(tiny_model):
     assert end + 1.7 + 0.6 <= first <= end + 1.7 + 0.6 + 0.011
 
 
-def test_duet_mode_a_note_just_before_the_answer_takes_the_opening_back(tiny_model):
+@pytest.mark.parametrize("early", [0.03, 0.25])
+def test_duet_mode_a_note_just_before_the_answer_takes_the_opening_back(tiny_model, early):
     notes = cut(EXCERPTS[2], 1.0, 2.0)
     events = timeline(notes, 0.5)
     end = phrase_end(notes, 0.5)
-    late = end + 0.6 - 0.03  # inside the look-ahead: the opening has been sampled
+    late = end + 0.6 - early  # the opening has been sampled (OPENING_LEAD_S)
     events += [(late, "on", 60, 80), (late + 0.3, "off", 60, 0)]
     mode, sent = _sim_duet(tiny_model, events, late + 0.3 + 0.6 + 0.2)
     played = _model_notes(sent)
