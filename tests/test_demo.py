@@ -148,6 +148,7 @@ def test_demo_plays_a_duet_writes_the_files_and_reports(tmp_path):
     assert calls >= 1 and answered >= 1, out
     assert re.search(r"answer latency: median \d+ ms, max \d+ ms", out), out
     assert re.search(r"scheduler lateness: p99 [0-9.]+ ms", out), out
+    assert len(re.findall(r"call \d+: \d+ notes", err)) == calls, err  # a line per call
     notes_in, notes_out = map(int, re.search(r"notes: (\d+) in .*, (\d+) out", out).groups())
     assert "demo.mid" in out and "demo.wav" in out
     if "answer latency" in out and "duet mode" in out:
