@@ -778,7 +778,7 @@ class DuetMode:
     def _start(self, a: StartAnswer, now: float) -> None:
         loop, engine = self.loop, self.loop.engine
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == a.at:  # the opening is already on its way
+        if ahead is not None and (ahead[0] == a.at or now >= ahead[0]):  # already on its way
             loop.lookahead = ahead[4]
             self._listen_control = ahead[2]
             if a.control is not None:
