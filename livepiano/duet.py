@@ -590,6 +590,15 @@ _TAKE_BACK_MARGIN_S = 0.003  # as live.TAKE_BACK_MARGIN_S (live imports this mod
 OPENING_LEAD_S = 0.3
 
 
+def restore_lookahead(loop) -> None:
+    """The loop's own look-ahead back, after an opening sampled ahead (also when another mode
+    is attached while one was)."""
+    saved = getattr(loop, "lookahead_before_opening", None)
+    if saved is not None:
+        loop.lookahead = saved
+        loop.lookahead_before_opening = None
+
+
 class DuetMode:
     """The duet as a mode of ``live.EngineLoop`` (the same hooks as ``live.Mode``): it runs
     on the engine thread, feeds the ``Duet`` the player's events, the pedal, the end-of-call
@@ -653,6 +662,7 @@ class DuetMode:
         conditioned = bool(getattr(loop.engine, "conditioned", False))
         self.duet = Duet(self.settings, conditioned=conditioned)
         self._ahead = None
+        restore_lookahead(loop)
         loop.engine.shift_limit = None
         if any(who == "engine" for _p, _s, who in loop.engine.voices()):
             self._stop(StopAnswer("done", loop.clock()), loop.clock())
@@ -732,6 +742,7 @@ class DuetMode:
     def _open(self, start: float, now: float) -> None:
         loop, engine = self.loop, self.loop.engine
         self._ahead = (start, engine.snapshot(), engine.control, [], loop.lookahead)
+        loop.lookahead_before_opening = loop.lookahead  # for a mode attached meanwhile
         loop.lookahead = max(OPENING_LEAD_S, loop.lookahead)
         if self.settings.follow and self.duet.conditioned:
             engine.control = codec.control_vector(self.duet.call.tokens())
@@ -752,10 +763,10 @@ class DuetMode:
         """Take back the opening sampled ahead (none of it has sounded: it lies after now)."""
         if self._ahead is None:
             return
-        _start, before, control, _tokens, lookahead = self._ahead
+        _start, before, control, _tokens, _lookahead = self._ahead
         self._ahead = None
         loop, engine = self.loop, self.loop.engine
-        loop.lookahead = lookahead
+        restore_lookahead(loop)
         loop._take_back(now)
         engine.restore(before)
         engine.control = control
@@ -779,7 +790,7 @@ class DuetMode:
         loop, engine = self.loop, self.loop.engine
         ahead, self._ahead = self._ahead, None
         if ahead is not None and (ahead[0] == a.at or now >= ahead[0]):  # already on its way
-            loop.lookahead = ahead[4]
+            restore_lookahead(loop)
             self._listen_control = ahead[2]
             if a.control is not None:
                 engine.control = a.control

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from livepiano import LivepianoError, codec, knobs
-from livepiano.duet import DuetMode
+from livepiano.duet import DuetMode, restore_lookahead
 from livepiano.listener import Listener, PlayerEvent, StreamPosition, player_tokens
 from livepiano.ports import NOTE_OFF, NOTE_ON
 from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
@@ -64,8 +64,10 @@ class Mode:
 
     def attach(self, loop: "EngineLoop") -> None:
         """The loop this mode drives (called from the loop's constructor, and when the mode
-        knob switches modes): no leftover limit on the model's time-shifts."""
+        knob switches modes): no leftover limit on the model's time-shifts, the loop's own
+        look-ahead (the duet lengthens it while it samples an answer's opening)."""
         loop.engine.shift_limit = None
+        restore_lookahead(loop)
 
     def tick(self, now: float) -> None:
         """Time has reached ``now`` (after each drain of the inbox)."""

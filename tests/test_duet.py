@@ -1197,3 +1197,17 @@ def test_end_of_call_cc_acts_on_the_press_and_passes_every_cc_on():
     # A button that sends only 127 presses each time; a pedal moving down is one press.
     assert loop.ends == [0.0, 1.0, 4.0]
     assert len(seen) == len(events)
+
+
+def test_switching_modes_during_an_opening_gives_the_loop_its_look_ahead_back(tiny_model):
+    from livepiano.live import Continuous
+
+    notes = cut(EXCERPTS[0], 1.0, 2.0)
+    events = timeline(notes, 0.5)
+    end = phrase_end(notes, 0.5)
+    mode, _ = _sim_duet(tiny_model, events, end + 0.6 - 0.1)  # the opening is under way
+    loop = mode.loop
+    assert mode._ahead is not None and loop.lookahead > 0.1
+    new = Continuous()
+    new.attach(loop)
+    assert loop.lookahead == 0.1
