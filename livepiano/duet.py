@@ -660,7 +660,8 @@ class DuetMode:
         model plays: then what it has sounding is released at once (the duet listens first)."""
         self.loop = loop
         conditioned = bool(getattr(loop.engine, "conditioned", False))
-        self.duet = Duet(self.settings, conditioned=conditioned)
+        # (the duet's settings: the knobs may have changed them since construction)
+        self.duet = Duet(self.duet.settings, conditioned=conditioned)
         self._ahead = None
         restore_lookahead(loop)
         loop.engine.shift_limit = None
@@ -731,8 +732,8 @@ class DuetMode:
     def _upcoming(self) -> float | None:
         """When the answer will start if nothing more happens (a call ended but for the wait,
         long enough to be answered), else None."""
-        duet, s = self.duet, self.settings
-        call = duet.call
+        duet = self.duet
+        call, s = duet.call, duet.settings
         if duet.state != LISTEN or call is None or call.by_control is not None \
                 or not duet.quiet or call.notes < s.min_call_notes \
                 or duet._last - call.start < s.min_call_s:
@@ -744,7 +745,7 @@ class DuetMode:
         self._ahead = (start, engine.snapshot(), engine.control, [], loop.lookahead)
         loop.lookahead_before_opening = loop.lookahead  # for a mode attached meanwhile
         loop.lookahead = max(OPENING_LEAD_S, loop.lookahead)
-        if self.settings.follow and self.duet.conditioned:
+        if self.duet.settings.follow and self.duet.conditioned:
             engine.control = codec.control_vector(self.duet.call.tokens())
         engine.shift_limit = 0
         behind = math.ceil((max(start, now) - loop.stream_time()) / _STEP_S - 1e-6)
