@@ -27,6 +27,16 @@ from livepiano.jack import jackd_path
 DATA = Path(__file__).parent / "data"
 
 
+def need(ok: bool, why: str) -> None:
+    """Skip a test whose real parts are missing here; in CI (``$CI`` set) fail it instead, so a
+    machine without JACK or FluidSynth can never pass for green."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (a skipped JACK test is a failure in CI)")
+    pytest.skip(why)
+
+
 def jackd_available() -> bool:
     return jackd_path() is not None
 

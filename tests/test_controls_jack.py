@@ -20,24 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from jackserver import Capture, JackServer, Pianist, jackd_available, tiny_model  # noqa: F401
+from jackserver import need, Capture, JackServer, Pianist, jackd_available, tiny_model  # noqa: F401
 from livepiano import controls as C
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.jack
 
 
-def _need(ok: bool, why: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (a skipped JACK test is a failure in CI)")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def jack():
-    _need(jackd_available(), "jackd is not installed")
+    need(jackd_available(), "jackd is not installed")
     with JackServer() as server:
         yield server
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jackserver import (DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
+from jackserver import (need, DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
                         sounding_after, tiny_model)  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,17 +33,9 @@ JACK_SLACK = 0.15
 PEDAL_HOLD = 2.5 * WAIT
 
 
-def _need(ok: bool, why: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (a skipped JACK test is a failure in CI)")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def jack():
-    _need(jackd_available(), "jackd is not installed")
+    need(jackd_available(), "jackd is not installed")
     with JackServer() as server:
         yield server
 

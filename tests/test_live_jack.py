@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jackserver import (DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
+from jackserver import (need, DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
                         sounding_after, tiny_model)  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,17 +35,9 @@ def jack_loss(n: int) -> int:
     return max(3, n // 20)
 
 
-def _need(ok: bool, why: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (a skipped JACK test is a failure in CI)")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def jack():
-    _need(jackd_available(), "jackd is not installed")
+    need(jackd_available(), "jackd is not installed")
     with JackServer() as server:
         try:
             yield server
@@ -225,7 +217,7 @@ def test_output_vanishing_releases_and_exits(jack, tiny_model, tmp_path):
 
 
 def test_fluidsynth_renders_sound(jack, tiny_model, tmp_path):
-    _need(shutil.which("fluidsynth") is not None and SOUNDFONT.is_file(),
+    need(shutil.which("fluidsynth") is not None and SOUNDFONT.is_file(),
           "fluidsynth or the FluidR3_GM soundfont is not installed")
     wav = tmp_path / "audio.wav"
     synth = subprocess.Popen(
