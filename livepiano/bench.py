@@ -202,9 +202,7 @@ def bench_knobs(args) -> dict:
     path = resolve_model(getattr(args, "model", None))
     say = getattr(args, "say", print)
     changes = max(200, int(getattr(args, "changes", 200) or 200))
-    say(f"model        {path}" + ("  (the shipped model is an undertrained interim one: its "
-                                  "timing is what matters here)"
-                                  if path.name == "performance_rnn.onnx" else ""))
+    say(f"model        {path}{_card_summary(path)}")
     say(f"knob         a CC every 50-150 ms, alternating between two temperatures; "
         f"{changes} changes (about {changes * 0.1:.0f} s)")
     r = latency(path, changes=changes, realtime_mode=getattr(args, "realtime", "auto") or "auto",
@@ -494,9 +492,7 @@ def bench_duet(args) -> dict:
 
         raise LivepianoError(f"only {len(calls)} calls could be cut from {where}; give --data "
                              f"with more music.")
-    interim = path.name == "performance_rnn.onnx"
-    say(f"model        {path}" + ("  (the shipped model: an undertrained interim 2x384)"
-                                  if interim else ""))
+    say(f"model        {path}{_card_summary(path)}")
     say(f"calls        {len(calls)} cut from {where}; wait {wait:g} s; every "
         f"{DUET_BARGE_EVERY}rd answer interrupted by the next call")
     r = duet_run(path, calls, wait=wait, realtime_mode=getattr(args, "realtime", "auto") or "auto",
@@ -590,3 +586,16 @@ def run(which: str, args) -> int:
     if getattr(args, "json", False):
         print(json.dumps(result), flush=True)
     return 0
+
+
+def _card_summary(path) -> str:
+    """What the model's YAML card says of its training, for a benchmark's first line."""
+    from livepiano.engine import read_model_card
+
+    card = read_model_card(path)
+    model, training = card.get("model") or {}, card.get("training") or {}
+    nll = (card.get("evaluation") or {}).get("validation_nll")
+    if not model:
+        return ""
+    return (f"  ({model.get('layers')}x{model.get('hidden')}, {training.get('epochs')} epochs, "
+            f"validation NLL {nll})")
