@@ -342,13 +342,12 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
     """The calls played in real time into the real Listener, EngineLoop (duet mode) and
     Scheduler in this process, the output stamped as it leaves; every ``DUET_BARGE_EVERY``-th
     answer is interrupted by the next call while the model has a note sounding."""
-    import threading
     import time
 
     from livepiano.duet import DuetMode, DuetSettings
     from livepiano.engine import Engine
     from livepiano.listener import Listener
-    from livepiano.live import FIFO_PRIORITY, EngineLoop, _engine_priority, realtime
+    from livepiano.live import EngineLoop, play_threads
     from livepiano.scheduler import Scheduler
 
     clock = time.monotonic
@@ -362,12 +361,7 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
                       clock=clock)
     listener = Listener(inp, loop.hear, clock=clock)
     listener.on_pedal = loop.hear_pedal
-    threads = [threading.Thread(target=scheduler.run, daemon=True),
-               threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
-                                daemon=True),
-               threading.Thread(target=listener.run,
-                                args=(lambda: realtime(realtime_mode, FIFO_PRIORITY - 1,
-                                                       switch=False),), daemon=True)]
+    threads = play_threads(scheduler, loop, listener, realtime_mode)
     for t in threads:
         t.start()
     turns = []  # per call: dict of times

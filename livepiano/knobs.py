@@ -500,8 +500,8 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
 
     from livepiano.engine import Engine
     from livepiano.listener import Listener
-    from livepiano.live import EngineLoop, NullOut, _engine_priority
-    from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
+    from livepiano.live import EngineLoop, NullOut, play_threads
+    from livepiano.scheduler import Scheduler, percentile
 
     p = ctl.PARAMS["temperature"]
     values = [int(round(p.position(t))) for t in temperatures]
@@ -539,12 +539,7 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
         return tok
 
     engine.sample = timed_sample  # type: ignore[method-assign]
-    threads = [threading.Thread(target=scheduler.run, daemon=True),
-               threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
-                                daemon=True),
-               threading.Thread(target=listener.run,
-                                args=(lambda: realtime(realtime_mode, FIFO_PRIORITY - 1,
-                                                       switch=False),), daemon=True)]
+    threads = play_threads(scheduler, loop, listener, realtime_mode)
     for t in threads:
         t.start()
     rng = random.Random(seed)

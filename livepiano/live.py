@@ -427,14 +427,7 @@ class Session:
         if s.get("end_of_call_cc") is not None:
             listener.on_control = _end_of_call_cc(s["end_of_call_cc"], loop,
                                                   listener.on_control)
-        # The listener polls every millisecond; under SCHED_FIFO (below the scheduler) it is
-        # never preempted by other programs while it holds the GIL.
-        listener_priority = (lambda: realtime(s["realtime"], FIFO_PRIORITY - 1, switch=False))
-        threads = [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
-                   threading.Thread(target=loop.run, args=(_engine_priority(s["realtime"]),),
-                                    name="engine", daemon=True),
-                   threading.Thread(target=listener.run, args=(listener_priority,),
-                                    name="listener", daemon=True)]
+        threads = play_threads(scheduler, loop, listener, s["realtime"])
         old_handlers = {sig: signal.signal(sig, self._on_signal)
                         for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -571,6 +564,19 @@ def _end_of_call_cc(number: int, loop: EngineLoop, then: Callable | None) -> Cal
         if then is not None:
             then(channel, cc, value, t)
     return on_control
+
+
+def play_threads(scheduler, loop, listener, realtime_mode: str) -> list[threading.Thread]:
+    """The three threads of a play session, not yet started, each taking its real-time
+    priority as it starts: scheduler above listener above engine."""
+    # The listener polls every millisecond; under SCHED_FIFO (below the scheduler) it is
+    # never preempted by other programs while it holds the GIL.
+    listener_priority = (lambda: realtime(realtime_mode, FIFO_PRIORITY - 1, switch=False))
+    return [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
+            threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+                             name="engine", daemon=True),
+            threading.Thread(target=listener.run, args=(listener_priority,),
+                             name="listener", daemon=True)]
 
 
 def _engine_priority(mode: str) -> Callable[[], str]:
