@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +33,23 @@ def run_livepiano():
         return subprocess.run([sys.executable, "-m", "livepiano.cli", *map(str, args)],
                               capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     return run
+
+
+@pytest.fixture(scope="session")
+def write_bad_midi():
+    """write_bad_midi(folder) writes the four kinds of bad MIDI file every reader must survive
+    (a text file named .mid, a truncated MIDI, an empty file, a valid MIDI with no notes) and
+    returns their paths."""
+    import mido
+
+    def write(folder: Path) -> list[Path]:
+        (folder / "text.mid").write_text("this is a text file, not MIDI\n")
+        (folder / "truncated.mid").write_bytes((DATA / "chopin_op10_12.mid").read_bytes()[:1000])
+        (folder / "empty.mid").write_bytes(b"")
+        mid = mido.MidiFile(type=1)
+        mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0),
+                                          mido.Message("control_change", control=64, value=127,
+                                                       time=10)]))
+        mid.save(folder / "nonotes.mid")
+        return [folder / n for n in ("text.mid", "truncated.mid", "empty.mid", "nonotes.mid")]
+    return write

@@ -5,7 +5,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import mido
 import pytest
 
 from livepiano import codec
@@ -52,22 +51,9 @@ def test_inspect_summary(run_livepiano, golden):
     assert int(fields["velocity"][0]) == counts["velocity"]
 
 
-def _bad_files(folder: Path) -> list[Path]:
-    (folder / "text.mid").write_text("this is a text file, not MIDI\n")
-    (folder / "truncated.mid").write_bytes((DATA / "scarlatti_k525.mid").read_bytes()[:700])
-    (folder / "empty.mid").write_bytes(b"")
-    mid = mido.MidiFile(type=1)
-    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0),
-                                      mido.Message("control_change", control=64, value=127,
-                                                   time=10)]))
-    mid.save(folder / "nonotes.mid")
-    return [folder / n for n in ("text.mid", "truncated.mid", "empty.mid", "nonotes.mid",
-                                 "missing.mid")]
-
-
 @pytest.mark.parametrize("tokens_flag", [True, False], ids=["tokens", "summary"])
-def test_inspect_bad_files_fail_with_one_line(tmp_path, run_livepiano, tokens_flag):
-    for path in _bad_files(tmp_path):
+def test_inspect_bad_files_fail_with_one_line(tmp_path, run_livepiano, tokens_flag, write_bad_midi):
+    for path in write_bad_midi(tmp_path) + [tmp_path / "missing.mid"]:
         proc = run_livepiano("inspect", path, *(["--tokens"] if tokens_flag else []))
         assert proc.returncode != 0, path.name
         assert proc.stdout == "", path.name

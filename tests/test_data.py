@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import mido
 import numpy as np
 import pytest
 
@@ -23,19 +22,8 @@ def _golden(path: Path) -> np.ndarray:
     return np.array(path.with_suffix(".tokens").read_text().split(), dtype=np.int64)
 
 
-def _write_bad_files(folder: Path) -> None:
-    (folder / "text.mid").write_text("this is a text file, not MIDI\n")
-    (folder / "truncated.mid").write_bytes(MAESTRO[0].read_bytes()[:1000])
-    (folder / "empty.mid").write_bytes(b"")
-    mid = mido.MidiFile(type=1)
-    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0),
-                                      mido.Message("control_change", control=64, value=127,
-                                                   time=10)]))
-    mid.save(folder / "nonotes.mid")
-
-
 @pytest.fixture
-def corpus(tmp_path) -> Path:
+def corpus(tmp_path, write_bad_midi) -> Path:
     """A folder like a user's: the MAESTRO excerpts (one in a subfolder, one as .midi), a
     few tricky files, the four kinds of bad file and a stray non-MIDI file."""
     root = tmp_path / "corpus"
@@ -45,7 +33,7 @@ def corpus(tmp_path) -> Path:
     shutil.copy(MAESTRO[-1], root / "sub" / (MAESTRO[-1].stem + ".midi"))
     for name in ("t02_tracks_channels", "t09_pedal_restrike", "t31_random_dense"):
         shutil.copy(DATA / "tricky" / f"{name}.mid", root / f"{name}.mid")
-    _write_bad_files(root)
+    write_bad_midi(root)
     (root / "notes.txt").write_text("not looked at")
     return root
 
@@ -139,12 +127,12 @@ def test_maestro_csv_decides_splits(corpus, tmp_path):
         assert got[name] == data.hashed_split(name)
 
 
-def test_prepare_errors(tmp_path):
+def test_prepare_errors(tmp_path, write_bad_midi):
     with pytest.raises(LivepianoError, match="no .mid or .midi"):
         data.prepare(tmp_path, tmp_path / "c", workers=1, show_progress=False)
     with pytest.raises(LivepianoError, match="not a folder"):
         data.prepare(tmp_path / "missing", tmp_path / "c", workers=1, show_progress=False)
-    _write_bad_files(tmp_path)
+    write_bad_midi(tmp_path)
     with pytest.raises(LivepianoError, match="none of the 4"):
         data.prepare(tmp_path, tmp_path / "c", workers=1, show_progress=False)
 
@@ -186,8 +174,9 @@ def test_cli_prepare_folder_without_midi_fails_cleanly(tmp_path, run_livepiano):
     _one_line_error(run_livepiano("prepare", tmp_path / "missing", "-o", tmp_path / "cache"))
 
 
-def test_cli_prepare_folder_of_only_bad_files_fails_cleanly(tmp_path, run_livepiano):
-    _write_bad_files(tmp_path)
+def test_cli_prepare_folder_of_only_bad_files_fails_cleanly(tmp_path, run_livepiano,
+                                                           write_bad_midi):
+    write_bad_midi(tmp_path)
     proc = run_livepiano("prepare", tmp_path, "-o", tmp_path / "cache", "--workers", "1")
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
