@@ -172,7 +172,9 @@ def _add_play(sub) -> None:
                    help="scheduler timing (default: auto = SCHED_FIFO where allowed and a short "
                         "GIL switch interval)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--config", metavar="FILE.yaml", default=None, help="settings file")
+    p.add_argument("--config", metavar="FILE.yaml", default=None,
+                   help="settings file, knob bindings included (default: $LIVEPIANO_CONFIG, "
+                        "else livepiano.yaml in the user's config folder, when it is there)")
     p.add_argument("--status", action="store_const", const=True, default=None,
                    help="show the status line even when stderr is not a terminal")
     _add_knob_options(p)
@@ -183,15 +185,12 @@ def _add_play(sub) -> None:
 def _cmd_play(args) -> int:
     from livepiano import config, live
 
-    base = config.load(args.config) if args.config else config.defaults()
-    settings = config.merge(base, {
+    settings = config.for_play(args.config, {
         "in": args.in_, "out": args.out, "api": args.api, "mode": args.mode,
         "model": args.model, "temperature": args.temperature, "channel": args.channel,
         "lookahead_ms": args.lookahead_ms, "echo": args.echo, "record": args.record,
-        "realtime": args.realtime, "seed": args.seed})
-    settings = config.merge(settings, {"controls": args.controls, "control_in": args.control_in,
-                                       "takeover": args.takeover})
-    settings = config.merge(settings, {
+        "realtime": args.realtime, "seed": args.seed,
+        "controls": args.controls, "control_in": args.control_in, "takeover": args.takeover,
         "wait": args.wait, "min_call": args.min_call, "answer": args.answer,
         "barge_in": args.barge_in, "follow": args.follow, "end_of_call_cc": args.end_of_call_cc})
     return live.Session(settings, status=args.status).run()
@@ -222,21 +221,25 @@ def _add_duet_options(p) -> None:
 
 def _add_controls_option(p) -> None:
     p.add_argument("--controls", metavar="FILE.yaml", default=None,
-                   help="the knob bindings file (default: $LIVEPIANO_CONTROLS, else "
-                        "controls.yaml in the user's config folder)")
+                   help="read the knob bindings from this file and save learned ones there "
+                        "(default: $LIVEPIANO_CONTROLS, else the settings file: "
+                        "livepiano.yaml in the user's config folder)")
 
 
 def _add_knob_options(p) -> None:
+    from livepiano.config import TAKEOVERS
+
     _add_controls_option(p)
     p.add_argument("--control-in", metavar="PORT", default=None,
                    help="a second input port for knobs and pads (the piano's CCs work too)")
-    p.add_argument("--takeover", choices=("jump", "pickup", "scale"), default=None,
+    p.add_argument("--takeover", choices=TAKEOVERS, default=None,
                    help="what a knob does when it disagrees with the value (default: the "
-                        "controls file's, else jump)")
+                        "file's, else jump)")
 
 
 def _add_controls(sub) -> None:
-    p = sub.add_parser("controls", help="list the knob bindings (made by `livepiano learn`)")
+    p = sub.add_parser("controls", help="list the knob bindings (made by `livepiano learn`) "
+                                        "and the file they are in")
     _add_controls_option(p)
     p.set_defaults(run=_cmd_controls)
 
@@ -244,12 +247,12 @@ def _add_controls(sub) -> None:
 def _cmd_controls(args) -> int:
     from pathlib import Path
 
-    from livepiano import controls
+    from livepiano import config, controls
 
-    path = Path(args.controls).expanduser() if args.controls else controls.default_path()
-    found = controls.read(path)
-    ctl = found.controls()
-    print(f"controls file  {path}" + ("" if found.exists else " (not there yet)"))
+    settings = config.for_play(None, {"controls": args.controls})  # what `play` would use
+    path = Path(settings["controls"])
+    ctl = controls.Controls(settings["bindings"], takeover=settings["takeover"])
+    print(f"file           {path}" + ("" if path.exists() else " (not there yet)"))
     print(f"takeover       {ctl.takeover}")
     lines = ctl.describe()
     if not lines:
@@ -277,11 +280,10 @@ def _add_learn(sub) -> None:
 
 def _cmd_learn(args) -> int:
     import time
-    from pathlib import Path
 
-    from livepiano import controls, ports
+    from livepiano import config, controls, ports
 
-    path = Path(args.controls).expanduser() if args.controls else controls.default_path()
+    path = config.bindings_path(args.controls)
     ctl = controls.load(path)  # a bad file fails before the port opens
     start = ctl.start_learn(args.param)  # so does an unknown parameter
     api = ports.resolve_api(args.api)
@@ -298,7 +300,7 @@ def _cmd_learn(args) -> int:
                 continue
             for change in ctl.handle(item[0]):
                 if change.param == "bound":
-                    saved = ctl.save(path)
+                    saved = controls.save(path, ctl.bindings.values())
                     print(f"{change.text}; saved to {saved}")
                     return 0
         print(f"livepiano: no control moved in {args.timeout:g} s; nothing bound.",

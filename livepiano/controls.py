@@ -1,4 +1,4 @@
-"""Knobs, faders, pedals and pads: MIDI-learn bindings, takeover and the controls file.
+"""Knobs, faders, pedals and pads: MIDI-learn bindings, takeover, and the bindings in a file.
 
     CC / note ──▶ Controls.handle ──▶ [Change(param, value, text), ...] ──▶ engine, duet, status
 
@@ -42,21 +42,18 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from livepiano import LivepianoError
+from livepiano import LivepianoError, config
+from livepiano.config import MODES as MODE_CHOICES
+from livepiano.config import TAKEOVERS, Invalid
 
 KNOB, TOGGLE, MOMENTARY = "knob", "toggle", "momentary"
-TAKEOVERS = ("jump", "pickup", "scale")
 CENTRE = 64  # the CC value of a knob's centre
 TOP = 127
-MODE_CHOICES = ("continuous", "duet")
-PATH_ENV = "LIVEPIANO_CONTROLS"
-FILE_NAME = "controls.yaml"
 
 
 # --- curves ---------------------------------------------------------------------------------
@@ -586,64 +583,20 @@ def _reaches(p: Param, here: float, current, prev: int | None, value: int) -> bo
     return min(prev, value) <= here <= max(prev, value)
 
 
-# --- the controls file ----------------------------------------------------------------------
-
-def config_dir(env: dict | None = None, platform: str | None = None,
-               home: Path | None = None) -> Path:
-    """The user's config folder for livepiano."""
-    env = os.environ if env is None else env
-    platform = sys.platform if platform is None else platform
-    home = Path.home() if home is None else Path(home)
-    if platform.startswith("win"):
-        base = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
-    elif platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    return base / "livepiano"
-
+# --- the bindings in a file ---------------------------------------------------------------
+# The file is config's: one schema for settings and bindings (config.SCHEMA's ``takeover``
+# and ``bindings``), one reader, one writer. Here: what a binding entry allows, and how the
+# bindings are written back.
 
 def default_path(env: dict | None = None, platform: str | None = None,
                  home: Path | None = None) -> Path:
-    """$LIVEPIANO_CONTROLS, else controls.yaml in the user's config folder."""
+    """$LIVEPIANO_CONTROLS, else the default settings file (livepiano.yaml in the user's
+    config folder, or $LIVEPIANO_CONFIG): where the bindings are without a settings file
+    that sends them elsewhere (``config.bindings_path`` reads that)."""
     env = os.environ if env is None else env
-    if env.get(PATH_ENV):
-        return Path(env[PATH_ENV])
-    return config_dir(env, platform, home) / FILE_NAME
-
-
-HEADER = """\
-# livepiano controls: which knob, fader, pedal or pad drives what.
-# Written by `livepiano learn`; `livepiano controls` lists it. Edit freely:
-#   takeover: jump | pickup | scale   (what a knob does when it disagrees with the value)
-#   bindings: one line each: {param: NAME, cc: 0-119 | note: 0-127, channel: 1-16[, takeover: ...]}
-#   parameters: PARAMS
-"""
-
-
-def save(path: str | os.PathLike, bindings: Iterable[Binding], takeover: str = "jump") -> Path:
-    """Write the bindings (atomically: a crash never leaves half a file)."""
-    path = Path(path)
-    order = {n: i for i, n in enumerate(PARAMS)}
-    rows = sorted(bindings, key=lambda b: (order[b.param], b.control))
-    lines = [HEADER.replace("PARAMS", ", ".join(PARAMS)), f"takeover: {takeover}\n"]
-    if not rows:
-        lines.append("bindings: []\n")
-    else:
-        lines.append("bindings:\n")
-        for b in rows:
-            extra = f", takeover: {b.takeover}" if b.takeover else ""
-            lines.append(f"  - {{param: {b.param}, {b.control.kind}: {b.control.number}, "
-                         f"channel: {b.control.channel}{extra}}}\n")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".controls-", suffix=".yaml", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise LivepianoError(f"{path}: cannot save the controls ({e.strerror}).") from None
-    return path
+    if env.get(config.CONTROLS_ENV):
+        return Path(env[config.CONTROLS_ENV]).expanduser()
+    return config.default_path(env, platform, home)
 
 
 def _whole(lo: int, hi: int) -> Callable[[Any], int]:
@@ -676,13 +629,56 @@ BINDING_KEYS: dict[str, Callable[[Any], Any]] = {
     "channel": _whole(1, 16),
     "takeover": _one_of(TAKEOVERS),
 }
-FILE_KEYS: dict[str, Callable[[Any], Any]] = {"takeover": _one_of(TAKEOVERS), "bindings": list}
+EXAMPLE_ENTRY = "{param: temperature, cc: 21, channel: 1}"
+
+
+def check_bindings(entries) -> tuple[Binding, ...]:
+    """The check of config.SCHEMA's ``bindings``: a list of entries -> ``Binding`` objects in
+    the same order. A wrong entry is a ``config.Invalid`` pointing at it (or its key), so a
+    file's error names that line."""
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise ValueError(f"a list of '- {EXAMPLE_ENTRY}' entries")
+    seen: dict[Control, int] = {}
+    out = []
+    for i, item in enumerate(entries):
+        if not isinstance(item, dict):
+            raise Invalid(f"a binding is {item!r} but must be a mapping like {EXAMPLE_ENTRY}",
+                          at=(i,))
+        checked = {}
+        for key, value in item.items():
+            check = BINDING_KEYS.get(key)
+            if check is None:
+                raise Invalid(f"unknown key '{key}' in a binding; known keys are "
+                              f"{', '.join(BINDING_KEYS)}", at=(i,))
+            try:
+                checked[key] = check(value)
+            except ValueError as e:
+                raise Invalid(f"'{key}' is {value!r} but must be {e}", at=(i, key)) from None
+        if "param" not in checked:
+            raise Invalid(f"a binding needs 'param' (one of {', '.join(PARAMS)})", at=(i,))
+        if ("cc" in checked) == ("note" in checked):
+            raise Invalid("a binding has exactly one of 'cc' (a knob, fader, pedal or "
+                          "button) and 'note' (a pad)", at=(i,))
+        kind = "cc" if "cc" in checked else "note"
+        control = Control(kind, checked.get("channel", 1), checked[kind])
+        if kind == "note" and PARAMS[checked["param"]].kind == KNOB:
+            raise Invalid(f"'note' binds a pad, which drives only buttons "
+                          f"({', '.join(BUTTONS)}), not the knob '{checked['param']}'; use "
+                          f"'cc'", at=(i, "note"))
+        if control in seen:
+            raise Invalid(f"{control} is bound twice (here and on {{also}}); a control "
+                          f"drives one parameter", at=(i,), also=(seen[control],))
+        seen[control] = i
+        out.append(Binding(control, checked["param"], checked.get("takeover")))
+    return tuple(out)
 
 
 @dataclass
 class ControlsFile:
     path: Path
-    takeover: str = "jump"
+    takeover: str = config.SCHEMA["takeover"].default
     bindings: list[Binding] = field(default_factory=list)
     exists: bool = True
 
@@ -692,103 +688,104 @@ class ControlsFile:
 
 
 def read(path: str | os.PathLike, *, missing_ok: bool = True) -> ControlsFile:
-    """The bindings in a controls file. A file that is not there is empty (when
-    ``missing_ok``: it is made by the first ``learn``); anything wrong in it is a
+    """The takeover and bindings in a file of the settings schema (a controls file holds only
+    these; a settings file may hold them too). A file that is not there is empty (when
+    ``missing_ok``: the first ``learn`` makes it); anything wrong in it is a
     ``LivepianoError`` naming the line, the key and what is allowed."""
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if missing_ok:
-            return ControlsFile(path, exists=False)
-        raise LivepianoError(f"{path}: no such controls file; make one with "
-                             f"`livepiano learn PARAM`.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        why = getattr(e, "strerror", None) or "not UTF-8 text"
-        raise LivepianoError(f"{path}: cannot read the controls file ({why}).") from None
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        what = getattr(e, "problem", None) or "bad syntax"
-        start = getattr(e, "context_mark", None)
-        if start is not None and mark is not None and start.line != mark.line:
-            what += f", in what starts on line {start.line + 1}"
-        raise LivepianoError(f"{path}{line}: not valid YAML ({what}); fix the syntax "
-                             f"there.") from None
-
-    def fail(at, message: str):
-        line = f" line {at.start_mark.line + 1}" if at is not None else ""
-        raise LivepianoError(f"{path}{line}: {message}.")
-
-    if data is None:
-        return ControlsFile(path)
-    if not isinstance(data, dict):
-        fail(node, "a controls file is a mapping with 'takeover:' and 'bindings:'")
-    keys = {k.value: (k, v) for k, v in node.value}
-    for key, value in data.items():
-        if key not in FILE_KEYS:
-            fail(keys.get(key, (node,))[0], f"unknown key '{key}'; known keys are "
-                                             f"{', '.join(FILE_KEYS)}")
-    takeover = "jump"
-    if "takeover" in data:
-        try:
-            takeover = FILE_KEYS["takeover"](data["takeover"])
-        except ValueError as e:
-            fail(keys["takeover"][1], f"'takeover' is {data['takeover']!r} but must be {e}")
-    out = ControlsFile(path, takeover)
-    entries = data.get("bindings")
-    if entries is None:
-        return out
-    if not isinstance(entries, list):
-        fail(keys["bindings"][1], "'bindings' must be a list of "
-                                  "'- {param: NAME, cc: NUMBER, channel: N}' entries")
-    seen: dict[Control, int] = {}
-    for item, item_node in zip(entries, keys["bindings"][1].value):
-        line = item_node.start_mark.line + 1
-        if not isinstance(item, dict):
-            fail(item_node, f"a binding is {item!r} but must be a mapping like "
-                            f"{{param: temperature, cc: 21, channel: 1}}")
-        where = {k.value: v for k, v in item_node.value}
-        checked = {}
-        for key, value in item.items():
-            check = BINDING_KEYS.get(key)
-            if check is None:
-                fail(item_node, f"unknown key '{key}' in a binding; known keys are "
-                                f"{', '.join(BINDING_KEYS)}")
-            try:
-                checked[key] = check(value)
-            except ValueError as e:
-                fail(where.get(key, item_node), f"'{key}' is {value!r} but must be {e}")
-        if "param" not in checked:
-            fail(item_node, f"a binding needs 'param' (one of {', '.join(PARAMS)})")
-        if ("cc" in checked) == ("note" in checked):
-            fail(item_node, "a binding has exactly one of 'cc' (a knob, fader, pedal or "
-                            "button) and 'note' (a pad)")
-        kind = "cc" if "cc" in checked else "note"
-        control = Control(kind, checked.get("channel", 1), checked[kind])
-        if kind == "note" and PARAMS[checked["param"]].kind == KNOB:
-            fail(where.get("note", item_node),
-                 f"'note' binds a pad, which drives only buttons ({', '.join(BUTTONS)}), not "
-                 f"the knob '{checked['param']}'; use 'cc'")
-        if control in seen:
-            fail(item_node, f"{control} is bound twice (lines {seen[control]} and {line}); "
-                            f"a control drives one parameter")
-        seen[control] = line
-        out.bindings.append(Binding(control, checked["param"], checked.get("takeover")))
-    return out
+    found = config.read(path, missing_ok=True, what="controls file")
+    if not found.exists and not missing_ok:
+        raise LivepianoError(f"{found.path}: no such controls file; make one with "
+                             f"`livepiano learn PARAM`.")
+    values = found.values
+    return ControlsFile(found.path, values.get("takeover", ControlsFile.takeover),
+                        list(values.get("bindings", ())), found.exists)
 
 
 def load(path: str | os.PathLike | None = None, *, values: dict[str, Any] | None = None,
          takeover: str | None = None, missing_ok: bool = True) -> Controls:
-    """``Controls`` from a controls file (default: ``default_path()``)."""
-    return read(path if path is not None else default_path(),
+    """``Controls`` from a file (default: ``config.bindings_path()``)."""
+    return read(path if path is not None else config.bindings_path(),
                 missing_ok=missing_ok).controls(values, takeover)
+
+
+HEADER = """\
+# livepiano: settings and knob bindings (every key is optional; see examples/settings.yaml).
+# `livepiano learn` (and learning during play) rewrites only 'bindings' here and keeps
+# everything else; `livepiano controls` lists them. Edit freely:
+#   takeover: jump | pickup | scale   (what a knob does when it disagrees with the value)
+#   bindings: one line each: {param: NAME, cc: 0-119 | note: 0-127, channel: 1-16[, takeover: ...]}
+#   parameters: PARAMS
+""".replace("PARAMS", ", ".join(PARAMS))
+
+
+def entry(b: Binding) -> str:
+    extra = f", takeover: {b.takeover}" if b.takeover else ""
+    return (f"- {{param: {b.param}, {b.control.kind}: {b.control.number}, "
+            f"channel: {b.control.channel}{extra}}}")
+
+
+def _ordered(bindings: Iterable[Binding]) -> list[Binding]:
+    order = {n: i for i, n in enumerate(PARAMS)}
+    return sorted(bindings, key=lambda b: (order[b.param], b.control))
+
+
+_BLANK_OR_COMMENT = re.compile(r"\s*(#.*)?$")
+
+
+def _bindings_edit(bindings: Iterable[Binding]) -> config.Edit:
+    """The edit that writes ``bindings`` over the file's: an entry the file already has, as it
+    is, keeps its line and comment; a control now bound to something else gets a new line in
+    its place; new ones follow the last; comments between entries stay."""
+    wanted = {b.control: b for b in bindings}
+
+    def edit(lines: list, old: config.Entry | None) -> list:
+        import yaml
+
+        v = old.value_node if old is not None else None
+        items = v.value if isinstance(v, yaml.SequenceNode) and not v.flow_style else []
+        if items and items[0].start_mark.line <= old.first:  # an alias: the list is elsewhere
+            items = []
+        if not items or not wanted:
+            # nothing line by line to keep (no entry yet, a [...] list, no bindings left):
+            # the whole entry anew
+            rows = _ordered(wanted.values())
+            if not rows:
+                return ["bindings: []\n"]
+            return ["bindings:\n"] + [f"  {entry(b)}\n" for b in rows]
+        out = [lines[old.first]]
+        indent = "  "
+        done: set[Control] = set()
+        end = old.first
+        for n, (item, b) in enumerate(zip(items, old.value)):
+            start = end + 1
+            end = config.last_line(item)
+            own = start
+            while own <= end and _BLANK_OR_COMMENT.match(lines[own]):
+                own += 1
+            out += lines[start:own]  # the comments above an entry stay, whatever happens to it
+            if n == 0:
+                indent = re.match(r"\s*", lines[own]).group(0)
+            now = wanted.get(b.control)
+            if now == b:
+                out += lines[own:end + 1]
+            elif now is not None:
+                out.append(f"{indent}{entry(now)}\n")
+            done.add(b.control)
+        out += [f"{indent}{entry(b)}\n" for b in _ordered(wanted.values())
+                if b.control not in done]
+        return out
+    return edit
+
+
+def save(path: str | os.PathLike, bindings: Iterable[Binding],
+         takeover: str | None = None) -> Path:
+    """Write the bindings (and, when given, the takeover) into the file, keeping its other
+    keys and its comments; a missing file is made."""
+    edits = {}
+    if takeover is not None:
+        if takeover not in TAKEOVERS:
+            raise LivepianoError(f"takeover is '{takeover}' but must be one of "
+                                 f"{', '.join(TAKEOVERS)}.")
+        edits["takeover"] = config.scalar_edit("takeover", takeover)
+    edits["bindings"] = _bindings_edit(list(bindings))
+    return config.rewrite(path, edits, header=HEADER, what="knob bindings")

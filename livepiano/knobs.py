@@ -8,8 +8,8 @@ to the engine, the engine loop, the scheduler and the duet.
 
 The engine thread owns the ``Controls`` object (its bindings, values and takeover state) as it
 owns the engine, so a knob never races a sample. What the main thread needs -- texts to show,
-bindings to save -- comes back through a queue: the controls file is written from the main
-thread, never from the engine thread.
+bindings to save -- comes back through a queue: the bindings file is written from the main
+thread, never from the engine thread, and only its ``bindings`` entry is rewritten.
 
 Applying a change never resets the model's state. Temperature, density and key *rewind* the
 unheard look-ahead instead: the events sampled for after ``now + lookahead`` are taken back
@@ -34,6 +34,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from livepiano import config
 from livepiano import controls as ctl
 
 FOLLOW_S = 10.0  # key "follow": the player's note-ons of the last this many seconds
@@ -56,21 +57,28 @@ def build_mode(settings: dict, name: str, say: Callable[[str], None]):
 
 
 def controls_path(settings: dict) -> Path:
-    return Path(settings["controls"]).expanduser() if settings.get("controls") \
-        else ctl.default_path()
+    """The session's bindings file: ``controls`` as ``config.for_play`` resolved it, else
+    (settings made in code) where `livepiano play` would look."""
+    if settings.get("controls"):
+        return Path(settings["controls"]).expanduser()
+    return config.bindings_path()
 
 
 def load(settings: dict) -> tuple[ctl.Controls, Path]:
-    """The session's ``Controls`` from its controls file (a bad file fails here, before any
-    port opens) and the file's path, for saving what is learned during play."""
+    """The session's ``Controls`` and the file its bindings are saved into (a bad file fails
+    here, before any port opens). The bindings are read from that file, not taken from
+    ``settings``: a save rewrites the file's bindings with the session's, so the session
+    must start from exactly what the file holds. The takeover is the settings' (already
+    layered: settings file, bindings file, --takeover)."""
     path = controls_path(settings)
+    found = ctl.read(path)
     values = {}
     if "temperature" in settings:
         t = ctl.PARAMS["temperature"].curve
         values["temperature"] = min(max(float(settings["temperature"]), t.lo), t.hi)
     if settings.get("mode") in ctl.MODE_CHOICES:
         values["mode"] = settings["mode"]
-    return ctl.load(path, values=values, takeover=settings.get("takeover")), path
+    return found.controls(values, settings.get("takeover")), path
 
 
 class Knobs:
@@ -146,8 +154,8 @@ class Knobs:
         text = change.text
         said = name in ("learn", "bound")  # said as a line even beside a status line
         if name == "bound":
-            self.outbox.put(("save", list(self.controls.bindings.values()),
-                             self.controls.takeover, text))
+            # only the bindings: the session's takeover may be a --takeover for tonight
+            self.outbox.put(("save", list(self.controls.bindings.values()), text))
             self.text, text = text, None  # said by tick() once saved
         elif name == "temperature":
             engine.temperature = value
@@ -259,12 +267,12 @@ class Knobs:
             except queue.Empty:
                 return lines
             if item[0] == "save":
-                _, bindings, takeover, text = item
+                _, bindings, text = item
                 if self.path is None:
                     lines.append((text, True))
                     continue
                 try:
-                    ctl.save(self.path, bindings, takeover)
+                    ctl.save(self.path, bindings)
                     lines.append((f"{text}; saved to {self.path}", True))
                 except Exception as e:  # noqa: BLE001 - a full disk must not end the session
                     lines.append((f"{text}; NOT saved ({e})", True))

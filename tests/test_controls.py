@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livepiano import LivepianoError, codec
+from livepiano import LivepianoError, codec, config
 from livepiano import controls as C
 from livepiano.controls import Binding, Control, Controls
 
@@ -407,7 +407,7 @@ def test_set_checks_the_value_and_names_the_parameter():
     assert Controls(values={"mode": "duet"}).values["mode"] == "duet"
 
 
-# --- the controls file ----------------------------------------------------------------------
+# --- the bindings in a file ----------------------------------------------------------------
 
 def test_yaml_round_trip_through_a_real_file(tmp_path):
     c = Controls([Binding(knob(21), "temperature"), Binding(knob(7, channel=16), "dynamics",
@@ -416,7 +416,7 @@ def test_yaml_round_trip_through_a_real_file(tmp_path):
                  takeover="pickup")
     path = c.save(tmp_path / "deep" / "controls.yaml")  # the folder is made
     text = path.read_text()
-    assert text.startswith("# livepiano controls")
+    assert text.startswith("# livepiano: settings and knob bindings")
     assert yaml.safe_load(text)["takeover"] == "pickup"
     again = C.load(path)
     assert again.bindings == c.bindings and again.takeover == "pickup"
@@ -426,8 +426,9 @@ def test_yaml_round_trip_through_a_real_file(tmp_path):
     # learn, save, load: the binding persists (what `livepiano learn` does)
     again.start_learn("key")
     turn(again, 22, [1, 2])
-    again.save(path)
+    C.save(path, again.bindings.values())
     assert C.load(path).bindings[knob(22)].param == "key"
+    assert C.load(path).takeover == "pickup"  # saving the bindings alone keeps the takeover
     assert list(tmp_path.joinpath("deep").iterdir()) == [path]  # no temporary left behind
 
 
@@ -441,6 +442,16 @@ def test_an_empty_or_missing_file_has_no_bindings(tmp_path):
     assert C.load(empty).bindings == {} and C.load(empty).takeover == "jump"
     path = Controls().save(tmp_path / "none.yaml")
     assert C.load(path).bindings == {}
+    assert "bindings: []" in path.read_text()
+
+
+def test_a_file_with_settings_and_bindings_gives_the_bindings(tmp_path):
+    path = tmp_path / "livepiano.yaml"
+    path.write_text("temperature: 0.8\nmode: duet\ntakeover: scale\n"
+                    "bindings:\n  - {param: panic, note: 43, channel: 10}\n")
+    found = C.read(path)
+    assert found.takeover == "scale"
+    assert found.bindings == [Binding(Control("note", 10, 43), "panic")]
 
 
 @pytest.mark.parametrize("body, pattern", [
@@ -461,19 +472,24 @@ def test_an_empty_or_missing_file_has_no_bindings(tmp_path):
      r"line 2: 'note' binds a pad, which drives only buttons \(mode, end_of_call, panic, "
      r"learn\), not the knob 'temperature'"),
     ("bindings:\n  - {param: temperature, cc: 21}\n  - {param: dynamics, cc: 21, channel: 1}\n",
-     r"line 3: CC 21 on channel 1 is bound twice \(lines 2 and 3\)"),
-    ("takeover: smooth\n", r"line 1: 'takeover' is 'smooth' but must be one of jump, "
+     r"line 3: CC 21 on channel 1 is bound twice \(here and on line 2\)"),
+    ("takeover: smooth\n", r"line 1: setting 'takeover' is 'smooth' but must be one of jump, "
                            r"pickup, scale"),
     ("bindings:\n  - {param: panic, cc: 3, speed: 2}\n",
      r"line 2: unknown key 'speed' in a binding; known keys are param, cc, note, channel"),
     ("takeover: jump\nbinding:\n  - {param: panic, cc: 3}\n",
-     r"line 2: unknown key 'binding'; known keys are takeover, bindings"),
-    ("bindings: {param: panic}\n", r"line 1: 'bindings' must be a list"),
+     r"line 2: unknown setting 'binding' \(did you mean 'bindings'\?\); known settings are "),
+    ("bindings: {param: panic}\n",
+     r"line 1: setting 'bindings' is \{'param': 'panic'\} but must be a list of"),
     ("bindings:\n  - temperature\n", r"line 2: a binding is 'temperature' but must be a mapping"),
     ("- 1\n- 2\n", r"line 1: a controls file is a mapping"),
     ("takeover: jump\nbindings:\n  - {param: panic, cc: 3\n",
      r"line 4: not valid YAML"),
     ("bindings:\n  - {param: panic, cc: 3, takeover: [1}\n", r"line 2: not valid YAML"),
+    ("bindings: []\ntemperature: 0.5\nbindings:\n  - {param: panic, cc: 3}\n",
+     r"line 3: 'bindings' is given twice \(also on line 1\); keep one"),
+    # a controls file is a file of the one schema: its settings are checked too
+    ("temperature: hot\nbindings: []\n", r"line 1: setting 'temperature' is 'hot'"),
 ])
 def test_a_bad_file_names_the_line_the_key_and_what_is_allowed(tmp_path, body, pattern):
     path = tmp_path / "controls.yaml"
@@ -489,29 +505,37 @@ def test_an_unreadable_file_is_one_clear_line(tmp_path):
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(LivepianoError, match="cannot read the controls file"):
         C.load(path)
-    with pytest.raises(LivepianoError, match="cannot save the controls"):
+    with pytest.raises(LivepianoError, match="cannot save the knob bindings"):
+        C.save(path, [])  # not UTF-8: left alone, not overwritten
+    assert path.read_bytes() == b"\xff\xfe\x00bad"
+    with pytest.raises(LivepianoError, match="cannot save the knob bindings"):
         C.save(path / "below-a-file.yaml", [])
 
 
-def test_the_default_file_is_in_the_users_config_folder(tmp_path):
+def test_the_default_file_is_the_settings_file_in_the_users_config_folder(tmp_path):
     home = Path("/home/ann")
-    assert C.default_path({}, "linux", home) == home / ".config/livepiano/controls.yaml"
+    assert C.default_path({}, "linux", home) == home / ".config/livepiano/livepiano.yaml"
     assert C.default_path({"XDG_CONFIG_HOME": "/x"}, "linux", home) == \
-        Path("/x/livepiano/controls.yaml")
+        Path("/x/livepiano/livepiano.yaml")
     assert C.default_path({}, "darwin", home) == \
-        home / "Library/Application Support/livepiano/controls.yaml"
+        home / "Library/Application Support/livepiano/livepiano.yaml"
     assert C.default_path({"APPDATA": "C:/Users/ann/AppData/Roaming"}, "win32", home) == \
-        Path("C:/Users/ann/AppData/Roaming/livepiano/controls.yaml")
-    assert C.default_path({C.PATH_ENV: str(tmp_path / "c.yaml")}, "linux", home) == \
+        Path("C:/Users/ann/AppData/Roaming/livepiano/livepiano.yaml")
+    assert C.default_path({"LIVEPIANO_CONFIG": str(tmp_path / "s.yaml")}, "linux", home) == \
+        tmp_path / "s.yaml"
+    # the bindings elsewhere: $LIVEPIANO_CONTROLS wins over $LIVEPIANO_CONFIG
+    assert C.default_path({"LIVEPIANO_CONFIG": str(tmp_path / "s.yaml"),
+                           "LIVEPIANO_CONTROLS": str(tmp_path / "c.yaml")}, "linux", home) == \
         tmp_path / "c.yaml"
 
 
 def test_load_uses_the_default_path(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv(C.PATH_ENV, raising=False)
-    monkeypatch.setattr(C.sys, "platform", "linux")
+    monkeypatch.delenv("LIVEPIANO_CONTROLS", raising=False)
+    monkeypatch.delenv("LIVEPIANO_CONFIG", raising=False)
+    monkeypatch.setattr(config.sys, "platform", "linux")
     Controls([Binding(knob(21), "temperature")]).save(C.default_path())
-    assert (tmp_path / "livepiano" / "controls.yaml").is_file()
+    assert (tmp_path / "livepiano" / "livepiano.yaml").is_file()
     assert C.load().bindings[knob(21)].param == "temperature"
 
 

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -39,6 +40,9 @@ def _env(jack) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("LIVEPIANO_MIDI_API", None)
     env.pop("LIVEPIANO_CONTROLS", None)
+    # the developer's own livepiano.yaml (settings, bindings) stays out of these sessions
+    env["LIVEPIANO_CONFIG"] = os.path.join(tempfile.gettempdir(), "livepiano-test-none",
+                                           "livepiano.yaml")
     return env
 
 
@@ -119,7 +123,9 @@ def _learn(jack, pianist, param, path, moves, timeout=20) -> subprocess.Complete
 
 
 def test_learn_a_cc_and_it_is_there_after_a_restart(jack, tmp_path):
-    path = tmp_path / "controls.yaml"
+    path = tmp_path / "livepiano.yaml"
+    # learning saves into a settings file: its settings and comments stay
+    path.write_text("# mine\ntemperature: 0.9   # warm\nmode: duet\n")
     pianist = Pianist("knobs-learn", "cc")
     try:
         # A controller's snapshot (one value of each of several CCs) binds nothing; the knob
@@ -147,6 +153,7 @@ def test_learn_a_cc_and_it_is_there_after_a_restart(jack, tmp_path):
     assert "temperature    CC 22 on channel 1 (jump)" in listed.stdout
     assert "dynamics       CC 21 on channel 1 (jump)" in listed.stdout
     assert "CC 30" not in listed.stdout and "CC 31" not in listed.stdout
+    assert path.read_text().startswith("# mine\ntemperature: 0.9   # warm\nmode: duet\n")
 
 
 def _bits(counts: Counter) -> float:

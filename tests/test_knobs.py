@@ -203,13 +203,14 @@ def test_terminal_keys_l_then_a_number_learn_that_parameter(tiny_model):
 
 
 def test_the_settings_schema_has_the_knob_keys(tmp_path):
-    s = config.validate({"controls": "~/c.yaml", "control_in": "MPK", "takeover": "pickup"})
+    s = config.validate({"controls": "~/c.yaml", "control_in": "MPK", "takeover": "pickup",
+                         "bindings": [{"param": "panic", "note": 43, "channel": 10}]})
     assert (s["controls"], s["control_in"], s["takeover"]) == ("~/c.yaml", "MPK", "pickup")
-    assert config.defaults()["takeover"] is None
+    assert s["bindings"] == (C.Binding(C.Control("note", 10, 43), "panic"),)
     bad = tmp_path / "s.yaml"
     bad.write_text("temperature: 0.9\ntakeover: sideways\n")
     with pytest.raises(LivepianoError, match=r"s.yaml line 2: setting 'takeover' is 'sideways' "
-                                             r"but must be one of None, jump, pickup, scale"):
+                                             r"but must be one of jump, pickup, scale\.$"):
         config.load(bad)
     listed = tmp_path / "l.yaml"
     listed.write_text("- temperature\n")
@@ -217,27 +218,55 @@ def test_the_settings_schema_has_the_knob_keys(tmp_path):
         config.load(listed)
 
 
-def test_the_session_loads_the_controls_file_first(tmp_path):
+def test_the_session_loads_the_bindings_file_first(tmp_path):
     broken = tmp_path / "c.yaml"
     broken.write_text("takeover: jump\nbindings:\n  - {param: tempo, cc: 1}\n")
     settings = dict(config.defaults(), controls=str(broken))
     with pytest.raises(LivepianoError, match=r"c.yaml line 3: 'param' is 'tempo'"):
         knobs.SessionKnobs(settings)
     good = tmp_path / "g.yaml"
-    good.write_text("takeover: scale\nbindings: []\n")
-    sk = knobs.SessionKnobs(dict(config.defaults(), controls=str(good), temperature=3.0))
+    good.write_text("takeover: scale\nbindings:\n  - {param: key, cc: 3}\n")
+    sk = knobs.SessionKnobs(config.for_play(good, {"temperature": 3.0}, {}))
     assert sk.controls.takeover == "scale" and sk.controls.values["temperature"] == 2.0
-    sk = knobs.SessionKnobs(dict(config.defaults(), controls=str(good), takeover="pickup"))
+    assert sk.path == good and list(sk.controls.bindings) == [C.Control("cc", 1, 3)]
+    sk = knobs.SessionKnobs(config.for_play(good, {"takeover": "pickup"}, {}))
     assert sk.controls.takeover == "pickup"
+    # what a save merges into is what the session starts from: the file, not the dict
+    sk = knobs.SessionKnobs(dict(config.defaults(), controls=str(good)))
+    assert list(sk.controls.bindings) == [C.Control("cc", 1, 3)]
+
+
+def test_learning_during_play_saves_into_the_settings_file_and_keeps_it(tiny_model, tmp_path):
+    path = tmp_path / "livepiano.yaml"
+    body = ("# tonight\ntemperature: 0.8   # safe\nmode: duet\ntakeover: scale\n"
+            "bindings:\n  - {param: temperature, cc: 21, channel: 1}   # the big knob\n"
+            "out: fluid\n")
+    path.write_text(body)
+    settings = config.for_play(path, {"takeover": "pickup"}, {})  # --takeover: tonight only
+    sk = knobs.SessionKnobs(settings)
+    kn, loop, *_ = rig(tiny_model)
+    kn = knobs.Knobs(sk.controls, loop, path=sk.path, clock=kn.clock)
+    kn.learn("dynamics")
+    drain(loop)
+    kn.message([0xB0, 30, 10])
+    kn.message([0xB0, 30, 12])
+    drain(loop)
+    assert kn.tick()[-1] == (f"CC 30 on channel 1 now drives dynamics; saved to {path}", True)
+    text = path.read_text()
+    assert text == body.replace("\nout: fluid", "\n  - {param: dynamics, cc: 30, channel: 1}"
+                                               "\nout: fluid")
+    again = config.load(path)
+    assert again["takeover"] == "scale"  # the session's --takeover was not saved
+    assert (again["temperature"], again["mode"], again["out"]) == (0.8, "duet", "fluid")
 
 
 def test_controls_and_learn_commands(run_livepiano, tmp_path):
     r = run_livepiano("controls", "--controls", EXAMPLE)
     assert r.returncode == 0, r.stderr
-    assert str(EXAMPLE) in r.stdout and "takeover       jump" in r.stdout
+    assert f"file           {EXAMPLE}" in r.stdout and "takeover       jump" in r.stdout
     assert "temperature    CC 70 on channel 1 (jump)" in r.stdout
     r = run_livepiano("controls", "--controls", tmp_path / "none.yaml")
-    assert r.returncode == 0 and "no bindings yet" in r.stdout
+    assert r.returncode == 0 and "no bindings yet" in r.stdout and "(not there yet)" in r.stdout
     # learn fails fast, before any port opens, on a bad parameter or a bad file
     r = run_livepiano("learn", "tempo", "--controls", tmp_path / "none.yaml")
     assert r.returncode == 1 and "no parameter 'tempo'" in r.stderr
@@ -246,6 +275,44 @@ def test_controls_and_learn_commands(run_livepiano, tmp_path):
     bad.write_text("takeover: sideways\n")
     r = run_livepiano("learn", "temperature", "--controls", bad)
     assert r.returncode == 1 and "bad.yaml line 1" in r.stderr and "Traceback" not in r.stderr
+    # play: a bad binding in the settings file is one line naming it, before any port opens
+    bad.write_text("temperature: 0.9\nbindings:\n  - {param: temperature, cc: 21}\n"
+                   "  - {param: panic, cc: 21}\n")
+    r = run_livepiano("play", "--config", bad, "--api", "jack", "--in", "no-such-port")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"livepiano: {bad} line 4: CC 21 on channel 1 is bound twice "
+                                f"(here and on line 3); a control drives one parameter.")
+
+
+def test_the_commands_find_the_bindings_where_play_does(tmp_path, monkeypatch, capsys):
+    from livepiano import cli
+
+    settings = tmp_path / "mine.yaml"
+    settings.write_text("temperature: 0.9\ntakeover: pickup\n"
+                        "bindings:\n  - {param: dynamics, cc: 7, channel: 2}\n")
+    monkeypatch.setenv("LIVEPIANO_CONFIG", str(settings))
+    monkeypatch.delenv("LIVEPIANO_CONTROLS", raising=False)
+    assert cli.main(["controls"]) == 0
+    out = capsys.readouterr().out
+    assert f"file           {settings}\n" in out and "takeover       pickup" in out
+    assert "dynamics       CC 7 on channel 2 (pickup)" in out
+    # $LIVEPIANO_CONTROLS: the bindings from there instead
+    monkeypatch.setenv("LIVEPIANO_CONTROLS", str(EXAMPLE))
+    assert cli.main(["controls"]) == 0
+    out = capsys.readouterr().out
+    assert f"file           {EXAMPLE}" in out and "temperature    CC 70 on channel 1" in out
+    assert "takeover       jump" in out  # the example gives its own
+    assert "CC 7 on channel 2" not in out
+    # and --controls over both
+    assert cli.main(["controls", "--controls", str(tmp_path / "new.yaml")]) == 0
+    assert "no bindings yet" in capsys.readouterr().out
+    # a broken settings file is said in one line, for `controls` as for `play`
+    monkeypatch.delenv("LIVEPIANO_CONTROLS")
+    settings.write_text("temperature: 0.9\nmode: jazz\n")
+    assert cli.main(["controls"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"livepiano: {settings} line 2: setting 'mode' is 'jazz' but must be one of "
+                   f"continuous, duet.\n")
 
 
 @pytest.fixture(scope="module")
