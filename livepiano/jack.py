@@ -1,5 +1,5 @@
-"""A private JACK server: ``jackd -R -d dummy`` under a unique name, for ``livepiano demo`` on
-a system without an ALSA sequencer (a container, a headless box), and for the tests.
+"""A private JACK server: ``jackd -R -S -d dummy`` under a unique name, for ``livepiano demo``
+on a system without an ALSA sequencer (a container, a headless box), and for the tests.
 
     with JackServer() as jack:      # started; os.environ points this process's JACK clients at it
         ...                         # rtmidi.API_UNIX_JACK clients, or children run with jack.env
@@ -7,14 +7,20 @@ a system without an ALSA sequencer (a container, a headless box), and for the te
 
 The server runs real-time (``-R``: a ``--no-realtime`` server was seen to drop MIDI messages
 under CPU load; where real-time scheduling is not allowed jackd falls back to a normal thread)
-on the dummy driver (no sound card needed: nothing is audible, MIDI flows between clients).
-Every JACK client finds it through ``JACK_DEFAULT_SERVER``; ``JACK_NO_START_SERVER`` keeps
-libjack from starting a default server of its own when ours is not up yet.
+and synchronous (``-S``): in JACK2's default asynchronous mode a client that runs late (a
+busy or virtual machine) is still reading its input buffer when the sending client writes the
+next period into it. rtmidi's JACK input then reads torn events: garbled messages, and now and
+then a crash in its process callback (SIGSEGV in ``_rtmidi``, seen in CI). A probe here (a
+sender in another process, chords of 6 messages every 3 ms for 20 s, a SCHED_FIFO spinner
+beside it) read 172 and 1,557 bad messages of ~35,600 from an asynchronous server and none
+from a synchronous one. On the dummy driver (no sound card: nothing is audible, MIDI flows
+between clients) waiting for late clients costs nothing. Every JACK client finds the server
+through ``JACK_DEFAULT_SERVER``; ``JACK_NO_START_SERVER`` keeps libjack from starting a
+default server of its own when ours is not up yet.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import shutil
@@ -24,10 +30,11 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Callable
 
 from livepiano import LivepianoError
 
-JACKD_ARGS = ["-R", "-d", "dummy", "-r", "48000", "-p", "64"]
+JACKD_ARGS = ["-R", "-S", "-d", "dummy", "-r", "48000", "-p", "64"]
 PR_SET_PDEATHSIG = 1
 
 
@@ -35,9 +42,20 @@ def jackd_path() -> str | None:
     return shutil.which("jackd")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes a child end (SIGTERM) when this process does (Linux; None
+    elsewhere). prctl is looked up here, in the parent: between fork and exec the child of a
+    threaded process must not load anything (another thread may have held the loader's lock)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return set_death_signal
 
 
 class JackServer:
@@ -64,7 +82,7 @@ class JackServer:
         self.proc = subprocess.Popen(
             [exe, *JACKD_ARGS], env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C is ours to pass on
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            preexec_fn=die_with_parent())
         # JACK clients in this process (rtmidi's) find the server through the environment.
         for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
             self._saved[key] = os.environ.get(key)

@@ -157,7 +157,9 @@ class Listener:
     callback: with python-rtmidi 1.5.8 on JACK, the callback hands over corrupted copies when
     several messages arrive in one JACK period (a chord played by a script: 25 of 366 messages
     of a MAESTRO excerpt came out as copies of a neighbour), and the queue did so far less
-    often (once, in a burst of 128 messages in one period; never in chords). A message is
+    often (once, in a burst of 128 messages in one period; never in chords). Both were on an
+    asynchronous JACK server, whose late clients read torn input buffers (see livepiano.jack:
+    a synchronous one gave no wrong message through the queue in a probe). A message is
     stamped with the clock when it is taken from the queue, at most a millisecond after it
     arrived."""
 

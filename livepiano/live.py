@@ -431,6 +431,7 @@ class Session:
         old_handlers = {sig: signal.signal(sig, self._on_signal)
                         for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            _report_crashes()
             _quiet_gc()
             for t in threads:
                 t.start()
@@ -538,6 +539,15 @@ def _disarm_watchdog() -> None:
     import faulthandler
 
     faulthandler.cancel_dump_traceback_later()
+
+
+def _report_crashes() -> None:
+    """A crash in native code (the MIDI library, the model runtime) prints every thread's
+    Python stack to stderr: the play threads' stacks are the only clue where it happened."""
+    import faulthandler
+
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
 
 
 def _quiet_gc() -> None:

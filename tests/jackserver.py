@@ -15,16 +15,40 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from livepiano.jack import JackServer as _PackageJackServer
+from livepiano.jack import JackServer as _PackageJackServer, die_with_parent
 from livepiano.jack import jackd_path
 
 DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def livepiano_env(base: dict) -> dict:
+    """The environment of a ``livepiano`` child under test: this checkout's package, and none
+    of the developer's own MIDI system choice, settings or knob bindings."""
+    env = dict(base)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for key in ("LIVEPIANO_MIDI_API", "LIVEPIANO_CONTROLS"):
+        env.pop(key, None)
+    env["LIVEPIANO_CONFIG"] = os.path.join(tempfile.gettempdir(), "livepiano-test-none",
+                                           "livepiano.yaml")
+    return env
+
+
+def start_livepiano(env: dict, *args) -> subprocess.Popen:
+    """``livepiano ARGS`` of this checkout in a child (``livepiano_env(env)``; text pipes for
+    stdout and stderr) that ends with the test process: a killed test run leaves no session
+    playing."""
+    return subprocess.Popen([sys.executable, "-m", "livepiano.cli", *map(str, args)],
+                            env=livepiano_env(env), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent())
 
 
 def need(ok: bool, why: str) -> None:

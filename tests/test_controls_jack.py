@@ -8,12 +8,10 @@ Marked ``jack``: skipped where jackd is missing, but a failure when $CI is set."
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -21,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from jackserver import need, Capture, JackServer, Pianist, jackd_available, tiny_model  # noqa: F401
+from jackserver import (need, Capture, JackServer, Pianist, jackd_available, livepiano_env, start_livepiano,
+                        tiny_model)  # noqa: F401 (a fixture)
 from livepiano import controls as C
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,14 +35,7 @@ def jack():
 
 
 def _env(jack) -> dict:
-    env = dict(jack.env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.pop("LIVEPIANO_MIDI_API", None)
-    env.pop("LIVEPIANO_CONTROLS", None)
-    # the developer's own livepiano.yaml (settings, bindings) stays out of these sessions
-    env["LIVEPIANO_CONFIG"] = os.path.join(tempfile.gettempdir(), "livepiano-test-none",
-                                           "livepiano.yaml")
-    return env
+    return livepiano_env(jack.env)
 
 
 class Lines:
@@ -87,9 +79,7 @@ class Lines:
 
 
 def _livepiano(jack, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "livepiano.cli", *map(str, args)],
-                            env=_env(jack), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return start_livepiano(jack.env, *args)
 
 
 def _connected(jack, client_port: str, timeout: float = 30.0) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from jackserver import need
+from jackserver import livepiano_env, need
 
 from livepiano import demo
 from livepiano.render import wav_levels
@@ -36,10 +36,8 @@ def _need_ports() -> None:
 
 
 def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for key in ("LIVEPIANO_MIDI_API", "JACK_DEFAULT_SERVER"):
-        env.pop(key, None)
+    env = livepiano_env(os.environ)
+    env.pop("JACK_DEFAULT_SERVER", None)  # the demo starts its own
     return env
 
 

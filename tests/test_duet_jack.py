@@ -6,20 +6,18 @@ Marked ``jack``: skipped where jackd is missing, but a failure when $CI is set."
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from jackserver import (need, DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
+                        start_livepiano,
                         sounding_after, tiny_model)  # noqa: F401 (a fixture)
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.jack
 JACK_LOSS = 3  # messages a loaded, shared VM's JACK may drop between two clients in a test
 WAIT = 0.5
@@ -41,13 +39,7 @@ def jack():
 
 
 def _start(jack, *args) -> subprocess.Popen:
-    env = dict(jack.env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.pop("LIVEPIANO_MIDI_API", None)
-    env.pop("LIVEPIANO_CONTROLS", None)
-    return subprocess.Popen([sys.executable, "-m", "livepiano.cli", "play", "--api", "jack",
-                             *map(str, args)], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return start_livepiano(jack.env, "play", "--api", "jack", *args)
 
 
 def _launch(jack, src: str, dst: str, *args) -> subprocess.Popen:
@@ -195,11 +187,17 @@ def test_duet_answers_in_turn_stops_on_barge_in_and_releases_everything(jack, ti
         err = _stop(proc, signal.SIGINT)
     finally:
         pianist.close()
-        if proc is not None and proc.poll() is None:  # never leave livepiano running
-            proc.kill()
-            proc.communicate(timeout=20)
-    time.sleep(0.2)
-    cap.close()
+        if proc is not None and proc.returncode is None:
+            died = proc.poll()
+            if died is None:  # never leave livepiano running
+                proc.kill()
+            tail = proc.communicate(timeout=20)[1]
+            if died is not None or sys.exc_info()[0] is not None:  # or nobody can tell why
+                how = f"ended by itself with exit status {died}" if died is not None \
+                    else "was still running"
+                print(f"livepiano {how}; its stderr:\n{tail}")
+        time.sleep(0.2)
+        cap.close()
     assert proc.returncode == 0, err
     assert "every note released" in err and "Traceback" not in err
     messages = list(cap.messages)
@@ -208,7 +206,11 @@ def test_duet_answers_in_turn_stops_on_barge_in_and_releases_everything(jack, ti
     # Over JACK, as heard by the capture: no model note starts during a call; the answer's
     # first note comes after the phrase end, within the wait + JACK_SLACK.
     for i, (first, end) in enumerate(calls):
-        during = [round(t - first, 3) for t, m in messages if _is_on(m) and first <= t <= end]
+        # (call 2 barges in: a note the model sent as its first key went down is allowed, for
+        # a barge-in silences the model within SLACK, and JACK delivers a period later)
+        lead = SLACK + JACK_SLACK if i == 2 else 0.0
+        during = [round(t - first, 3) for t, m in messages
+                  if _is_on(m) and first + lead <= t <= end]
         assert not during, f"call {i}: the model played during the call at {during} s"
         answer = [t for t, m in messages if _is_on(m) and t > end]
         assert answer, f"call {i} got no answer"
@@ -249,7 +251,7 @@ def test_duet_answers_in_turn_stops_on_barge_in_and_releases_everything(jack, ti
         assert WAIT - step <= first - end <= WAIT + SLACK + step, \
             f"call {i}: answered {(first - end) * 1000:.0f} ms after its phrase end"
     assert any(s < groups[3][0] <= e + 1e-6 for s, e, _ in model), \
-        f"nothing sounded at the barge-in: " + str(
+        "nothing sounded at the barge-in: " + str(
             [(p, round(s - groups[3][0], 3), round(e - groups[3][0], 3)) for s, e, p in model
              if -1 < s - groups[3][0] < 0.2])
 
@@ -268,7 +270,7 @@ def _recorded(path) -> tuple[list, list]:
     mid = mido.MidiFile(str(path))
     tracks = {}
     for track in mid.tracks:
-        name, ticks, tempo, notes, open_ = None, 0, 500000, [], {}
+        name, tempo, notes, open_ = None, 500000, [], {}
         seconds = 0.0
         for msg in track:
             seconds += mido.tick2second(msg.time, mid.ticks_per_beat, tempo)

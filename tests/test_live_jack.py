@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import wave
 from collections import Counter
@@ -20,9 +19,9 @@ import numpy as np
 import pytest
 
 from jackserver import (need, DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
+                        start_livepiano,
                         sounding_after, tiny_model)  # noqa: F401 (a fixture)
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.jack
 EXCERPT = DATA / "chopin_op10_12.mid"
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -49,20 +48,11 @@ def jack():
             _STARTED.clear()
 
 
-def _env(jack) -> dict:
-    env = dict(jack.env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.pop("LIVEPIANO_MIDI_API", None)
-    return env
-
-
 _STARTED: list[subprocess.Popen] = []
 
 
 def _start(jack, *args) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "livepiano.cli", "play", "--api", "jack",
-                             *map(str, args)], env=_env(jack), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_livepiano(jack.env, "play", "--api", "jack", *args)
     _STARTED.append(proc)
     return proc
 
