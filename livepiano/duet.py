@@ -13,7 +13,8 @@ carry explicit times in seconds on the session's monotonic clock, and acts on wh
     duet.answer_done(t)                                                # the loop ends an answer
 
 Each returns a list of actions, usually empty: ``StartAnswer`` (the model may play from
-``at``; ``length_s`` and, for a conditioned model with ``follow``, a ``control`` vector),
+``at``; ``length_s``, with ``follow`` the call's pitch classes as a ``key`` and, for a
+conditioned model, a ``control`` vector),
 ``StopAnswer`` (the answer's stream ends at ``at``: nothing after it may sound, and the voices in
 ``release`` get their note-offs there), ``Listen`` (the answer is over, the turn is the
 player's) and ``IgnoreCall`` (a call too short to answer). ``deadline()`` says when ``tick``
@@ -66,9 +67,12 @@ With ``finish`` and ``overlap`` the player's notes during the answer start the n
 it is answered after the current answer is over (at ``max(phrase end + wait, answer end)``).
 In every mode the player's notes prime the model as usual (that is the engine loop's job).
 
-Follow. With ``follow`` and a conditioned model, ``StartAnswer.control`` is
+Follow. With ``follow``, ``StartAnswer.key`` holds the call's 12 pitch-class counts (its
+note-ons) for ``Engine.key_bias``, and for a conditioned model ``StartAnswer.control`` is
 ``codec.control_vector`` of the call's tokens: its notes (the pedal applied as the codec does)
-encoded from the call's first note-on, notes still down ending at the call's end.
+encoded from the call's first note-on, notes still down ending at the call's end. The control
+alone moved the answers' pitch classes little with the shipped model (see README, Duet); the
+key bias acts on what is sampled, so it steers any model.
 
 Times: ``t`` of the player's events and of ``tick`` is the session clock; ``t`` of
 ``on_model_event`` is the token's place in the model's stream on the same clock (the stream
@@ -97,6 +101,15 @@ STOP_REASONS = ("natural", "cap", "barge-in", "done")
 # --- settings --------------------------------------------------------------------------------
 # Each check returns the value (converted) or raises ValueError(what is allowed), the contract
 # of ``config.Setting.check``, so that config's schema can take them as they are.
+
+def pitch_classes(tokens) -> tuple[int, ...]:
+    """How many note-ons of each pitch class (C first) the tokens hold."""
+    counts = [0] * 12
+    for tok in tokens:
+        if tok < codec.NOTE_OFF:
+            counts[tok % 12] += 1
+    return tuple(counts)
+
 
 def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
     def check(v):
@@ -140,8 +153,8 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
                                    "for a pause before it is cut"),
     "barge_in": (_choice(*BARGE_IN), "when you play during an answer: stop it at once, let it "
                                      "finish its phrase, or let it overlap you"),
-    "follow": (_flag, "steer a conditioned model's answer by the call's pitch classes and "
-                      "density"),
+    "follow": (_flag, "steer the answer toward the call's pitch classes (and a conditioned "
+                      "model's toward its density)"),
 }
 
 
@@ -236,6 +249,7 @@ class StartAnswer:
     length_s: float
     control: np.ndarray | None = field(compare=False, repr=False)
     call: Call = field(compare=False, repr=False)
+    key: tuple | None = field(default=None, compare=False, repr=False)  # pitch-class counts
 
 
 @dataclass(frozen=True)
@@ -491,15 +505,18 @@ class Duet:
     def _start(self, at: float, call: Call) -> StartAnswer:
         s = self.settings
         length = s.answer_length(call.length)
-        control = None
-        if s.follow and self.conditioned:
-            control = codec.control_vector(call.tokens())
+        control = key = None
+        if s.follow:
+            tokens = call.tokens()
+            key = pitch_classes(tokens)
+            if self.conditioned:
+                control = codec.control_vector(tokens)
         turn = Turn(call.start, call.end, call.notes, at, length)
         self.turns.append(turn)
         self._answer = _Answer(at, at + length, at + length + s.grace, turn)
         self._call = None
         self.state = ANSWER
-        return StartAnswer(at, length, control, call)
+        return StartAnswer(at, length, control, call, key)
 
     # --- the model ------------------------------------------------------------------------
 
@@ -639,6 +656,8 @@ class DuetMode:
         self.loop = None
         self.log: list[tuple[float, object]] = []  # (clock time, action) of every action
         self._listen_control = None
+        # the key bias in force before an answer steered it, while one does: (bias,) or None
+        self._listen_key: tuple | None = None
         # the opening sampled ahead: (its start, engine snapshot from before the silence,
         # the control before it, [(token, stream time)], the loop's look-ahead), or None
         self._ahead: tuple | None = None
@@ -667,10 +686,11 @@ class DuetMode:
         loop.engine.shift_limit = None
         if any(who == "engine" for _p, _s, who in loop.engine.voices()):
             self._stop(StopAnswer("done", loop.clock()), loop.clock())
+        self._listen_key = None
         if self.follow_asked and not conditioned and self.say is not None:
             name = getattr(getattr(loop.engine, "model_path", None), "name", "the model")
-            self.say(f"--follow needs a conditioned model and {name} is not one; its answers "
-                     f"follow the call only through what it heard.")
+            self.say(f"{name} is not a conditioned model: --follow steers its answers by the "
+                     f"call's pitch classes only, not by its density.")
 
     def may_generate(self, now: float) -> bool:
         return self._ahead is not None or self.duet.may_generate(now)
@@ -745,8 +765,11 @@ class DuetMode:
         self._ahead = (start, engine.snapshot(), engine.control, [], loop.lookahead)
         loop.lookahead_before_opening = loop.lookahead  # for a mode attached meanwhile
         loop.lookahead = max(OPENING_LEAD_S, loop.lookahead)
-        if self.duet.settings.follow and self.duet.conditioned:
-            engine.control = codec.control_vector(self.duet.call.tokens())
+        if self.duet.settings.follow:
+            tokens = self.duet.call.tokens()
+            self._steer_key(pitch_classes(tokens))
+            if self.duet.conditioned:
+                engine.control = codec.control_vector(tokens)
         engine.shift_limit = 0
         behind = math.ceil((max(start, now) - loop.stream_time()) / _STEP_S - 1e-6)
         if behind > 0:
@@ -771,6 +794,7 @@ class DuetMode:
         loop._take_back(now)
         engine.restore(before)
         engine.control = control
+        self._unsteer_key()
         engine.shift_limit = None
 
     # --- carrying out the duet's actions ------------------------------------------------------
@@ -795,6 +819,8 @@ class DuetMode:
             self._listen_control = ahead[2]
             if a.control is not None:
                 engine.control = a.control
+            if a.key is not None:
+                self._steer_key(a.key)
             for token, t in ahead[3]:
                 actions = self.duet.on_model_event(token, t)
                 if actions:  # (an answer shorter than its opening)
@@ -809,6 +835,8 @@ class DuetMode:
         self._listen_control = engine.control
         if a.control is not None:
             engine.control = a.control
+        if a.key is not None:
+            self._steer_key(a.key)
         engine.shift_limit = 0
         # The model hears the silence after the call, up to the answer's first step (on the
         # 10 ms grid, not before now: the loop would count a stream behind the clock as a
@@ -838,3 +866,19 @@ class DuetMode:
         if engine.control is not None or self._listen_control is not None:
             engine.control = self._listen_control
         self._listen_control = None
+        self._unsteer_key()
+
+    def _steer_key(self, key) -> None:
+        """The answer's note-ons lean toward the call's pitch classes (``Engine.key_bias``);
+        what was there before comes back when the turn is the player's again."""
+        engine = self.loop.engine
+        if not hasattr(engine, "key_bias"):
+            return
+        if self._listen_key is None:
+            self._listen_key = (engine.key_bias,)
+        engine.key_bias = key
+
+    def _unsteer_key(self) -> None:
+        if self._listen_key is not None:
+            self.loop.engine.key_bias = self._listen_key[0]
+            self._listen_key = None

@@ -42,6 +42,11 @@ MODEL_ENV = "LIVEPIANO_MODEL"
 START_TOKEN = codec.velocity_event(16)
 PLAYER, ENGINE = "player", "engine"
 PRIME_PIECE = 8192  # tokens per call when priming a very long stream
+# ``Engine.key_bias``: how hard a key steers the note-ons (1 = a pitch class's share of the key
+# enters as a log-probability), and the share that an unused pitch class counts as (it
+# bounds how far one is pushed down). Chosen with the duet's answers: see README, Duet.
+KEY_BIAS_STRENGTH = 1.5
+KEY_BIAS_FLOOR = 0.02
 
 
 def default_model_path() -> Path:
@@ -178,6 +183,10 @@ class Engine:
         self._zero_control = np.zeros(self.control_dim, np.float32)
         # The control as one step's input [1, 1, C]; replaced (never written into) on change.
         self._control_step = np.zeros((1, 1, self.control_dim), np.float32)
+        # Added to the logits when sampling (note-ons by pitch class), None for none: see
+        # ``key_bias``.
+        self._bias: np.ndarray | None = None
+        self._key: np.ndarray | None = None
         self._outputs = ["logits", "h_out", "c_out"]
         self._tok1 = np.zeros((1, 1), np.int64)
         # Note-ons outside the pitch range and every note-off are off unless a voice allows them.
@@ -229,6 +238,34 @@ class Engine:
                                  f"({', '.join(self.control_layout or [])}), not {arr.size}.")
         self._control = arr.copy()
         self._control_step = arr.reshape(1, 1, -1).copy()
+
+    @property
+    def key_bias(self) -> np.ndarray | None:
+        """The 12 pitch-class weights that steer note-ons (a copy), None when off."""
+        return None if self._key is None else self._key.copy()
+
+    @key_bias.setter
+    def key_bias(self, weights) -> None:
+        """Steer the note-ons toward pitch classes, e.g. the histogram of the player's call:
+        each note-on's logit gets ``KEY_BIAS_STRENGTH * log((w + floor) / (max w + floor))``
+        for its pitch class's share ``w``, so the most used class is untouched and an unused
+        one is ``KEY_BIAS_FLOOR``-times-ish less likely. Timing, velocity and note-offs are the
+        model's own, and so is its state: the bias acts only on what is sampled. None (or
+        all-zero weights) turns it off."""
+        if weights is None:
+            self._key = self._bias = None
+            return
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.shape != (12,) or not np.all(np.isfinite(w)) or (w < 0).any():
+            raise LivepianoError("a key bias is 12 pitch-class weights, each 0 or more.")
+        if w.sum() <= 0:
+            self._key = self._bias = None
+            return
+        w = w / w.sum()
+        per_class = KEY_BIAS_STRENGTH * np.log((w + KEY_BIAS_FLOOR) / (w.max() + KEY_BIAS_FLOOR))
+        bias = np.zeros(codec.VOCAB_SIZE, np.float32)
+        bias[codec.NOTE_ON:codec.NOTE_OFF] = per_class[np.arange(128) % 12]
+        self._key, self._bias = w, bias
 
     @property
     def control_layout(self) -> list[str] | None:
@@ -396,6 +433,8 @@ class Engine:
             self.prime([START_TOKEN])
         allowed = self._allowed(self._overdue()[1])
         logits = self._logits.astype(np.float64)
+        if self._bias is not None:
+            logits = logits + self._bias
         p = np.zeros(codec.VOCAB_SIZE)
         if self._temperature == 0.0:
             p[int(np.argmax(np.where(allowed, logits, -np.inf)))] = 1.0
@@ -416,10 +455,11 @@ class Engine:
         else:
             allowed = self._allowed(left)
             temperature = self._temperature
+            logits = self._logits if self._bias is None else self._logits + self._bias
             if temperature == 0.0:
-                tok = int(np.argmax(np.where(allowed, self._logits, -np.inf)))
+                tok = int(np.argmax(np.where(allowed, logits, -np.inf)))
             else:
-                z = np.where(allowed, self._logits * np.float32(1.0 / temperature),
+                z = np.where(allowed, logits * np.float32(1.0 / temperature),
                              np.float32(-np.inf))
                 z -= z.max()
                 np.exp(z, out=z)

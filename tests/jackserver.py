@@ -98,6 +98,7 @@ class Pianist:
         self.midi = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client)
         self.midi.open_virtual_port(port)
         self.name = f"{client}:{port}"
+        self.sent: list[tuple[float, list[int]]] = []  # (when it left, message)
 
     def play(self, timed_messages, speed: float = 1.0, gap: float = 0.0015) -> None:
         """``timed_messages``: (seconds from now, [bytes]) in time order. Messages are at
@@ -112,6 +113,7 @@ class Pianist:
                 time.sleep(wait)
             self.midi.send_message(message)
             last = time.monotonic()
+            self.sent.append((last, message))
 
     def close(self) -> None:
         self.midi.close_port()

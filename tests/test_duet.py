@@ -1172,7 +1172,7 @@ def test_follow_asked_of_an_unconditioned_model_says_so_once(tiny_model):
     mode = DuetMode(DuetSettings(), follow=True, say=said.append)
     EngineLoop(Engine(tiny_model), _SimScheduler(lambda: 0.0), origin=0.0, mode=mode,
                clock=lambda: 0.0)
-    assert len(said) == 1 and "--follow needs a conditioned model" in said[0]
+    assert len(said) == 1 and "pitch classes only" in said[0]
     said.clear()
     EngineLoop(Engine(tiny_model), _SimScheduler(lambda: 0.0), origin=0.0,
                mode=DuetMode(DuetSettings(), follow=None, say=said.append), clock=lambda: 0.0)
@@ -1211,3 +1211,28 @@ def test_switching_modes_during_an_opening_gives_the_loop_its_look_ahead_back(ti
     new = Continuous()
     new.attach(loop)
     assert loop.lookahead == 0.1
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_follow_steers_the_answer_by_the_calls_pitch_classes_then_lets_go(tiny_model, follow):
+    from livepiano.duet import pitch_classes
+
+    notes = cut(EXCERPTS[0], 1.0, 3.0)
+    events = timeline(notes, 0.5)
+    end = phrase_end(notes, 0.5)
+    settings = DuetSettings(follow=follow)
+    # Mid-answer: the key bias is the call's pitch classes (its note-ons, as the codec
+    # encodes the call), or nothing without follow.
+    mode, _ = _sim_duet(tiny_model, events, end + 0.6 + 0.5, settings=settings)
+    [turn] = mode.duet.turns
+    engine = mode.loop.engine
+    if follow:
+        counts = np.bincount([n.pitch % 12 for n in notes], minlength=12)
+        np.testing.assert_allclose(engine.key_bias, counts / counts.sum())
+        assert pitch_classes(mode.log[0][1].call.tokens()) == tuple(counts)
+    else:
+        assert engine.key_bias is None
+    # After the answer the turn is the player's, and the model is no longer steered.
+    longest = settings.answer_length(end - 0.5) + settings.grace
+    mode, _ = _sim_duet(tiny_model, events, end + 0.6 + longest + 0.3, settings=settings)
+    assert mode.duet.turns[0].over is not None and mode.loop.engine.key_bias is None

@@ -301,6 +301,46 @@ def test_control_is_applied_and_checked(cond, unc):
         _engine(unc).control = np.zeros(codec.CONTROL_DIM)
 
 
+def test_key_bias_steers_note_ons_and_leaves_the_model_alone(unc):
+    from livepiano import engine as E
+
+    c_and_e = [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]  # PATTERN is a C major triad: G is out
+    e = _engine(unc, seed=0, pitch_range=(0, 127))
+    e.prime(PATTERN)
+    plain_logits, plain = e.logits, e.probabilities()
+    e.key_bias = c_and_e
+    np.testing.assert_array_equal(e.logits, plain_logits)  # what is sampled, not the state
+    np.testing.assert_allclose(e.key_bias, np.array(c_and_e) / 2)
+    steered = e.probabilities()
+    ons = slice(codec.NOTE_ON, codec.NOTE_OFF)
+    in_key = np.array([c_and_e[p % 12] == 1 for p in range(128)])
+    # Out-of-key note-ons are pushed down by the floor, in-key ones are not pushed at all;
+    # the rest of the distribution keeps its proportions.
+    ratio = steered[ons] / np.maximum(plain[ons], 1e-300)
+    floor = E.KEY_BIAS_FLOOR / (1 / 2 + E.KEY_BIAS_FLOOR)
+    np.testing.assert_allclose(ratio[~in_key] / ratio[in_key].max(),
+                               floor ** E.KEY_BIAS_STRENGTH, rtol=1e-4)
+    rest = np.r_[codec.NOTE_OFF:codec.VOCAB_SIZE]
+    np.testing.assert_allclose(steered[rest] / steered[rest].sum(),
+                               plain[rest] / plain[rest].sum(), rtol=1e-5, atol=1e-12)
+    # Sampled: the share of out-of-key note-ons drops.
+    shares = {}
+    for key in (None, c_and_e):
+        e = _engine(unc, seed=1, pitch_range=(0, 127))
+        e.key_bias = key
+        e.prime(PATTERN)
+        pitches = [t for t in (e.sample() for _ in range(3000)) if t < codec.NOTE_OFF]
+        shares[key is None] = np.mean([c_and_e[p % 12] == 0 for p in pitches])
+    assert shares[True] > 0.2 and shares[False] < shares[True] * 0.5
+    e.key_bias = None
+    assert e.key_bias is None
+    e.key_bias = [0] * 12  # no notes heard: no key
+    assert e.key_bias is None
+    for bad in ([1, 2, 3], [-1] + [1] * 11, [float("nan")] * 12):
+        with pytest.raises(LivepianoError, match="12 pitch-class weights"):
+            e.key_bias = bad
+
+
 # --- model path -----------------------------------------------------------------------------
 
 def test_default_model_path(monkeypatch, unc, tmp_path):
