@@ -96,6 +96,9 @@ class Knobs:
         self.make_mode = make_mode
         self.clock = clock
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        # called (from any thread) after something is put in the outbox: the session's main
+        # thread wakes and shows it at once instead of at its next status tick
+        self.notify: Callable[[], None] | None = None
         self.text: str | None = None  # the last change, for the status line
         self.on_applied: Callable | None = None  # (change, t) on the engine thread (bench)
         # (time, pitch) of the player's recent note-ons (bounded: 10 s of the fastest playing)
@@ -137,6 +140,12 @@ class Knobs:
             self._follow_due = now + FOLLOW_EVERY_S
             self.loop.call(lambda engine: self._set_control(engine, rewind=False))
 
+    def post(self, item: tuple) -> None:
+        """A line to say or bindings to save, for the main thread's ``tick``."""
+        self.outbox.put(item)
+        if self.notify is not None:
+            self.notify()
+
     # --- the engine thread --------------------------------------------------------------
 
     def handle(self, message, t: float) -> None:
@@ -146,7 +155,7 @@ class Knobs:
         if hint != self._hint:  # a pickup knob being ignored: say what to do (once)
             self._hint = hint
             if hint:
-                self.outbox.put(("say", hint, False))
+                self.post(("say", hint, False))
 
     def apply(self, change: ctl.Change, t: float) -> None:
         name, value = change.param, change.value
@@ -155,7 +164,7 @@ class Knobs:
         said = name in ("learn", "bound")  # said as a line even beside a status line
         if name == "bound":
             # only the bindings: the session's takeover may be a --takeover for tonight
-            self.outbox.put(("save", list(self.controls.bindings.values()), text))
+            self.post(("save", list(self.controls.bindings.values()), text))
             self.text, text = text, None  # said by tick() once saved
         elif name == "temperature":
             engine.temperature = value
@@ -185,7 +194,7 @@ class Knobs:
             self._panic()
         if text is not None:
             self.text = text
-            self.outbox.put(("say", text, said))
+            self.post(("say", text, said))
         if self.on_applied is not None:
             self.on_applied(change, t)
 
@@ -218,7 +227,7 @@ class Knobs:
         try:
             if self.make_mode is None:
                 raise LookupError("no mode switching here")
-            mode = self.make_mode(name, lambda text: self.outbox.put(("say", text, True)))
+            mode = self.make_mode(name, lambda text: self.post(("say", text, True)))
         except Exception as e:  # noqa: BLE001 - a knob must never end the session
             self._once(f"mode {name}", f"mode {name} is not available in this session ({e})")
             if self.loop.mode.name in ctl.MODE_CHOICES:  # the toggle stays with the loop
@@ -252,7 +261,7 @@ class Knobs:
     def _once(self, key: str, text: str) -> None:
         if key not in self._told:
             self._told.add(key)
-            self.outbox.put(("say", text, True))
+            self.post(("say", text, True))
 
     # --- the main thread ----------------------------------------------------------------
 
@@ -321,12 +330,12 @@ class ControlInput:
     def _watch(self, gone: bool) -> bool:
         name = self.port.name
         if not gone and not self.port.present():
-            self.knobs.outbox.put(("say", f"the control port '{name}' is gone; the knobs "
+            self.knobs.post(("say", f"the control port '{name}' is gone; the knobs "
                                           f"wait for it to come back.", True))
             return True
         if gone and self.port.reopen():
             self.port.client.ignore_types(sysex=True, timing=True, active_sense=True)
-            self.knobs.outbox.put(("say", f"the control port '{self.port.name}' is back.",
+            self.knobs.post(("say", f"the control port '{self.port.name}' is back.",
                                    True))
             return False
         return gone

@@ -369,6 +369,7 @@ class Session:
         self.stop_reason: str | None = None
         self.failed = False
         self._stop = threading.Event()
+        self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
 
     def say(self, text: str) -> None:
         if self.status:
@@ -380,6 +381,7 @@ class Session:
         if self.stop_reason is None:
             self.stop_reason, self.failed = reason, failed
         self._stop.set()
+        self._wake.set()
 
     def run(self) -> int:
         from livepiano import ports
@@ -412,6 +414,7 @@ class Session:
 
         self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as the settings do
             loop, lambda name, say: knobs.build_mode(s, name, say))
+        kn.notify = self._wake.set
 
         def deliver(events):
             recorder.heard(events)
@@ -480,7 +483,11 @@ class Session:
         rate_in, rate_out = _Rate(), _Rate()
         next_watch = time.monotonic()
         input_gone = False
-        while not self._stop.wait(STATUS_S if self.status else 0.05):
+        while True:
+            self._wake.wait(STATUS_S if self.status else 0.05)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             _arm_watchdog()
             now = time.monotonic()
             if listener.error is not None:

@@ -97,6 +97,18 @@ def test_a_temperature_knob_rewinds_the_unheard_look_ahead_without_a_reset(tiny_
     assert kn.status() == "temperature 2.00"
 
 
+def test_a_knob_change_wakes_the_main_thread_to_show_it(tiny_model):
+    import threading
+
+    kn, loop, _, _, clock = rig(tiny_model)
+    woken = threading.Event()
+    kn.notify = woken.set  # as the session does: its main thread waits on this
+    kn.on_control(0, 21, 32, clock.t)
+    assert not woken.is_set()  # not before the engine thread has applied it
+    drain(loop)
+    assert woken.is_set() and kn.tick() == [(kn.status(), False)]
+
+
 def test_density_and_key_on_an_unconditioned_model_say_so_once(tiny_model):
     kn, loop, *_ = rig(tiny_model, [(C.Control("cc", 1, 22), "density"),
                                     (C.Control("cc", 1, 23), "key")])
