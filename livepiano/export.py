@@ -245,6 +245,10 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
     val = meta.get("val_nll")
     if val is not None and not math.isfinite(float(val)):
         val = None  # no validation split was scored
+    # What --eval-data scored counts as the test figure only when it was held out: the test
+    # split, or a folder without splits; a validation (or train) score is kept under its name.
+    scored_split = None if test is None else test.get("split")
+    held_out = test is not None and scored_split in (None, "test")
     return {
         "name": name,
         "format": "livepiano performance-rnn onnx, version 1",
@@ -285,8 +289,9 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
         },
         "evaluation": {
             "validation_nll": None if val is None else round(float(val), 4),
-            "test_nll": None if test is None else test.get("nll"),
-            "test": test,
+            "test_nll": test.get("nll") if held_out else None,
+            "test": test if held_out else None,
+            **({f"{scored_split}_split": test} if test is not None and not held_out else {}),
             "unit": "nats per event over 30-second segments, each from a zero state",
         },
         "licence": LICENCE,
@@ -349,7 +354,8 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, eval_dat
 
         result = evaluate(output, eval_data, split=split, limit=limit, threads=threads)
         test = result.to_dict()
-        log(f"test NLL {result.nll:.4f} nats/event over {result.segments} segments "
+        log(f"{result.split or 'held-out'} NLL {result.nll:.4f} nats/event over "
+            f"{result.segments} segments "
             f"({result.events} events, {result.files} files)")
     card = model_card(output.stem, model, ckpt, checkpoint, diffs, test, drift)
     card_path = output.with_suffix(".yaml")

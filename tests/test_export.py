@@ -312,6 +312,24 @@ def test_yaml_card(tiny_models):
     assert 0 < test["nll"] < 2.0
 
 
+def test_a_validation_score_is_never_recorded_as_the_test_nll(tiny_models, tmp_path):
+    import yaml
+
+    from livepiano.export import export
+
+    src = write_pattern_midis(tmp_path / "maestro", count=2, repeats=40)
+    (src / "maestro.csv").write_text(
+        "midi_filename,split\npattern_0.mid,validation\npattern_1.mid,train\n")
+    said = []
+    out = tmp_path / "scored.onnx"
+    export(tiny_models["unc"]["ckpt"], out, eval_data=src, split="validation", log=said.append)
+    ev = yaml.safe_load(out.with_suffix(".yaml").read_text())["evaluation"]
+    assert ev["test_nll"] is None and ev["test"] is None
+    assert ev["validation_split"]["split"] == "validation"
+    assert ev["validation_split"]["files"] == 1 and 0 < ev["validation_split"]["nll"] < 2.0
+    assert any(line.startswith("validation NLL") for line in said)
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 def test_bad_checkpoint_is_one_clear_error(tmp_path):
