@@ -76,6 +76,21 @@ class JackServer(_PackageJackServer):
         out = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=5)
         return out.stdout.split("\n")
 
+    def linked_to_livepiano(self, port: str) -> bool:
+        """Is ``port`` (e.g. 'pianist:keys') connected to one of livepiano's ports?"""
+        out = subprocess.run(["jack_lsp", "-c"], env=self.env, capture_output=True, text=True,
+                             timeout=5).stdout
+        links: dict[str, list[str]] = {}
+        current = None
+        for line in out.split("\n"):
+            if line.startswith("   "):  # a connection of the port above it
+                if current is not None:
+                    links[current].append(line.strip())
+            elif line.strip():
+                current = line.strip()
+                links[current] = []
+        return any(other.startswith("livepiano") for other in links.get(port, ()))
+
     def connect(self, src: str, dst: str) -> None:
         subprocess.run(["jack_connect", src, dst], env=self.env, check=True, timeout=5)
 

@@ -86,11 +86,8 @@ def _connected(jack, client_port: str, timeout: float = 30.0) -> None:
     """Until ``client_port`` (e.g. 'pianist:keys') is connected to one of livepiano's ports."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["jack_lsp", "-c"], env=jack.env, capture_output=True,
-                             text=True).stdout.split("\n")
-        for i, line in enumerate(out[:-1]):
-            if line.strip() == client_port and out[i + 1].strip().startswith("livepiano"):
-                return
+        if jack.linked_to_livepiano(client_port):
+            return
         time.sleep(0.05)
     raise AssertionError(f"{client_port} was not connected to livepiano in time")
 

@@ -69,12 +69,7 @@ def _wait_connected(jack, proc, src: str, dst: str, timeout: float = 60.0) -> No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"livepiano exited early: {proc.communicate()[1]}")
-        lsp = subprocess.run(["jack_lsp", "-c"], env=jack.env, capture_output=True,
-                             text=True).stdout.split("\n")
-        linked = {(lsp[i].strip(), lsp[i + 1].strip()) for i in range(len(lsp) - 1)
-                  if lsp[i + 1].startswith("   ") and not lsp[i].startswith("   ")}
-        if any(a == src and b.startswith("livepiano") for a, b in linked) and \
-                any(a == dst and b.startswith("livepiano") for a, b in linked):
+        if jack.linked_to_livepiano(src) and jack.linked_to_livepiano(dst):
             return
         time.sleep(0.1)
     raise AssertionError("livepiano did not connect its ports in time")

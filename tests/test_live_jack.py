@@ -70,13 +70,7 @@ def _wait_connected(jack, proc, src: str, dst: str, timeout: float = 30.0,
             line = proc.stderr.readline()  # the first line says it is playing
             assert "playing (" in line, line
             ready = True
-        out = subprocess.run(["jack_lsp", "-c"], env=jack.env, capture_output=True,
-                             text=True).stdout
-        blocks = out.split("\n")
-        linked = {(blocks[i].strip(), blocks[i + 1].strip()) for i in range(len(blocks) - 1)
-                  if blocks[i + 1].startswith("   ") and not blocks[i].startswith("   ")}
-        if any(a == src and b.startswith("livepiano") for a, b in linked) and \
-                any(a == dst and b.startswith("livepiano") for a, b in linked):
+        if jack.linked_to_livepiano(src) and jack.linked_to_livepiano(dst):
             return
         time.sleep(0.1)
     raise AssertionError("livepiano did not connect its ports in time")
