@@ -91,6 +91,18 @@ class JackServer(_PackageJackServer):
                 links[current] = []
         return any(other.startswith("livepiano") for other in links.get(port, ()))
 
+    def wait_connected(self, proc, src: str, dst: str, timeout: float = 30.0) -> None:
+        """Until the livepiano process ``proc`` has its ports connected to ``src`` (its input)
+        and ``dst`` (its output); an early exit fails with its stderr."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"livepiano exited early: {proc.communicate()[1]}")
+            if self.linked_to_livepiano(src) and self.linked_to_livepiano(dst):
+                return
+            time.sleep(0.1)
+        raise AssertionError("livepiano did not connect its ports in time")
+
     def connect(self, src: str, dst: str) -> None:
         subprocess.run(["jack_connect", src, dst], env=self.env, check=True, timeout=5)
 

@@ -51,7 +51,7 @@ def _launch(jack, src: str, dst: str, *args) -> subprocess.Popen:
         line = proc.stderr.readline()
         if "playing (" in line:
             try:
-                _wait_connected(jack, proc, src, dst)
+                jack.wait_connected(proc, src, dst, timeout=60.0)
             except BaseException:
                 proc.kill()
                 proc.communicate(timeout=20)
@@ -61,18 +61,6 @@ def _launch(jack, src: str, dst: str, *args) -> subprocess.Popen:
         if attempt or "ports are: none" not in line:
             raise AssertionError(line + rest)
         time.sleep(1.0)
-
-
-def _wait_connected(jack, proc, src: str, dst: str, timeout: float = 60.0) -> None:
-    """Until both of livepiano's ports are connected."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"livepiano exited early: {proc.communicate()[1]}")
-        if jack.linked_to_livepiano(src) and jack.linked_to_livepiano(dst):
-            return
-        time.sleep(0.1)
-    raise AssertionError("livepiano did not connect its ports in time")
 
 
 def _stop(proc, sig=signal.SIGINT, timeout: float = 20.0) -> str:

@@ -61,19 +61,11 @@ def _wait_connected(jack, proc, src: str, dst: str, timeout: float = 30.0,
                     starting: bool = True) -> None:
     """Until livepiano has said it is playing (when ``starting``) and its ports are connected
     to ``src`` (its input) and ``dst`` (its output)."""
-    deadline = time.monotonic() + timeout
-    ready = not starting
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"livepiano exited early: {proc.communicate()[1]}")
-        if not ready:
-            line = proc.stderr.readline()  # the first line says it is playing
-            assert "playing (" in line, line
-            ready = True
-        if jack.linked_to_livepiano(src) and jack.linked_to_livepiano(dst):
-            return
-        time.sleep(0.1)
-    raise AssertionError("livepiano did not connect its ports in time")
+    if starting:
+        line = proc.stderr.readline()  # the first line says it is playing
+        assert "playing (" in line, line + (proc.communicate()[1] if proc.poll() is not None
+                                            else "")
+    jack.wait_connected(proc, src, dst, timeout)
 
 
 def _stop(proc, sig=signal.SIGINT, timeout: float = 15.0) -> str:
