@@ -236,6 +236,7 @@ def _duet_sources(data: str | None, limit: int = 8) -> tuple[list[list[tuple]], 
     from pathlib import Path
 
     from livepiano import LivepianoError, codec
+    from livepiano.data import midi_file_notes
 
     if data is None:
         folder = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -243,7 +244,7 @@ def _duet_sources(data: str | None, limit: int = 8) -> tuple[list[list[tuple]], 
         if not files:
             raise LivepianoError(f"no MIDI excerpts in {folder}; give --data (a token cache or "
                                  f"a MAESTRO folder).")
-        return ([[(n.start, n.end, n.pitch, n.velocity) for n in codec.midi_to_notes(p)]
+        return ([[(n.start, n.end, n.pitch, n.velocity) for n in midi_file_notes(p)]
                  for p in files], f"{len(files)} MAESTRO test-split excerpts in {folder}")
     from livepiano.engine import load_eval_tokens
 

@@ -23,9 +23,9 @@ def _add_inspect(sub) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    from livepiano import codec
+    from livepiano import codec, data
 
-    notes = codec.midi_to_notes(args.file)
+    notes = data.midi_file_notes(args.file)
     if not notes:
         raise LivepianoError(f"{args.file} is a MIDI file with no notes in it.")
     tokens = codec.notes_to_tokens(notes)
@@ -431,7 +431,7 @@ def _render_outputs(args, midi_path) -> None:
 def _cmd_generate(args) -> int:
     import time
 
-    from livepiano import codec
+    from livepiano import data
     from livepiano.engine import Engine, describe_notes, generate, resolve_model
 
     if not args.seconds > 0:
@@ -444,7 +444,7 @@ def _cmd_generate(args) -> int:
                                  f"pyfluidsynth), which was not found; install {install_hint()}.")
         find_soundfont(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
-    primer = codec.midi_to_tokens(args.primer) if args.primer else []
+    primer = data.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
         raise LivepianoError(f"{args.primer} has no notes to prime the model with; "
                              f"give another primer.")

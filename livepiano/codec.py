@@ -1,7 +1,8 @@
 """The 388-event performance vocabulary and MIDI <-> tokens, Magenta-compatible.
 
-Pure: no file system, no ports. Callers hand in a path, bytes or a ``mido.MidiFile``
-and get tokens back, or hand in tokens and get a ``mido.MidiFile`` back.
+Pure: no file system, no ports. Callers hand in the bytes of a MIDI file or a
+``mido.MidiFile`` and get tokens back, or hand in tokens and get a ``mido.MidiFile`` back
+(``data.read_midi_file`` reads a file from disk).
 
 Token ids (Magenta's PerformanceOneHotEncoding with 32 velocity bins, 100 shift steps):
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -142,20 +142,14 @@ class ControlChange:
     instrument: int = 0
 
 
-def _open_midi(source) -> "mido.MidiFile":
+def _open_midi(source, name: str) -> "mido.MidiFile":
     import mido
 
     if isinstance(source, mido.MidiFile):
         return source
-    if isinstance(source, (bytes, bytearray)):
-        name, data = "data", bytes(source)
-    else:
-        name = os.fspath(source)
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise CodecError(f"{name}: cannot read the file ({e.strerror or e}).") from None
+    if not isinstance(source, (bytes, bytearray)):
+        raise TypeError(f"the codec reads bytes or a mido.MidiFile, not {type(source).__name__}")
+    data = bytes(source)
     if not data:
         raise CodecError(f"{name}: the file is empty.")
     if not data.startswith(b"MThd"):
@@ -208,16 +202,16 @@ def _tick_to_time(scales: list[tuple[int, float]]):
     return convert
 
 
-def read_midi(source) -> tuple[list[Note], list[ControlChange]]:
-    """Notes and control changes of a MIDI file (path, bytes or mido.MidiFile), as
+def read_midi(source, name: str = "MIDI data") -> tuple[list[Note], list[ControlChange]]:
+    """Notes and control changes of a MIDI file (its bytes or a mido.MidiFile), as
     pretty_midi and note_seq see them: a note-off (or a note-on with velocity 0) ends every
     open note of its channel and pitch that started at an earlier tick; a note that starts
     and ends on the same tick is dropped; notes never released are dropped; each
     (program, channel, track) is an instrument, numbered in the order its first note ends.
     """
-    mid = _open_midi(source)
+    mid = _open_midi(source, name)
     if mid.type not in (0, 1, 2):
-        raise CodecError("unsupported MIDI file type.")
+        raise CodecError(f"{name}: unsupported MIDI file type {mid.type}.")
     last_tick = 0
     for track in mid.tracks:
         last_tick = max(last_tick, sum(m.time for m in track))
@@ -381,15 +375,16 @@ def notes_to_tokens(notes: Iterable[Note]) -> list[int]:
     return tokens
 
 
-def midi_to_notes(source) -> list[Note]:
-    """Notes of a MIDI file with the sustain pedal applied."""
-    notes, controls = read_midi(source)
+def midi_to_notes(source, name: str = "MIDI data") -> list[Note]:
+    """Notes of a MIDI file (bytes or mido.MidiFile) with the sustain pedal applied;
+    ``name`` is what a CodecError calls it."""
+    notes, controls = read_midi(source, name)
     return apply_sustain(notes, controls)
 
 
-def midi_to_tokens(source) -> list[int]:
-    """Token ids of a MIDI file (path, bytes or mido.MidiFile)."""
-    return notes_to_tokens(midi_to_notes(source))
+def midi_to_tokens(source, name: str = "MIDI data") -> list[int]:
+    """Token ids of a MIDI file (bytes or mido.MidiFile)."""
+    return notes_to_tokens(midi_to_notes(source, name))
 
 
 # --- tokens back to notes and MIDI -------------------------------------------------------

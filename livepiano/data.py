@@ -25,6 +25,28 @@ MIDI_SUFFIXES = (".mid", ".midi")
 CACHE_VERSION = 1
 
 
+def read_midi_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a MIDI file, or a one-line CodecError saying why they cannot be read."""
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise codec.CodecError(f"{name} is a folder; give a MIDI file.") from None
+    except OSError as e:
+        raise codec.CodecError(f"{name}: cannot read the file ({e.strerror or e}).") from None
+
+
+def midi_file_notes(path: str | os.PathLike) -> list[codec.Note]:
+    """The notes of a MIDI file on disk, sustain pedal applied (``codec.midi_to_notes``)."""
+    return codec.midi_to_notes(read_midi_file(path), os.fspath(path))
+
+
+def midi_file_tokens(path: str | os.PathLike) -> list[int]:
+    """The token ids of a MIDI file on disk (``codec.midi_to_tokens``)."""
+    return codec.midi_to_tokens(read_midi_file(path), os.fspath(path))
+
+
 def find_midi_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
 
@@ -49,7 +71,7 @@ def maestro_splits(root: Path) -> dict[str, str] | None:
 
 def _encode(path: str) -> tuple[str, np.ndarray | None, str]:
     try:
-        tokens = codec.midi_to_tokens(path)
+        tokens = midi_file_tokens(path)
     except codec.CodecError as e:
         return path, None, str(e).split(": ", 1)[-1]
     except Exception as e:  # one bad file must never stop a long run

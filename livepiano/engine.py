@@ -624,7 +624,7 @@ def load_eval_tokens(data_path: str | os.PathLike, split: str | None = "test",
     arrays = []
     for p in files:
         try:
-            toks = codec.midi_to_tokens(p)
+            toks = data.midi_file_tokens(p)
         except codec.CodecError:
             continue
         if len(toks) > 1:

@@ -75,7 +75,8 @@ def resolve_api(name: str | None = None) -> str:
 _NO_SYSTEM_HINT = {
     "alsa": "no ALSA sequencer is reachable (is /dev/snd/seq there? in a container, "
             "pass the sound device in, or start a JACK server and use --api jack)",
-    "jack": "no JACK server is running (start one, e.g. `jackd -d dummy`, or use another --api)",
+    "jack": "no JACK server is running (start one, e.g. `jackd -S -d alsa`, or "
+            "`jackd -S -d dummy` without a sound card; or use another --api)",
     "coremidi": "CoreMIDI refused to open a client",
     "winmm": "Windows MIDI refused to open a client",
 }

@@ -242,12 +242,13 @@ def train_tiny_model(out: Path, steps: int = 150, seed: int = 0) -> Path:
     import torch
 
     from livepiano import codec
+    from livepiano.data import midi_file_tokens
     from livepiano.export import write_onnx
     from livepiano.model import ModelConfig, PerformanceRNN
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    streams = [np.asarray(codec.midi_to_tokens(p), dtype=np.int64)
+    streams = [np.asarray(midi_file_tokens(p), dtype=np.int64)
                for p in sorted(DATA.glob("*.mid"))]
     model = PerformanceRNN(ModelConfig(hidden=64, layers=1, embedding=32, control_dim=0,
                                        dropout=0.0))

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from livepiano import codec
+from livepiano.data import midi_file_tokens
 from livepiano.codec import Note
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -55,7 +56,7 @@ def test_fixtures_are_present():
 @pytest.mark.parametrize("path", FIXTURES, ids=ids(FIXTURES))
 def test_tokens_match_note_seq(path, golden):
     expected = golden(path)
-    got = codec.midi_to_tokens(path)
+    got = codec.midi_to_tokens(path.read_bytes())
     if got != expected:
         i = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b),
                  min(len(got), len(expected)))
@@ -64,25 +65,30 @@ def test_tokens_match_note_seq(path, golden):
                     f"{[codec.describe(t) for t in expected[max(0, i - 3):i + 5]]}")
 
 
-def test_path_bytes_and_midifile_inputs_agree(golden):
+def test_bytes_midifile_and_file_inputs_agree(golden):
     path = MAESTRO[0]
     expected = golden(path)
-    assert codec.midi_to_tokens(str(path)) == expected
     assert codec.midi_to_tokens(path.read_bytes()) == expected
     assert codec.midi_to_tokens(mido.MidiFile(path)) == expected
+    assert midi_file_tokens(str(path)) == expected
+
+
+def test_the_codec_does_no_file_io():
+    with pytest.raises(TypeError, match="bytes or a mido.MidiFile"):
+        codec.midi_to_tokens(MAESTRO[0])
 
 
 def test_maestro_fixtures_exercise_the_pedal():
     """The excerpts are there for the pedal: each has CC64 and re-strikes under it, and the
     pedal changes the tokens (the encoding without sustain differs)."""
     for path in MAESTRO:
-        notes, controls = codec.read_midi(path)
+        notes, controls = codec.read_midi(path.read_bytes())
         assert any(c.number == codec.SUSTAIN_CC for c in controls), path.name
         assert codec.notes_to_tokens(codec.apply_sustain(notes, controls)) != \
             codec.notes_to_tokens(notes), path.name
     restruck = 0
     for path in MAESTRO:
-        notes, controls = codec.read_midi(path)
+        notes, controls = codec.read_midi(path.read_bytes())
         sustained = codec.apply_sustain(notes, controls)
         # a note shortened by the pedal to end exactly at the next strike of its pitch
         starts = defaultdict(set)
@@ -191,7 +197,7 @@ def test_unreadable_midi_file_raises_codec_error(data, why, tmp_path):
     path = tmp_path / "bad.mid"
     path.write_bytes(data)
     with pytest.raises(codec.CodecError, match=why):
-        codec.midi_to_tokens(path)
+        midi_file_tokens(path)
 
 
 @pytest.mark.parametrize("data", [pytest.param(BAD_MIDI[0][0], id="empty"),
@@ -204,7 +210,9 @@ def test_unreadable_midi_bytes_raise_codec_error(data):
 
 def test_missing_file_raises_codec_error(tmp_path):
     with pytest.raises(codec.CodecError, match="cannot read"):
-        codec.midi_to_tokens(tmp_path / "nope.mid")
+        midi_file_tokens(tmp_path / "nope.mid")
+    with pytest.raises(codec.CodecError, match="is a folder"):
+        midi_file_tokens(tmp_path)
 
 
 # --- vocabulary ---------------------------------------------------------------------------

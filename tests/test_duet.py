@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from jackserver import tiny_model  # noqa: F401 (a fixture)
 from livepiano import LivepianoError, codec
+from livepiano.data import midi_file_notes, midi_file_tokens
 from livepiano.duet import (ANSWER, BARGE_IN, ENDING, LISTEN, Duet, DuetSettings, IgnoreCall,
                             Listen, StartAnswer, StopAnswer)
 
@@ -28,7 +29,7 @@ STEP = 1.0 / codec.STEPS_PER_SECOND
 
 @functools.lru_cache(maxsize=None)
 def _notes(path: Path) -> tuple:
-    return tuple(codec.midi_to_notes(path))
+    return tuple(midi_file_notes(path))
 
 
 def cut(path: Path, start: float, seconds: float) -> list[codec.Note]:
@@ -274,7 +275,7 @@ def test_raw_keys_and_the_pedal_the_pedal_down_blocks_the_answer(path):
     """Raw key presses (pedal not folded in) and CC64 messages, as a keyboard sends them: the
     call ends when the last key is up and the pedal is up, even after a long pedalled
     silence."""
-    raw, controls = codec.read_midi(path)
+    raw, controls = codec.read_midi(path.read_bytes())
     lo, hi = 3.0, 9.0
     keys = [n for n in raw if lo <= n.start < hi]
     last_key = max(n.end for n in keys)
@@ -409,7 +410,7 @@ def _answering(mode: str, answer_path: Path, call_s: float, **kw):
     Debussy excerpt) with the tokens of ``answer_path``: (duet, model, start, now)."""
     notes = cut(DATA / "debussy_etude7.mid", 0.0, call_s)
     duet = Duet(DuetSettings(barge_in=mode, **kw))
-    model = ModelStream(codec.midi_to_tokens(answer_path))
+    model = ModelStream(midi_file_tokens(answer_path))
     end = phrase_end(notes, 0.0)
     log = drive(duet, timeline(notes, 0.0), until=end + 0.6, model=model)
     [start] = of(log, StartAnswer)
@@ -458,7 +459,7 @@ def test_the_natural_end_is_where_the_codec_sees_silence():
     """Both cases of the rule: a silence going on at the target ends the answer at the target,
     else the start of the first silent time-shift after it (Scarlatti: silent 3.96-4.06 s,
     4.37-4.48 s, 4.94-5.04 s into the excerpt)."""
-    tokens = codec.midi_to_tokens(DATA / "scarlatti_k525.mid")
+    tokens = midi_file_tokens(DATA / "scarlatti_k525.mid")
     for target, expected in [(5.0, 5.0), (4.0, 4.0), (4.2, 4.37), (3.5, 3.96)]:
         assert step_silence(tokens, target) == pytest.approx(expected)
         duet = Duet()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from livepiano import LivepianoError, codec
+from livepiano.data import midi_file_notes, midi_file_tokens
 
 from test_export import PATTERN, build, write_pattern_midis  # noqa: E402  (tests/ is on sys.path)
 
@@ -462,8 +463,8 @@ def test_cli_generate_with_primer(unc, run_livepiano, tmp_path):
         assert word in r.stdout
     ons, names = _released(out)
     assert names == ["primer", "livepiano"]
-    notes = codec.midi_to_notes(out)
-    primer_notes = codec.midi_to_notes(primer)
+    notes = midi_file_notes(out)
+    primer_notes = midi_file_notes(primer)
     assert ons > len(primer_notes)
     primer_end = max(n.end for n in primer_notes)
     generated = [n for n in notes if n.instrument == 1]
@@ -500,7 +501,7 @@ def test_cli_generate_without_primer_and_errors(unc, run_livepiano, tmp_path):
     assert r.returncode == 0, r.stderr
     ons, names = _released(out)
     assert names == ["livepiano"] and ons > 0
-    tokens = codec.midi_to_tokens(out)
+    tokens = midi_file_tokens(out)
     assert codec.duration_steps(tokens) <= 300  # ends on time, every note released
     missing = run_livepiano("generate", "--model", tmp_path / "none.onnx", "-o", out)
     assert missing.returncode == 1 and "no model at" in missing.stderr

@@ -126,7 +126,7 @@ def test_plays_back_releases_everything_and_records(jack, tiny_model, tmp_path):
     # The recording: the player's track holds the excerpt's notes, the model's what it sent.
     import mido
 
-    from livepiano import codec
+    from livepiano.data import midi_file_notes
 
     mid = mido.MidiFile(str(record))
     assert [t.name for t in mid.tracks] == ["player", "livepiano"]
@@ -143,7 +143,7 @@ def test_plays_back_releases_everything_and_records(jack, tiny_model, tmp_path):
     # The model's track holds what livepiano sent; the capture got that, but for the odd
     # message the VM's stalls make JACK lose (it never invents one).
     assert len(ons) <= len(got[1]) <= len(ons) + jack_loss(len(got[1]))
-    assert codec.midi_to_notes(record)
+    assert midi_file_notes(record)
 
 
 def test_input_vanishing_keeps_playing_and_reconnects_then_sigterm(jack, tiny_model, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from jackserver import DATA, tiny_model  # noqa: F401 (a fixture)
 from livepiano import codec
+from livepiano.data import midi_file_tokens
 from livepiano.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
 from livepiano.live import EngineLoop, Recorder
 from livepiano.scheduler import Scheduler
@@ -126,7 +127,7 @@ def _events_of(path) -> list[tuple[float, list[int]]]:
     """The note and pedal messages of a MIDI file at their times; at one time the pedal
     first, as in Magenta's sustain pass, then note-offs before note-ons, as a keyboard sends
     a re-struck key."""
-    notes, controls = codec.read_midi(path)
+    notes, controls = codec.read_midi(path.read_bytes())
     rows = []
     for n in notes:
         rows.append((n.start, 3, [0x90, n.pitch, n.velocity]))
@@ -150,7 +151,7 @@ def test_live_encoding_hears_the_notes_the_codec_reads(name):
         return sorted((n.pitch, n.start, n.end, codec.velocity_to_bin(n.velocity))
                       for n in codec.tokens_to_step_notes(toks))
 
-    assert notes(tokens) == notes(codec.midi_to_tokens(DATA / name))
+    assert notes(tokens) == notes(midi_file_tokens(DATA / name))
 
 
 def test_pedal_extends_released_notes_until_pedal_up_or_restrike():
@@ -261,7 +262,7 @@ def test_recorder_writes_player_and_model_tracks(tmp_path):
 
     mid = mido.MidiFile(str(path))
     assert [t.name for t in mid.tracks] == ["player", "livepiano"]
-    by_pitch = {n.pitch: n for n in codec.read_midi(path)[0]}
+    by_pitch = {n.pitch: n for n in codec.read_midi(path.read_bytes())[0]}
     player, model = by_pitch[60], by_pitch[72]
     assert (player.pitch, round(player.start, 2), round(player.end, 2)) == (60, 0.5, 1.0)
     assert (model.pitch, round(model.start, 2), round(model.end, 2)) == (72, 0.7, 0.9)
