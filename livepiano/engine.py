@@ -17,7 +17,9 @@ Masks applied when sampling:
 - velocity events and time-shifts are always allowed, except that a time-shift may not carry an
   engine note past ``max_note_steps`` (nor go past ``shift_limit`` when that is set): when one
   of the engine's notes has sounded that long, ``sample`` returns (and feeds) its note-off
-  instead of sampling.
+  instead of sampling;
+- with ``notes_allowed`` False, no note-ons and no velocity events (they only set up a note):
+  the model can only let its notes go and wait, e.g. a duet answer winding down.
 
 Also here, for the offline commands: ``score_segments`` / ``evaluate`` (`livepiano eval`: NLL
 of 30-second segments, batched and padded, each from a zero state), ``generate`` and
@@ -179,6 +181,7 @@ class Engine:
         # The longest time-shift ``sample`` may choose (steps), None for no limit beyond the
         # vocabulary's 100; e.g. to end a piece exactly on time.
         self.shift_limit: int | None = None
+        self.notes_allowed = True
         self._control: np.ndarray | None = None
         self._zero_control = np.zeros(self.control_dim, np.float32)
         # The control as one step's input [1, 1, C]; replaced (never written into) on change.
@@ -416,10 +419,16 @@ class Engine:
     def _allowed(self, left: int) -> np.ndarray:
         if self.shift_limit is not None:
             left = min(left, int(self.shift_limit))
-        if left >= codec.MAX_SHIFT_STEPS:
+        if left >= codec.MAX_SHIFT_STEPS and self.notes_allowed:
             return self._mask
         allowed = self._mask.copy()
         allowed[codec.TIME_SHIFT + max(left, 0):codec.VELOCITY] = False
+        if not self.notes_allowed:
+            closed = allowed.copy()
+            closed[codec.NOTE_ON:codec.NOTE_OFF] = False
+            closed[codec.VELOCITY:] = False
+            if closed.any():  # (a shift limit of 0 with nothing sounding leaves only notes)
+                return closed
         return allowed
 
     def mask(self) -> np.ndarray:

@@ -1096,6 +1096,23 @@ def test_duet_mode_answers_after_the_wait_and_releases_everything(tiny_model):
     assert mode.loop.engine.sounding(own_only=True) == []
 
 
+def test_duet_mode_starts_no_note_once_the_answer_has_its_length(tiny_model):
+    """From its target length on, the answer only lets its voices go (the engine's
+    ``notes_allowed``), so it ends at a pause rather than being cut at the cap; the next
+    turn may play notes again."""
+    notes = cut(EXCERPTS[0], 1.0, 3.0)
+    events = timeline(notes, 0.5)
+    end = phrase_end(notes, 0.5)
+    longest = DuetSettings().answer_length(end - 0.5) + DuetSettings().grace
+    mode, sent = _sim_duet(tiny_model, events, end + 0.6 + longest + 0.3)
+    [turn] = mode.duet.turns
+    played = _model_notes(sent)
+    assert played and all(off is not None for _, _, off in played)
+    target = turn.answer_start + turn.target
+    assert max(on for _, on, _ in played) <= target + 0.011
+    assert turn.over is not None and mode.loop.engine.notes_allowed
+
+
 def test_duet_mode_a_pedal_held_in_the_silence_holds_the_answer(tiny_model):
     notes = cut(EXCERPTS[1], 2.0, 2.0)
     events = timeline(notes, 0.5)

@@ -263,6 +263,25 @@ def test_shift_never_carries_a_note_past_the_limit(unc):
     assert mask[codec.shift(3)] and not mask[codec.shift(4)] and not mask[codec.shift(100)]
 
 
+def test_with_notes_not_allowed_the_engine_only_lets_its_voices_go(unc):
+    """``notes_allowed = False`` (a duet answer winding down): no note-on and no velocity
+    event is sampled, the engine's voices still get their note-offs, and time goes on."""
+    e = _engine(unc, seed=4, max_note_steps=300)
+    while not e.sounding(own_only=True):
+        e.sample()
+    e.notes_allowed = False
+    mask = e.mask()
+    assert not mask[codec.NOTE_ON:codec.NOTE_OFF].any() and not mask[codec.VELOCITY:].any()
+    tail = [e.sample() for _ in range(400)]
+    assert all(codec.kind(t) in ("off", "shift") for t in tail)
+    assert e.sounding(own_only=True) == []
+    # a shift limit of 0 with nothing sounding would leave nothing: notes come back then
+    e.shift_limit = 0
+    assert e.mask()[codec.NOTE_ON:codec.NOTE_OFF].any()
+    e.shift_limit, e.notes_allowed = None, True
+    assert e.mask()[codec.NOTE_ON + 60] and e.mask()[codec.VELOCITY + 1]
+
+
 # --- temperature and control ----------------------------------------------------------------
 
 def test_temperature_lowers_entropy(unc):
