@@ -23,11 +23,14 @@ import io
 import math
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from livepiano import LivepianoError
+
+if TYPE_CHECKING:
+    import mido
 
 NUM_PITCHES = 128
 NUM_VELOCITY_BINS = 32
@@ -142,7 +145,9 @@ class ControlChange:
     instrument: int = 0
 
 
-def _open_midi(source, name: str) -> "mido.MidiFile":
+def parse_midi(source, name: str = "MIDI data") -> "mido.MidiFile":
+    """A ``mido.MidiFile`` from a MIDI file's bytes (or the file itself), or a one-line
+    CodecError naming ``name`` and what is wrong."""
     import mido
 
     if isinstance(source, mido.MidiFile):
@@ -209,7 +214,7 @@ def read_midi(source, name: str = "MIDI data") -> tuple[list[Note], list[Control
     and ends on the same tick is dropped; notes never released are dropped; each
     (program, channel, track) is an instrument, numbered in the order its first note ends.
     """
-    mid = _open_midi(source, name)
+    mid = parse_midi(source, name)
     if mid.type not in (0, 1, 2):
         raise CodecError(f"{name}: unsupported MIDI file type {mid.type}.")
     last_tick = 0

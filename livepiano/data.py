@@ -14,10 +14,14 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from livepiano import LivepianoError, codec
+
+if TYPE_CHECKING:
+    import mido
 
 SPLITS = ("train", "validation", "test")
 SEGMENT_STEPS = 30 * codec.STEPS_PER_SECOND  # 30-second examples, as Magenta's pipeline
@@ -35,6 +39,11 @@ def read_midi_file(path: str | os.PathLike) -> bytes:
         raise codec.CodecError(f"{name} is a folder; give a MIDI file.") from None
     except OSError as e:
         raise codec.CodecError(f"{name}: cannot read the file ({e.strerror or e}).") from None
+
+
+def open_midi_file(path: str | os.PathLike) -> "mido.MidiFile":
+    """A MIDI file from disk as a ``mido.MidiFile``, or a one-line CodecError."""
+    return codec.parse_midi(read_midi_file(path), os.fspath(path))
 
 
 def midi_file_notes(path: str | os.PathLike) -> list[codec.Note]:

@@ -163,16 +163,9 @@ def read_tracks(path: str | os.PathLike) -> list[Track]:
     """The notes of each track of a MIDI file that has notes, with times in seconds (tempo
     changes of any track applied). A note lasts from its note-on to the first note-off of its
     channel and pitch (oldest voice first); a note never released ends with its track."""
-    import mido
+    from livepiano.data import open_midi_file
 
-    try:
-        mid = mido.MidiFile(str(path))
-    except OSError as e:
-        raise LivepianoError(f"cannot read {path} ({e.strerror or e}); give a .mid file.") \
-            from None
-    except Exception as e:  # mido raises several types for corrupt data
-        raise LivepianoError(f"{path} is not a readable MIDI file ({e}); give a .mid file.") \
-            from None
+    mid = open_midi_file(path)
     if mid.type == 2:
         raise LivepianoError(f"{path} is a type-2 MIDI file (independent patterns), which "
                              f"cannot be drawn on one time line; give a type-0 or type-1 file.")
