@@ -458,11 +458,12 @@ class SessionKnobs:
         where = f"; control-in: {self.port.label}" if self.port is not None else ""
         keys = "; press l to learn a knob" if any(isinstance(w, KeyReader)
                                                    for w in self._workers) else ""
+        takeover = f"takeover {self.controls.takeover}"
         if self.path.is_file() or n:
-            bound = f"{n} binding{'s' if n != 1 else ''} from {self.path} (takeover "
+            bound = f"{n} binding{'s' if n != 1 else ''} from {self.path} ({takeover})"
         else:
-            bound = f"none bound yet (learned ones go to {self.path}; takeover "
-        return f"knobs: {bound}{self.controls.takeover}){where}{keys}."
+            bound = f"none bound yet (learned ones go to {self.path}; {takeover})"
+        return f"knobs: {bound}{where}{keys}."
 
     def error(self) -> BaseException | None:
         for w in self._workers:
