@@ -423,12 +423,10 @@ class Engine:
             return self._mask
         allowed = self._mask.copy()
         allowed[codec.TIME_SHIFT + max(left, 0):codec.VELOCITY] = False
-        if not self.notes_allowed:
-            closed = allowed.copy()
-            closed[codec.NOTE_ON:codec.NOTE_OFF] = False
-            closed[codec.VELOCITY:] = False
-            if closed.any():  # (a shift limit of 0 with nothing sounding leaves only notes)
-                return closed
+        # (a shift limit of 0 with nothing sounding leaves no note-off or shift: notes stay)
+        if not self.notes_allowed and allowed[codec.NOTE_OFF:codec.VELOCITY].any():
+            allowed[codec.NOTE_ON:codec.NOTE_OFF] = False
+            allowed[codec.VELOCITY:] = False
         return allowed
 
     def mask(self) -> np.ndarray:
