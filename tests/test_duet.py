@@ -20,7 +20,6 @@ from livepiano.core import codec
 from livepiano.core.midifile import midi_file_notes, midi_file_tokens
 from livepiano.live.duet import (
     ANSWER,
-    BARGE_IN,
     ENDING,
     LISTEN,
     Duet,
@@ -30,6 +29,7 @@ from livepiano.live.duet import (
     StartAnswer,
     StopAnswer,
 )
+from livepiano.settings.choices import BARGE_IN
 
 DATA = Path(__file__).parent / "data"
 EXCERPTS = sorted(DATA.glob("*.mid"))

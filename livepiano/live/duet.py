@@ -89,22 +89,22 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from livepiano import LivepianoError
 from livepiano.core import codec
+from livepiano.settings.schema import DUET
 
 LISTEN, ANSWER, ENDING = "listen", "answer", "ending"
-BARGE_IN = ("stop", "finish", "overlap")
 PLAYER_KINDS = ("on", "off", "pedal")
 STOP_REASONS = ("natural", "cap", "barge-in", "done")
 
 
 # --- settings --------------------------------------------------------------------------------
-# Each check returns the value (converted) or raises ValueError(what is allowed), the contract
-# of ``config.Setting.check``, so that config's schema can take them as they are.
+# The defaults and checks are the settings schema's (``settings.schema.DUET``); a play
+# session's settings become these with ``schema.duet_settings``.
 
 def pitch_classes(tokens) -> tuple[int, ...]:
     """How many note-ons of each pitch class (C first) the tokens hold."""
@@ -115,70 +115,24 @@ def pitch_classes(tokens) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-            raise ValueError(f"a number of seconds from {lo:g} to {hi:g}")
-        return float(v)
-    return check
-
-
-def _count(lo: int, hi: int) -> Callable[[Any], int]:
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) \
-                or not lo <= v <= hi:
-            raise ValueError(f"a whole number from {lo} to {hi}")
-        return int(v)
-    return check
-
-
-def _choice(*choices) -> Callable[[Any], Any]:
-    def check(v):
-        if v not in choices:
-            raise ValueError("one of " + ", ".join(map(str, choices)))
-        return v
-    return check
-
-
-def _flag(v) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError("true or false")
-    return v
-
-
-# field -> (check, help); the order is the order of DuetSettings' fields.
-CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "wait": (_seconds(0.05, 10.0), "silence (no key, no pedal, no event) that ends a call"),
-    "min_call_notes": (_count(1, 100), "fewest note-ons a call needs to be answered"),
-    "min_call_s": (_seconds(0.0, 10.0), "shortest call answered (first note-on to phrase end)"),
-    "min_answer": (_seconds(0.5, 120.0), "shortest answer (target length)"),
-    "max_answer": (_seconds(0.5, 120.0), "longest answer (target length)"),
-    "grace": (_seconds(0.0, 10.0), "after the target, how long an answer may go on looking "
-                                   "for a pause before it is cut"),
-    "barge_in": (_choice(*BARGE_IN), "when you play during an answer: stop it at once, let it "
-                                     "finish its phrase, or let it overlap you"),
-    "follow": (_flag, "steer the answer toward the call's pitch classes (and a conditioned "
-                      "model's toward its density)"),
-}
-
-
 @dataclass(frozen=True)
 class DuetSettings:
-    """The duet's times and modes; validated on construction (a ``LivepianoError`` names the
-    field, the value and what is allowed)."""
+    """The duet's times and modes (``schema.DUET`` gives their defaults, checks and
+    meanings); validated on construction (a ``LivepianoError`` names the field, the value and
+    what is allowed)."""
 
-    wait: float = 0.6
-    min_call_notes: int = 2
-    min_call_s: float = 0.3
-    min_answer: float = 2.0
-    max_answer: float = 16.0
-    grace: float = 2.0
-    barge_in: str = "stop"
-    follow: bool = True
+    wait: float = DUET["wait"].default
+    min_call_notes: int = DUET["min_call_notes"].default
+    min_call_s: float = DUET["min_call_s"].default
+    min_answer: float = DUET["min_answer"].default
+    max_answer: float = DUET["max_answer"].default
+    grace: float = DUET["grace"].default
+    barge_in: str = DUET["barge_in"].default
+    follow: bool = DUET["follow"].default
 
     def __post_init__(self):
         for f in fields(self):
-            check, _ = CHECKS[f.name]
+            check = DUET[f.name].check
             value = getattr(self, f.name)
             try:
                 object.__setattr__(self, f.name, check(value))

@@ -22,6 +22,7 @@ from livepiano.live.duet import (
 )
 from livepiano.live.loop import STEP_S, TAKE_BACK_MARGIN_S
 from livepiano.live.mode import Mode
+from livepiano.settings import schema
 
 
 class DuetMode(Mode):
@@ -74,13 +75,8 @@ class DuetMode(Mode):
 
     @classmethod
     def from_settings(cls, s: dict, say: Callable[[str], None] | None = None) -> "DuetMode":
-        """From a play session's settings (``config.SCHEMA``)."""
-        lo, hi = s.get("answer", (2.0, 16.0))
-        settings = DuetSettings(wait=s.get("wait", 0.6), min_call_s=s.get("min_call", 0.3),
-                                min_answer=lo, max_answer=hi,
-                                barge_in=s.get("barge_in", "stop"),
-                                follow=s.get("follow") is not False)
-        return cls(settings, follow=s.get("follow"), say=say)
+        """From a play session's settings (``schema.SCHEMA``)."""
+        return cls(DuetSettings(**schema.duet_settings(s)), follow=s.get("follow"), say=say)
 
     # --- live.Mode ------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from typing import Any, Callable, Mapping
 
 from livepiano import LivepianoError
 from livepiano.settings.choices import (
+    BARGE_IN,
+    MIDI_APIS,
     MODES,
     REALTIME,
     TAKEOVERS,
@@ -29,7 +31,9 @@ from livepiano.settings.choices import (
     choice,
     flag,
     number,
+    seconds,
     text_or_none,
+    whole,
 )
 from livepiano.settings.params import check_bindings
 
@@ -39,27 +43,70 @@ class Setting:
     default: Any
     check: Callable[[Any], Any]  # returns the value (converted) or raises ValueError(allowed)
     help: str
+    shown: str | None = None  # how the default reads in a help text, when not as itself
 
+
+def help_text(setting: Setting) -> str:
+    """A setting's help with its default, as the command line shows it: "... (default: X)";
+    a flag that is off, or a setting without a default, says none."""
+    shown = setting.shown
+    if shown is None and setting.default is not None and not isinstance(setting.default, bool):
+        value = setting.default
+        shown = "-".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+    return f"{setting.help} (default: {shown})" if shown else setting.help
+
+
+# --- duet: call and response ------------------------------------------------------------------
+# The fields of ``live.duet.DuetSettings``: their defaults, checks and meanings. The play
+# settings below (wait, min_call, answer, barge_in, follow) are made from these.
+
+ANSWER_S = (0.5, 120.0)  # the range of an answer's target length
+
+
+DUET: dict[str, Setting] = {
+    "wait": Setting(0.6, seconds(0.05, 10.0),
+                    "silence (no key, no pedal, no event) that ends a call"),
+    "min_call_notes": Setting(2, whole(1, 100, integral_floats=True),
+                              "fewest note-ons a call needs to be answered"),
+    "min_call_s": Setting(0.3, seconds(0.0, 10.0),
+                          "shortest call answered (first note-on to phrase end)"),
+    "min_answer": Setting(2.0, seconds(*ANSWER_S), "shortest answer (target length)"),
+    "max_answer": Setting(16.0, seconds(*ANSWER_S), "longest answer (target length)"),
+    "grace": Setting(2.0, seconds(0.0, 10.0),
+                     "after the target, how long an answer may go on looking for a pause "
+                     "before it is cut"),
+    "barge_in": Setting("stop", choice(*BARGE_IN),
+                        "when you play during an answer: stop it at once, let it finish its "
+                        "phrase, or let it overlap you"),
+    "follow": Setting(True, flag, "steer the answer toward the call's pitch classes (and a "
+                                  "conditioned model's toward its density)"),
+}
+
+
+# --- the settings of a play session -------------------------------------------------------------
 
 SCHEMA: dict[str, Setting] = {
-    "api": Setting(None, choice(None, "alsa", "jack", "coremidi", "winmm"),
-                   "MIDI system (default: LIVEPIANO_MIDI_API, else the platform's own)"),
-    "in": Setting(None, text_or_none, "input port (default: a virtual port named livepiano)"),
-    "out": Setting(None, text_or_none, "output port (default: a virtual port named livepiano)"),
-    "channel": Setting(1, number(1, 16, int), "MIDI channel of the model's notes"),
+    "api": Setting(None, choice(None, *MIDI_APIS), "MIDI system",
+                   "$LIVEPIANO_MIDI_API, else the platform's own"),
+    "in": Setting(None, text_or_none, "input port, by any part of its name",
+                  "a virtual port named livepiano"),
+    "out": Setting(None, text_or_none, "output port, by any part of its name, e.g. "
+                                       "\"FluidSynth\"", "a virtual port named livepiano"),
+    "channel": Setting(1, number(1, 16, int), "MIDI channel of the model's notes, 1-16"),
     "mode": Setting("continuous", choice(*MODES), "how the model takes turns with you"),
     "temperature": Setting(1.0, number(0.05, 5.0), "sampling temperature"),
     "lookahead_ms": Setting(100, number(10, 1000, int),
-                            "how far ahead of the clock the model may generate"),
-    "echo": Setting(False, flag, "send the player's notes to the output too"),
+                            "how far ahead of the clock the model may generate, in ms"),
+    "echo": Setting(False, flag, "send your notes to the output too"),
     "realtime": Setting("auto", choice(*REALTIME),
                         "scheduler timing: fifo (real-time priority), switch (short GIL "
                         "switch interval), auto (both where allowed), off"),
-    "model": Setting(None, text_or_none, "ONNX model (default: LIVEPIANO_MODEL, else the "
-                                          "shipped one)"),
-    "record": Setting(None, text_or_none, "MIDI file to save the session to"),
+    "model": Setting(None, text_or_none, "ONNX model",
+                     "$LIVEPIANO_MODEL, else the shipped one"),
+    "record": Setting(None, text_or_none, "MIDI file to save the session to",
+                      "a new file in the user's data folder"),
     "seed": Setting(None, lambda v: v if v is None else number(0, 2**32 - 1, int)(v),
-                    "random seed (default: a fresh one)"),
+                    "random seed", "a fresh one"),
     # knobs
     "control_in": Setting(None, text_or_none, "a second input port for knobs and pads (the "
                                                "piano's own CCs work too)"),
@@ -79,7 +126,9 @@ SCHEMA: dict[str, Setting] = {
 
 def _answer_range(v):
     """'MIN-MAX' seconds (or [MIN, MAX]) -> (min, max)."""
-    allowed = "MIN-MAX seconds, e.g. 2-16 (each 0.5 to 120, MIN <= MAX)"
+    lo, hi = ANSWER_S
+    example = "-".join(f"{DUET[k].default:g}" for k in ("min_answer", "max_answer"))
+    allowed = f"MIN-MAX seconds, e.g. {example} (each {lo:g} to {hi:g}, MIN <= MAX)"
     if isinstance(v, str):
         parts = v.replace(" ", "").split("-")
     elif isinstance(v, (list, tuple)):
@@ -87,12 +136,12 @@ def _answer_range(v):
     else:
         raise ValueError(allowed)
     try:
-        lo, hi = (float(x) for x in parts)
+        lo_v, hi_v = (float(x) for x in parts)
     except (TypeError, ValueError):
         raise ValueError(allowed) from None
-    if not 0.5 <= lo <= hi <= 120.0:
+    if not lo <= lo_v <= hi_v <= hi:
         raise ValueError(allowed)
-    return (lo, hi)
+    return (lo_v, hi_v)
 
 
 def _follow(v):
@@ -106,23 +155,35 @@ def _cc_or_none(v):
 
 
 SCHEMA.update({
-    "wait": Setting(0.6, number(0.05, 10.0),
-                    "duet: seconds of silence (no key down, pedal up) that end your phrase"),
-    "min_call": Setting(0.3, number(0.0, 10.0),
-                        "duet: shortest phrase answered, in seconds from its first note-on to "
-                        "its end (it also needs 2 notes)"),
-    "answer": Setting((2.0, 16.0), _answer_range,
-                      "duet: the answer follows your phrase's length, clamped to MIN-MAX s"),
-    "barge_in": Setting("stop", choice("stop", "finish", "overlap"),
-                        "duet: when you play during an answer: stop it at once, let it finish "
-                        "its phrase, or let it overlap you"),
+    "wait": Setting(DUET["wait"].default, DUET["wait"].check,
+                    "duet: silence (no key down, pedal up) that ends your phrase, in seconds"),
+    "min_call": Setting(DUET["min_call_s"].default, DUET["min_call_s"].check,
+                        "duet: shortest phrase answered, in seconds from its first note-on "
+                        "to its end; it also needs two notes, so a stray key or a slip is "
+                        "ignored"),
+    "answer": Setting((DUET["min_answer"].default, DUET["max_answer"].default), _answer_range,
+                      "duet: the answer lasts about as long as your phrase, clamped to MIN-MAX "
+                      "seconds"),
+    "barge_in": Setting(DUET["barge_in"].default, DUET["barge_in"].check,
+                        "duet: " + DUET["barge_in"].help),
     "follow": Setting(None, _follow,
                       "duet: steer a conditioned model's answer by your phrase's pitch classes "
-                      "and density (default: on when the model is conditioned)"),
+                      "and density", "on when the model is conditioned"),
     "end_of_call_cc": Setting(None, _cc_or_none,
-                              "duet: a CC number (e.g. a foot switch) that ends your phrase at "
-                              "once: the answer starts on its press"),
+                              "duet: a CC number (e.g. a foot switch) whose press ends your "
+                              "phrase at once (a learned end_of_call knob works too)"),
 })
+
+
+def duet_settings(s: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``DUET`` fields a play session's settings give (``wait``, ``min_call``,
+    ``answer``, ``barge_in``, ``follow``; the schema's defaults where they are missing)."""
+    def get(key):
+        return s.get(key, SCHEMA[key].default)
+
+    lo, hi = get("answer")
+    return {"wait": get("wait"), "min_call_s": get("min_call"), "min_answer": lo,
+            "max_answer": hi, "barge_in": get("barge_in"), "follow": get("follow") is not False}
 
 
 def defaults() -> dict[str, Any]:
