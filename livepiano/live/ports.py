@@ -19,10 +19,10 @@ import sys
 import tempfile
 
 from livepiano import LivepianoError
+from livepiano.settings.choices import MIDI_APIS
 
 CLIENT_NAME = "livepiano"
 API_ENV = "LIVEPIANO_MIDI_API"
-API_NAMES = ("alsa", "jack", "coremidi", "winmm")
 
 
 class PortError(LivepianoError):
@@ -58,8 +58,8 @@ def resolve_api(name: str | None = None) -> str:
     if not name:
         name, source = platform_api(), "the platform default"
     name = name.lower()
-    if name not in API_NAMES:
-        raise PortError(f"{source} is '{name}' but must be one of {', '.join(API_NAMES)}.")
+    if name not in MIDI_APIS:
+        raise PortError(f"{source} is '{name}' but must be one of {', '.join(MIDI_APIS)}.")
     rtmidi = _rtmidi()
     compiled = [n for n, i in _api_ids().items() if i in rtmidi.get_compiled_api()]
     if name not in compiled:

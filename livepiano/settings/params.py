@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple
 
 from livepiano import LivepianoError
-from livepiano.settings.choices import MODES, TAKEOVERS, Invalid
+from livepiano.settings.choices import MODES, TAKEOVERS, Invalid, choice, number, whole
 
 KNOB, TOGGLE, MOMENTARY = "knob", "toggle", "momentary"
 
@@ -144,14 +144,8 @@ class Param:
         if self.kind == MOMENTARY:
             raise ValueError("nothing: it is a momentary action, triggered, not set")
         if self.curve is not None:
-            c = self.curve
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not c.lo <= value <= c.hi:
-                raise ValueError(f"a number from {c.lo:g} to {c.hi:g}")
-            return float(value)
-        if value not in self.choices:
-            raise ValueError("one of " + ", ".join(map(str, self.choices)))
-        return value
+            return number(float(self.curve.lo), float(self.curve.hi))(value)
+        return choice(*self.choices)(value)
 
     def allowed(self) -> str:
         if self.curve is not None:
@@ -266,22 +260,6 @@ class Binding:
         return f"{self.control} -> {self.param}{extra}"
 
 
-def _whole(lo: int, hi: int) -> Callable[[Any], int]:
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError(f"a whole number from {lo} to {hi}")
-        return v
-    return check
-
-
-def _one_of(choices: Sequence[str]) -> Callable[[Any], str]:
-    def check(v):
-        if v not in choices:
-            raise ValueError("one of " + ", ".join(choices))
-        return v
-    return check
-
-
 def _param_name(v):
     if not isinstance(v, str) or v.strip().lower().replace("-", "_") not in PARAMS:
         raise ValueError("one of " + ", ".join(PARAMS))
@@ -291,10 +269,10 @@ def _param_name(v):
 # The schema of one binding entry: key -> check (the takeover key may be left out).
 BINDING_KEYS: dict[str, Callable[[Any], Any]] = {
     "param": _param_name,
-    "cc": _whole(0, 119),
-    "note": _whole(0, 127),
-    "channel": _whole(1, 16),
-    "takeover": _one_of(TAKEOVERS),
+    "cc": whole(0, 119),
+    "note": whole(0, 127),
+    "channel": whole(1, 16),
+    "takeover": choice(*TAKEOVERS),
 }
 
 

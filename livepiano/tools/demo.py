@@ -35,6 +35,7 @@ from pathlib import Path
 
 from livepiano import LivepianoError
 from livepiano.core.shipped import shipped_file
+from livepiano.settings.schema import DUET
 
 PRIMER = "primer.mid"
 CLIENT = "livepiano-demo"  # the demo's MIDI clients: CLIENT-pianist, CLIENT-ear
@@ -45,8 +46,9 @@ JACK_GAP_S = 0.003  # messages on JACK at least this far apart (see listener.Lis
 RESEND_S = 0.05  # the end of a call is sent again this long after
 QUIET_S = 0.8  # the answer is over when the model has been quiet this long
 FIRST_NOTE_TIMEOUT_S = 3.0  # a call that gets no answer note by then is not waited on
-# The duet's defaults, where the session's settings do not say (DuetSettings' own)
-DUET_WAIT_S, MIN_ANSWER_S, MAX_ANSWER_S, GRACE_S = 0.6, 2.0, 16.0, 2.0
+# The duet's defaults, where the session's settings do not say (the settings schema's)
+DUET_WAIT_S, MIN_ANSWER_S, MAX_ANSWER_S, GRACE_S = (
+    DUET[k].default for k in ("wait", "min_answer", "max_answer", "grace"))
 POLL_S = 0.001
 
 

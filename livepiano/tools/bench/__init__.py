@@ -4,13 +4,17 @@ Each benchmark is a module of this package with a function ``bench(args) -> dict
 ``BENCHES``; the command
 prints a readable report and, with ``--json``, ends with one line holding the dict as JSON.
 Arguments shared by the benchmarks are declared in ``add_arguments``. This module imports
-only the standard library at the top, so building the command line stays cheap.
+only the standard library and the settings schema at the top, so building the command line
+stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+
+from livepiano.settings.choices import REALTIME
+from livepiano.settings.schema import DUET, SCHEMA
 
 
 def add_arguments(p) -> None:
@@ -25,14 +29,14 @@ def add_arguments(p) -> None:
                         "own latency from other processes' interference (model)")
     p.add_argument("--load", action="store_true",
                    help="a busy loop on the other core while measuring (timing)")
-    p.add_argument("--realtime", choices=("auto", "fifo", "switch", "off"), default="auto",
+    p.add_argument("--realtime", choices=REALTIME, default=SCHEMA["realtime"].default,
                    help="scheduler timing mechanism, as `play --realtime` (timing)")
     p.add_argument("--deadlines", type=int, default=2000,
                    help="scheduler deadlines to measure (timing; at least 2000)")
     p.add_argument("--changes", type=int, default=200,
                    help="knob changes to measure (knobs; at least 200)")
-    p.add_argument("--wait", type=float, default=0.6,
-                   help="silence that ends a call, seconds (duet; default: 0.6)")
+    p.add_argument("--wait", type=float, default=DUET["wait"].default,
+                   help="silence that ends a call, seconds (duet; default: %(default)s)")
     p.add_argument("--calls", type=int, default=21,
                    help="held-out calls to play (duet; at least 20)")
     p.add_argument("--data", default=None, metavar="CACHE_OR_MIDI_DIR",

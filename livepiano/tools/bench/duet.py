@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from livepiano.settings.schema import DUET
 from livepiano.tools.bench.common import card_summary
 
 
@@ -118,7 +119,7 @@ def _pc_cosine(a: list[int], b: list[int]) -> float | None:
     return float(ha @ hb / (np.linalg.norm(ha) * np.linalg.norm(hb)))
 
 
-def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto",
+def duet_run(model_path, calls, *, wait: float = DUET["wait"].default, realtime_mode: str = "auto",
              seed: int | None = 0, lookahead: float = 0.1, progress=None) -> dict:
     """The calls played in real time into the real Listener, EngineLoop (duet mode) and
     Scheduler in this process, the output stamped as it leaves; every ``DUET_BARGE_EVERY``-th
@@ -179,7 +180,7 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
                     "pitches": [p for _, _, p, _ in call], "barged_at": None}
             turns.append(turn)
             barge = (i + 1) % DUET_BARGE_EVERY == 0 and i + 1 < len(calls)
-            limit = phrase_end + wait + 16.0 + 2.0 + 2.0
+            limit = phrase_end + wait + mode.settings.max_answer + mode.settings.grace + 2.0
             first = None
             while clock() < limit:
                 check()
@@ -260,7 +261,7 @@ def bench(args) -> dict:
 
     say = getattr(args, "say", print)
     path = resolve_model(getattr(args, "model", None))
-    wait = float(getattr(args, "wait", None) or 0.6)
+    wait = float(getattr(args, "wait", None) or DUET["wait"].default)
     count = max(20, int(getattr(args, "calls", 21) or 21))
     sources, where = _duet_sources(getattr(args, "data", None))
     calls = _duet_calls(sources, count, wait)
@@ -300,6 +301,7 @@ def bench(args) -> dict:
         return round(float(np.percentile(v, q)), 1) if v else None
 
     calls_s = [t["call_s"] for t in full]
+    longest = DUET["max_answer"].default + DUET["grace"].default  # the answer's hard cap
     answers_s = [t["answer_s"] for t in full]
     result = {
         "model": str(path), "layers": r["layers"], "hidden": r["hidden"],
@@ -313,7 +315,7 @@ def bench(args) -> dict:
         "answer_s_median": round(float(np.median(answers_s)), 2) if answers_s else None,
         "answer_call_ratio_median": round(float(np.median(
             [a / max(c, 1e-9) for a, c in zip(answers_s, calls_s)])), 2) if full else None,
-        "answers_within_clamp": sum(1 for a in answers_s if a <= 16.0 + 2.0 + 0.05),
+        "answers_within_clamp": sum(1 for a in answers_s if a <= longest + 0.05),
         "stop_reasons": {k: r["stops"].count(k) for k in sorted(set(r["stops"]))},
         "pc_cosine_median": round(float(np.median(cos)), 3) if cos else None,
         "pc_cosine_random_median": round(float(np.median(rand)), 3) if rand else None,
