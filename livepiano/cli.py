@@ -7,9 +7,12 @@ stays fast and the play path never imports torch.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from livepiano import LivepianoError, __version__
+
+log = logging.getLogger(__name__)
 
 # --- inspect ------------------------------------------------------------------------------
 
@@ -126,8 +129,18 @@ def _cmd_train(args) -> int:
 # --- ports and play (the live instrument) -------------------------------------------------
 
 def _add_api_option(p) -> None:
-    p.add_argument("--api", choices=("alsa", "jack", "coremidi", "winmm"), default=None,
-                   help="MIDI system (default: $LIVEPIANO_MIDI_API, else the platform's own)")
+    from livepiano.settings.schema import SCHEMA, help_text
+
+    p.add_argument("--api", choices=_choices("api"), default=None,
+                   help=help_text(SCHEMA["api"]))
+
+
+def _choices(key: str) -> tuple | None:
+    """The values a setting allows, when it is one of a list (the schema's check says)."""
+    from livepiano.settings.schema import SCHEMA
+
+    found = getattr(SCHEMA[key].check, "choices", None)
+    return None if found is None else tuple(c for c in found if c is not None)
 
 
 def _add_ports(sub) -> None:
@@ -149,38 +162,65 @@ def _cmd_ports(args) -> int:
     return 0
 
 
-def _add_play(sub) -> None:
-    from livepiano.settings.choices import MODES, REALTIME
+# play's options: setting -> (extra argparse keywords; the flag is --KEY with '-' for '_').
+# Their help and default text are the settings schema's; every default is None ("not given"):
+# the settings file, then the schema's default, decide.
+PLAY_OPTIONS = {
+    "in": {"metavar": "PORT"},
+    "out": {"metavar": "PORT"},
+    "api": {},
+    "mode": {},
+    "model": {},
+    "temperature": {"type": float},
+    "channel": {"type": int},
+    "lookahead_ms": {"type": int},
+    "echo": {"action": "store_const", "const": True},
+    "record": {"metavar": "FILE.mid"},
+    "realtime": {},
+    "seed": {"type": int},
+}
+KNOB_OPTIONS = {
+    "control_in": {"metavar": "PORT"},
+    "takeover": {},
+}
+DUET_OPTIONS = {
+    "wait": {"type": float, "metavar": "S"},
+    "min_call": {"type": float, "metavar": "S"},
+    "answer": {"metavar": "MIN-MAX"},
+    "barge_in": {},
+    "follow": {"action": argparse.BooleanOptionalAction},
+    "end_of_call_cc": {"type": int, "metavar": "N"},
+}
 
-    p = sub.add_parser("play", help="play live: your notes in, the model's notes out")
-    p.add_argument("--in", dest="in_", metavar="PORT",
-                   help="input port, by any part of its name (default: a virtual port)")
-    p.add_argument("--out", metavar="PORT",
-                   help="output port, e.g. \"FluidSynth\" (default: a virtual port)")
-    _add_api_option(p)
-    p.add_argument("--mode", choices=MODES, default=None, help="default: continuous")
-    p.add_argument("--model", default=None,
-                   help="ONNX model (default: $LIVEPIANO_MODEL, else models/performance_rnn.onnx)")
-    p.add_argument("--temperature", type=float, default=None, help="default: 1.0")
-    p.add_argument("--channel", type=int, default=None, help="output channel 1-16 (default: 1)")
-    p.add_argument("--lookahead-ms", type=int, default=None,
-                   help="how far the model may run ahead of the clock (default: 100)")
-    p.add_argument("--echo", action="store_const", const=True, default=None,
-                   help="send your notes to the output too")
-    p.add_argument("--record", metavar="FILE.mid", default=None,
-                   help="where to save the session (default: a new file in the user's data "
-                        "folder)")
-    p.add_argument("--realtime", choices=REALTIME, default=None,
-                   help="scheduler timing (default: auto = SCHED_FIFO where allowed and a short "
-                        "GIL switch interval)")
-    p.add_argument("--seed", type=int, default=None)
+
+def _add_settings(p, options: dict) -> None:
+    """An option for each setting named, its help and default text from the schema."""
+    from livepiano.settings.schema import SCHEMA, help_text
+
+    for key, extra in options.items():
+        choices = _choices(key)
+        kw = dict(extra, default=None, help=help_text(SCHEMA[key]))
+        if choices is not None:
+            kw["choices"] = choices
+        p.add_argument("--" + key.replace("_", "-"), dest=key, **kw)
+
+
+def _add_play(sub) -> None:
+    p = sub.add_parser("play", help="play live: your notes in, the model's notes out",
+                       description="Play live: your notes in, the model's notes out. A setting "
+                                   "not given here is the settings file's, else the default "
+                                   "shown.")
+    _add_settings(p, PLAY_OPTIONS)
     p.add_argument("--config", metavar="FILE.yaml", default=None,
                    help="settings file, knob bindings included (default: $LIVEPIANO_CONFIG, "
                         "else livepiano.yaml in the user's config folder, when it is there)")
     p.add_argument("--status", action="store_const", const=True, default=None,
                    help="show the status line even when stderr is not a terminal")
-    _add_knob_options(p)
-    _add_duet_options(p)
+    _add_log_option(p)
+    _add_controls_option(p)
+    _add_settings(p, KNOB_OPTIONS)
+    _add_settings(p.add_argument_group("duet (--mode duet: you play a phrase, the model "
+                                       "answers)"), DUET_OPTIONS)
     p.set_defaults(run=_cmd_play)
 
 
@@ -188,36 +228,9 @@ def _cmd_play(args) -> int:
     from livepiano.live import session
     from livepiano.settings import files
 
-    settings = files.for_play(args.config, {
-        "in": args.in_, "out": args.out, "api": args.api, "mode": args.mode,
-        "model": args.model, "temperature": args.temperature, "channel": args.channel,
-        "lookahead_ms": args.lookahead_ms, "echo": args.echo, "record": args.record,
-        "realtime": args.realtime, "seed": args.seed,
-        "controls": args.controls, "control_in": args.control_in, "takeover": args.takeover,
-        "wait": args.wait, "min_call": args.min_call, "answer": args.answer,
-        "barge_in": args.barge_in, "follow": args.follow, "end_of_call_cc": args.end_of_call_cc})
+    given = {key: getattr(args, key) for key in (*PLAY_OPTIONS, *KNOB_OPTIONS, *DUET_OPTIONS)}
+    settings = files.for_play(args.config, dict(given, controls=args.controls))
     return session.Session(settings, status=args.status).run()
-
-
-def _add_duet_options(p) -> None:
-    g = p.add_argument_group("duet (--mode duet: you play a phrase, the model answers)")
-    g.add_argument("--wait", type=float, default=None, metavar="S",
-                   help="silence (no key down, pedal up) that ends your phrase (default: 0.6)")
-    g.add_argument("--min-call", type=float, default=None, metavar="S",
-                   help="shortest phrase answered, first note to phrase end; it also needs two "
-                        "notes, so a stray key or a slip is ignored (default: 0.3)")
-    g.add_argument("--answer", default=None, metavar="MIN-MAX",
-                   help="the answer lasts about as long as your phrase, clamped to MIN-MAX "
-                        "seconds (default: 2-16)")
-    g.add_argument("--barge-in", choices=("stop", "finish", "overlap"), default=None,
-                   help="when you play during an answer: stop it at once (default), let it "
-                        "finish its phrase, or let it overlap you")
-    g.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
-                   help="steer a conditioned model's answer by your phrase's pitch classes and "
-                        "density (default: on when the model is conditioned)")
-    g.add_argument("--end-of-call-cc", type=int, default=None, metavar="N",
-                   help="a CC (e.g. a foot switch) whose press ends your phrase at once (a "
-                        "learned end_of_call knob works too)")
 
 
 # --- knobs: controls, learn ---------------------------------------------------------------
@@ -227,17 +240,6 @@ def _add_controls_option(p) -> None:
                    help="read the knob bindings from this file and save learned ones there "
                         "(default: $LIVEPIANO_CONTROLS, else the settings file: "
                         "livepiano.yaml in the user's config folder)")
-
-
-def _add_knob_options(p) -> None:
-    from livepiano.settings.choices import TAKEOVERS
-
-    _add_controls_option(p)
-    p.add_argument("--control-in", metavar="PORT", default=None,
-                   help="a second input port for knobs and pads (the piano's CCs work too)")
-    p.add_argument("--takeover", choices=TAKEOVERS, default=None,
-                   help="what a knob does when it disagrees with the value (default: the "
-                        "file's, else jump)")
 
 
 def _add_controls(sub) -> None:
@@ -552,6 +554,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
                    help="soundfont for the audio (default: the first one found)")
+    _add_log_option(p)
     p.set_defaults(run=_cmd_demo)
 
 
@@ -563,6 +566,43 @@ def _cmd_demo(args) -> int:
     for line in result.report():
         print(line)
     return result.code
+
+
+# --- logging --------------------------------------------------------------------------------
+
+def _add_log_option(p) -> None:
+    p.add_argument("--log", metavar="FILE", default=None,
+                   help="write the session's debug log to this file (default: warnings to "
+                        "stderr only)")
+
+
+def _start_logging(path: str | None):
+    """livepiano's loggers: warnings and worse to stderr; with ``path`` (--log), everything
+    from debug on to that file as well. Returns the file's handler (None without one)."""
+    root = logging.getLogger("livepiano")
+    for h in [h for h in root.handlers if getattr(h, "_livepiano", False)]:
+        root.removeHandler(h)  # main() may run more than once in a process (tests)
+        h.close()
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.WARNING)
+    stderr.setFormatter(logging.Formatter("livepiano: %(message)s"))
+    handlers = [stderr]
+    to_file = None
+    if path:
+        try:
+            to_file = logging.FileHandler(path, mode="w", encoding="utf-8")
+        except OSError as e:
+            raise LivepianoError(f"cannot write the log {path} ({e.strerror}).") from None
+        to_file.setFormatter(logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(threadName)s %(name)s %(levelname)s: %(message)s",
+            "%H:%M:%S"))
+        handlers.append(to_file)
+    for h in handlers:
+        h._livepiano = True
+        root.addHandler(h)
+    root.setLevel(logging.DEBUG if path else logging.WARNING)
+    root.propagate = False
+    return to_file
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -590,9 +630,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    to_file = None
     try:
+        to_file = _start_logging(getattr(args, "log", None))
         return int(args.run(args) or 0)
     except LivepianoError as e:
+        log.debug("%s", e, exc_info=True)
         print(f"livepiano: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -600,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if to_file is not None:
+            to_file.close()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ figures).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import queue
 import sys
@@ -34,6 +35,8 @@ from typing import Callable
 from livepiano.live import controls, modes
 from livepiano.live.controls import Controls
 from livepiano.settings import bindings, choices, files, params
+
+log = logging.getLogger(__name__)
 
 FOLLOW_S = 10.0  # key "follow": the player's note-ons of the last this many seconds
 FOLLOW_EVERY_S = 0.5  # ... recomputed at most this often
@@ -222,6 +225,7 @@ class Knobs:
                 raise LookupError("no mode switching here")
             mode = self.make_mode(name, lambda text: self.post(("say", text, True)))
         except Exception as e:  # noqa: BLE001 - a knob must never end the session
+            log.debug("mode %s could not be made", name, exc_info=True)
             self._once(f"mode {name}", f"mode {name} is not available in this session ({e})")
             if self.loop.mode.name in choices.MODES:  # the toggle stays with the loop
                 self.controls.set("mode", self.loop.mode.name)
@@ -277,6 +281,7 @@ class Knobs:
                     bindings.save(self.path, learned)
                     lines.append((f"{text}; saved to {self.path}", True))
                 except Exception as e:  # noqa: BLE001 - a full disk must not end the session
+                    log.debug("saving the bindings to %s failed", self.path, exc_info=True)
                     lines.append((f"{text}; NOT saved ({e})", True))
             else:
                 lines.append((item[1], item[2]))
@@ -318,6 +323,7 @@ class ControlInput:
                 if item[0] and item[0][0] & 0xF0 in (0x80, 0x90, 0xB0):
                     self.knobs.message(item[0], self.clock())
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            log.debug("the control port's thread failed", exc_info=True)
             self.error = e
 
     def _watch(self, gone: bool) -> bool:

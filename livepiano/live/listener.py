@@ -11,12 +11,15 @@ hands the events on through queues.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from typing import Callable, NamedTuple
 
 from livepiano.core import codec
 from livepiano.core.messages import CONTROL, NOTE_OFF, NOTE_ON
+
+log = logging.getLogger(__name__)
 
 
 class PlayerEvent(NamedTuple):
@@ -191,6 +194,7 @@ class Listener:
                     continue
                 self.handle(item[0], self.clock())
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            log.debug("the listener thread failed", exc_info=True)
             self.error = e
 
     def handle(self, message, t: float) -> None:

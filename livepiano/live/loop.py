@@ -8,6 +8,7 @@ The engine thread owns the ``Engine`` and everything here; other threads reach i
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import time
 from collections import deque
@@ -18,6 +19,8 @@ from livepiano.core.messages import NOTE_OFF, NOTE_ON
 from livepiano.live.listener import PlayerEvent, StreamPosition, player_tokens
 from livepiano.live.mode import Continuous, Mode
 from livepiano.live.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
 
 
 class EngineLoop:
@@ -104,6 +107,7 @@ class EngineLoop:
                 prepare()
             self._loop()
         except BaseException as e:  # noqa: BLE001 - the main thread reports it
+            log.debug("the engine thread failed", exc_info=True)
             self.error = e
 
     def _take(self, item) -> bool:

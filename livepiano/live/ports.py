@@ -13,6 +13,7 @@ library text on stderr and raising ``SystemError``; here both become one ``Livep
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -20,6 +21,8 @@ import tempfile
 
 from livepiano import LivepianoError
 from livepiano.settings.choices import MIDI_APIS
+
+log = logging.getLogger(__name__)
 
 CLIENT_NAME = "livepiano"
 API_ENV = "LIVEPIANO_MIDI_API"
@@ -179,6 +182,7 @@ class Port:
             raise PortError(f"{self.api} has no virtual ports; name a port with "
                             f"--{self.kind} (see `livepiano ports`).") from None
         self.name = None
+        log.debug("%s: opened a virtual %s port", self.api, self.kind)
 
     def open_matching(self) -> str:
         names = self.client.get_ports()
@@ -187,6 +191,7 @@ class Port:
                              "input" if self.kind == "in" else "output")]
         self.client.open_port(i, "in" if self.kind == "in" else "out")
         self.name = names[i]
+        log.debug("%s: opened %s port %r for %r", self.api, self.kind, self.name, self.query)
         return self.name
 
     def present(self) -> bool:

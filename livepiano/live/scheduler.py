@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import queue
 import sys
@@ -30,6 +31,8 @@ from typing import Callable
 
 from livepiano.core import messages
 from livepiano.core.messages import NOTE_OFF, NOTE_ON
+
+log = logging.getLogger(__name__)
 
 # Wake this long before a deadline, then spin. Under SCHED_FIFO a wake-up is punctual to tens
 # of µs, and a long spin only holds the GIL that the engine thread then takes back after a
@@ -140,6 +143,7 @@ class Scheduler:
         try:
             self._loop()
         except BaseException as e:  # noqa: BLE001 - reported by whoever started us
+            log.debug("the scheduler thread failed", exc_info=True)
             self.error = e
         finally:
             self.panic()
@@ -262,7 +266,7 @@ class Scheduler:
                 try:
                     self.out.send_message(m)
                 except Exception:  # the port may be gone; keep trying the rest
-                    pass
+                    log.debug("a release could not be sent: %s", m, exc_info=True)
             now = self.clock()
         for m in messages:
             if self.on_sent is not None:

@@ -14,6 +14,7 @@ thread, between two samples.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -27,6 +28,8 @@ from livepiano.live.loop import EngineLoop
 from livepiano.live.modes import make_mode
 from livepiano.live.recorder import Recorder, default_recording
 from livepiano.live.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
+
+log = logging.getLogger(__name__)
 
 WATCH_S = 0.5  # how often the main thread checks that the ports are still there
 STATUS_S = 0.25
@@ -70,6 +73,7 @@ class Session:
         self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
 
     def say(self, text: str) -> None:
+        log.info("%s", text)
         if self.status:
             self.out.write("\r\x1b[2K")
         self.out.write(f"livepiano: {text}\n")
@@ -87,6 +91,7 @@ class Session:
         from livepiano.runtime.modelfile import resolve_model
 
         s = self.settings
+        log.debug("settings: %s", s)
         knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
         api = ports.resolve_api(s["api"])
         outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
@@ -162,6 +167,8 @@ class Session:
             except OSError as e:
                 where = f"could not save the session to {path} ({e.strerror})"
             timing = scheduler.lateness_us()
+            log.debug("stopped: %s (failed: %s); timing %s", self.stop_reason, self.failed,
+                      timing)
             self.say(f"{self.stop_reason or 'stopped'}; every note released; {where}. "
                      f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
                      f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "

@@ -3,6 +3,7 @@ with the shape (layers, hidden size, conditioning) read from the graph."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 from livepiano import LivepianoError
 from livepiano.core import codec
 from livepiano.core.shipped import shipped_file
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "performance_rnn.onnx"
 
@@ -71,6 +74,7 @@ def open_session(model_path: str | os.PathLike, intra_op_threads: int = 1):
     try:
         return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
+        log.debug("onnxruntime cannot load %s", model_path, exc_info=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LivepianoError(f"{model_path} is not a usable ONNX model ({first[:200]}); "
                              f"export it again with `livepiano export`.") from None

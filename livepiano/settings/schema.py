@@ -154,23 +154,23 @@ def _cc_or_none(v):
     return v if v is None else number(0, 119, int)(v)
 
 
-SCHEMA.update({
+SCHEMA.update({  # the duet (--mode duet)
     "wait": Setting(DUET["wait"].default, DUET["wait"].check,
-                    "duet: silence (no key down, pedal up) that ends your phrase, in seconds"),
+                    "silence (no key down, pedal up) that ends your phrase, in seconds"),
     "min_call": Setting(DUET["min_call_s"].default, DUET["min_call_s"].check,
-                        "duet: shortest phrase answered, in seconds from its first note-on "
+                        "shortest phrase answered, in seconds from its first note-on "
                         "to its end; it also needs two notes, so a stray key or a slip is "
                         "ignored"),
     "answer": Setting((DUET["min_answer"].default, DUET["max_answer"].default), _answer_range,
-                      "duet: the answer lasts about as long as your phrase, clamped to MIN-MAX "
+                      "the answer lasts about as long as your phrase, clamped to MIN-MAX "
                       "seconds"),
     "barge_in": Setting(DUET["barge_in"].default, DUET["barge_in"].check,
-                        "duet: " + DUET["barge_in"].help),
+                        DUET["barge_in"].help),
     "follow": Setting(None, _follow,
-                      "duet: steer a conditioned model's answer by your phrase's pitch classes "
+                      "steer a conditioned model's answer by your phrase's pitch classes "
                       "and density", "on when the model is conditioned"),
     "end_of_call_cc": Setting(None, _cc_or_none,
-                              "duet: a CC number (e.g. a foot switch) whose press ends your "
+                              "a CC number (e.g. a foot switch) whose press ends your "
                               "phrase at once (a learned end_of_call knob works too)"),
 })
 

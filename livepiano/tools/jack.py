@@ -22,6 +22,7 @@ default server of its own when ours is not up yet.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -33,6 +34,8 @@ import uuid
 from typing import Callable
 
 from livepiano import LivepianoError
+
+log = logging.getLogger(__name__)
 
 JACKD_ARGS = ["-R", "-S", "-d", "dummy", "-r", "48000", "-p", "64"]
 PR_SET_PDEATHSIG = 1
@@ -90,8 +93,10 @@ class JackServer:
         try:
             self._wait_up(timeout)
         except BaseException:
+            log.debug("jackd did not come up; its output: %s", self.log_tail())
             self.stop()
             raise
+        log.debug("jackd %s is up (pid %s)", self.env.get("JACK_DEFAULT_SERVER"), self.pid)
         return self
 
     def _wait_up(self, timeout: float) -> None:

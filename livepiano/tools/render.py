@@ -18,6 +18,7 @@ what to install on this OS.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livepiano import LivepianoError
+
+log = logging.getLogger(__name__)
 
 SOUNDFONT_ENV = "LIVEPIANO_SOUNDFONT"
 SAMPLE_RATE = 44100
@@ -144,7 +147,7 @@ def find_fluidsynth() -> tuple[str, str] | None:
         if hasattr(fluidsynth, "Synth"):
             return "pyfluidsynth", getattr(fluidsynth, "__file__", "fluidsynth")
     except Exception:  # pyfluidsynth raises ImportError or OSError when the library is missing
-        pass
+        log.debug("pyfluidsynth is not usable", exc_info=True)
     return None
 
 
