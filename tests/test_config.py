@@ -306,3 +306,15 @@ def test_property_learning_again_and_again_never_loses_a_setting_or_a_comment(tm
             {k: v for k, v in before.items() if k != "bindings"}
         lines = path.read_text().splitlines()
         assert all(line in lines for line in comments)
+
+
+def test_the_config_folder_is_platformdirs_and_the_stand_ins_follow_its_rule(monkeypatch, tmp_path):
+    import os
+    import sys
+
+    for xdg in (None, str(tmp_path / "xdg")):
+        if xdg is None:
+            monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
+        assert files.config_dir() == files.config_dir(os.environ, sys.platform, Path.home())

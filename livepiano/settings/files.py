@@ -10,8 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import platformdirs
+
 from livepiano import LivepianoError
 from livepiano.settings.schema import SCHEMA, Locate, check, defaults, merge
+
+APP = "livepiano"  # the folder's name
+
 
 FILE_NAME = "livepiano.yaml"
 
@@ -27,7 +32,12 @@ KNOB_KEYS = ("takeover", "bindings")  # what a controls file holds, and all a sa
 
 def config_dir(env: Mapping[str, str] | None = None, platform: str | None = None,
                home: Path | None = None) -> Path:
-    """The user's config folder for livepiano."""
+    """The user's config folder for livepiano: platformdirs' user config folder (on Windows
+    the roaming one). ``env``, ``platform`` and ``home`` stand in for the process's own (the
+    tests give them); then the folder is found as platformdirs finds it from those: %APPDATA%
+    on Windows, ~/Library/Application Support on macOS, else $XDG_CONFIG_HOME or ~/.config."""
+    if env is None and platform is None and home is None:
+        return platformdirs.user_config_path(APP, appauthor=False, roaming=True)
     env = os.environ if env is None else env
     platform = sys.platform if platform is None else platform
     home = Path.home() if home is None else Path(home)
@@ -37,7 +47,7 @@ def config_dir(env: Mapping[str, str] | None = None, platform: str | None = None
         base = home / "Library" / "Application Support"
     else:
         base = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    return base / "livepiano"
+    return base / APP
 
 
 def default_path(env: Mapping[str, str] | None = None, platform: str | None = None,
