@@ -388,6 +388,8 @@ def _cmd_eval(args) -> int:
 
 
 def _add_generate(sub) -> None:
+    from livepiano.settings.schema import SCHEMA
+
     p = sub.add_parser("generate",
                        help="generate a performance offline into a MIDI file (no torch)")
     p.add_argument("--model", default=None,
@@ -395,8 +397,8 @@ def _add_generate(sub) -> None:
                         "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
     p.add_argument("--seconds", type=float, default=30.0,
                    help="seconds of music to generate (default: 30)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="sampling temperature (default: 1.0)")
+    p.add_argument("--temperature", type=float, default=SCHEMA["temperature"].default,
+                   help="sampling temperature (default: %(default)s)")
     p.add_argument("--primer", default=None, metavar="FILE.mid",
                    help="a MIDI file the model hears first; it is written to the output as its own "
                         "track, 'primer', and generation continues after its end on track "
@@ -546,7 +548,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--plot", action="store_true", help="also draw the piano roll to demo.png")
     p.add_argument("--no-wav", dest="wav", action="store_false",
                    help="do not render demo.wav")
-    p.add_argument("--api", choices=("alsa", "jack", "coremidi"), default=None,
+    p.add_argument("--api", choices=[a for a in _choices("api") if a != "winmm"], default=None,
                    help="MIDI system (default: ALSA or CoreMIDI where they open, else a "
                         "private JACK server)")
     p.add_argument("--model", default=None,
