@@ -48,7 +48,6 @@ from typing import Any, Iterable
 from livepiano import LivepianoError
 from livepiano.settings import bindings, files, params
 from livepiano.settings.bindings import save
-from livepiano.settings.choices import TAKEOVERS
 from livepiano.settings.params import (
     BUTTONS,
     KNOB,
@@ -62,6 +61,7 @@ from livepiano.settings.params import (
     Param,
     param,
 )
+from livepiano.settings.schema import SCHEMA, check_one
 
 # --- curves ---------------------------------------------------------------------------------
 
@@ -98,12 +98,10 @@ class Controls:
     """Bindings, the current parameter values and the takeover state (see the module
     docstring). Owned by one thread; ``handle`` is cheap (microseconds)."""
 
-    def __init__(self, bindings: Iterable[Binding] = (), *, takeover: str = "jump",
+    def __init__(self, bindings: Iterable[Binding] = (), *,
+                 takeover: str = SCHEMA["takeover"].default,
                  values: dict[str, Any] | None = None):
-        if takeover not in TAKEOVERS:
-            raise LivepianoError(f"takeover is '{takeover}' but must be one of "
-                                 f"{', '.join(TAKEOVERS)}.")
-        self.takeover = takeover
+        self.takeover = check_one("takeover", takeover, "takeover")
         self.learning: str | None = None
         self._last_learned: str | None = None
         self._last: dict[Control, int] = {}  # the last value seen from each CC
@@ -124,9 +122,8 @@ class Controls:
         """Bind ``control`` to a parameter; the parameter it drove before (None: it was free)."""
         control = Control(*control)
         name = param(param_name).name
-        if takeover is not None and takeover not in TAKEOVERS:
-            raise LivepianoError(f"takeover is '{takeover}' but must be one of "
-                                 f"{', '.join(TAKEOVERS)}.")
+        if takeover is not None:
+            check_one("takeover", takeover, "takeover")
         _check_control(control, name)
         old = self.bindings.get(control)
         self.bindings[control] = Binding(control, name, takeover)

@@ -10,7 +10,6 @@ from typing import Iterable
 
 from livepiano import LivepianoError
 from livepiano.settings import files, schema
-from livepiano.settings.choices import TAKEOVERS
 from livepiano.settings.params import PARAMS, Binding, Control
 
 
@@ -122,9 +121,7 @@ def save(path: str | os.PathLike, bindings: Iterable[Binding],
     keys and its comments; a missing file is made."""
     edits = {}
     if takeover is not None:
-        if takeover not in TAKEOVERS:
-            raise LivepianoError(f"takeover is '{takeover}' but must be one of "
-                                 f"{', '.join(TAKEOVERS)}.")
+        schema.check_one("takeover", takeover, "takeover")
         edits["takeover"] = files.scalar_edit("takeover", takeover)
     edits["bindings"] = _bindings_edit(list(bindings))
     return files.rewrite(path, edits, header=HEADER, what="knob bindings")

@@ -228,6 +228,16 @@ def check(values: Mapping[str, Any], source: str | os.PathLike | None = None,
     return out
 
 
+def check_one(key: str, value: Any, name: str | None = None) -> Any:
+    """``value`` as the setting ``key``'s check converts it, else a one-line
+    ``LivepianoError``: "NAME is VALUE but must be ALLOWED." (NAME: ``setting 'KEY'``)."""
+    try:
+        return SCHEMA[key].check(value)
+    except ValueError as e:
+        raise LivepianoError(f"{name or f'setting {key!r}'} is {_short(value)} but must be "
+                             f"{e}.") from None
+
+
 def validate(values: Mapping[str, Any], source: str | os.PathLike | None = None,
              locate: Locate | None = None) -> dict[str, Any]:
     """``values`` checked against SCHEMA and merged onto the defaults."""
