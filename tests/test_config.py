@@ -318,3 +318,13 @@ def test_the_config_folder_is_platformdirs_and_the_stand_ins_follow_its_rule(mon
         else:
             monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
         assert files.config_dir() == files.config_dir(os.environ, sys.platform, Path.home())
+
+
+def test_the_knobs_start_from_the_settings_defaults():
+    from livepiano.settings import params
+
+    assert params.PARAMS["temperature"].default == schema.SCHEMA["temperature"].default
+    assert params.PARAMS["mode"].default == schema.SCHEMA["mode"].default
+    assert params.PARAMS["mode"].choices == choices.MODES
+    assert params.PARAMS["duet_wait"].default == schema.DUET["wait"].default
+    assert params.PARAMS["answer_length"].default == schema.DUET["max_answer"].default
