@@ -603,7 +603,6 @@ def _start_logging(path: str | None):
         h._livepiano = True
         root.addHandler(h)
     root.setLevel(logging.DEBUG if path else logging.WARNING)
-    root.propagate = False
     return to_file
 
 
