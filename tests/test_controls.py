@@ -14,7 +14,7 @@ from livepiano import LivepianoError
 from livepiano.core import codec
 from livepiano.live import controls
 from livepiano.live.controls import Controls
-from livepiano.settings import bindings, files, params
+from livepiano.settings import bindings, choices, files, params
 from livepiano.settings.params import Binding, Control
 
 KNOBS = [n for n, p in params.PARAMS.items() if p.kind == params.KNOB]
@@ -546,8 +546,8 @@ def test_load_uses_the_default_path(tmp_path, monkeypatch):
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["cc", "note"]), st.integers(1, 16),
                           st.integers(0, 119), st.sampled_from(list(params.PARAMS)),
-                          st.sampled_from([None, *controls.TAKEOVERS])), max_size=12),
-       st.sampled_from(controls.TAKEOVERS))
+                          st.sampled_from([None, *choices.TAKEOVERS])), max_size=12),
+       st.sampled_from(choices.TAKEOVERS))
 def test_property_any_bindings_survive_the_file(tmp_path_factory, rows, takeover):
     c = Controls(takeover=takeover)
     for kind, channel, number, name, how in rows:
