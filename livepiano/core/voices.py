@@ -6,9 +6,10 @@ it. What a note-off ends is the caller's rule, named in one word:
 
 - ``"oldest"``: the oldest sounding voice of its pitch (first in, first out; Magenta's
   ``Performance.to_sequence``, a synth, the scheduler's sounding notes);
-- ``"all"``: every sounding voice of its pitch (a key that goes up releases the pitch);
-- ``"earlier"``: every sounding voice of its pitch that started before the note-off
-  (pretty_midi's reading of a file: a voice struck at the same moment stays).
+- ``"all"``: every sounding voice of its pitch (a key that goes up releases the pitch).
+
+(Reading a MIDI file as pretty_midi does is a rule of its own, with a quirk that Magenta's
+data depends on; it stays in ``codec.read_midi``.)
 
 A note-off of a silent pitch ends nothing. A note-on of velocity 0 is a note-off
 (``message``). Voices never released are ended by the caller with ``end``, at a moment of its
@@ -23,7 +24,7 @@ from typing import Any, Hashable, NamedTuple
 
 from livepiano.core import messages
 
-RULES = ("oldest", "all", "earlier")
+RULES = ("oldest", "all")
 
 
 class Voice(NamedTuple):
@@ -66,11 +67,8 @@ class Voices:
             return []
         if self.rule == "oldest":
             ended = [voices.pop(0)]
-        elif self.rule == "all":
+        else:  # "all"
             ended, voices[:] = voices[:], []
-        else:  # "earlier"
-            ended = [v for v in voices if v.start < at]
-            voices[:] = [v for v in voices if not v.start < at]
         self._count -= len(ended)
         return ended
 
