@@ -68,6 +68,10 @@ class Session:
         self.failed = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
+        # For code that runs a session in-process (the demo): set once its threads are
+        # playing; the scheduler's lateness figures once it has ended.
+        self.playing = threading.Event()
+        self.lateness: dict | None = None
 
     def say(self, text: str) -> None:
         if self.status:
@@ -139,6 +143,7 @@ class Session:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
                      f"model: {model_path.name}. Ctrl-C stops.")
+            self.playing.set()
             knob_setup.start(keys=self.status)
             self.say(knob_setup.describe())
             self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
@@ -161,7 +166,7 @@ class Session:
                 where = f"session saved to {saved}"
             except OSError as e:
                 where = f"could not save the session to {path} ({e.strerror})"
-            timing = scheduler.lateness_us()
+            timing = self.lateness = scheduler.lateness_us()
             self.say(f"{self.stop_reason or 'stopped'}; every note released; {where}. "
                      f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
                      f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "

@@ -24,7 +24,6 @@ real time, on real MIDI ports.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import statistics
 import sys
@@ -499,29 +498,6 @@ class LiveSynth:
         self._end(self.proc)
 
 
-# --- the session's own output ----------------------------------------------------------------
-
-class _Tee:
-    """The session's messages go to stderr as usual; the demo keeps a copy (for the 'playing'
-    line that says the session is ready, and its closing figures)."""
-
-    def __init__(self, stream, ready: threading.Event):
-        self.stream, self.ready = stream, ready
-        self.text = ""
-
-    def write(self, s: str) -> int:
-        self.text += s
-        if "playing (" in self.text:
-            self.ready.set()
-        return self.stream.write(s)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-
 # --- the demo ---------------------------------------------------------------------------------
 
 STUCK_S = 60.0  # beyond --seconds and the last answer: the session is stuck, give up
@@ -597,7 +573,8 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         api: str | None = None, model: str | None = None, seed: int | None = None,
         soundfont: str | None = None, wav: bool = True, mode: str | None = None,
         log=sys.stderr) -> Result:
-    from livepiano.live import modes, session
+    from livepiano.live import modes
+    from livepiano.live.session import Session
     from livepiano.settings import schema
     from livepiano.tools.render import find_fluidsynth, find_soundfont
 
@@ -645,21 +622,19 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
                           wait=settings.get("wait", DUET_WAIT_S),
                           answer_range=tuple(settings.get("answer",
                                                           (MIN_ANSWER_S, MAX_ANSWER_S))))
-        ready = threading.Event()
-        tee = _Tee(log, ready)
-        session = session.Session(settings, out=tee, status=log.isatty())
-        pianist.say = session.say
+        play = Session(settings, out=log, status=log.isatty())
+        pianist.say = play.say
 
         def perform():
             try:
-                while not ready.wait(0.05):
+                while not play.playing.wait(0.05):
                     if pianist.stopped.is_set():
                         return
                 time.sleep(0.5)  # the session's threads settle
                 pianist.perform(calls, seconds)
                 time.sleep(0.3)
             finally:
-                session.request_stop("the demo is over")
+                play.request_stop("the demo is over")
 
         log.write(f"livepiano demo: {system}; the pianist plays {PRIMER} in calls, the model "
                   f"answers ({mode}); about {seconds:g} s.\n")
@@ -669,7 +644,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         threading.Thread(target=_watchdog, args=(finished, seconds + STUCK_S, jack, log),
                          name="demo-watchdog", daemon=True).start()
         try:
-            code = session.run()
+            code = play.run()
         finally:
             finished.set()
             pianist.stopped.set()
@@ -685,11 +660,11 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
             jack.stop()
         signal.signal(signal.SIGTERM, old_term)
     midi = out_dir / "demo.mid"
-    late = re.search(r"lateness p99 ([0-9.]+) ms", tee.text)
+    late = play.lateness["lateness_us_p99"] / 1000 if play.lateness else None
     notes_in, notes_out = _track_notes(midi) if midi.is_file() else (0, 0)
-    result = Result(code, mode, system, pianist.played, float(late.group(1)) if late else None,
+    result = Result(code, mode, system, pianist.played, late,
                     notes_in, notes_out, midi, live_audio=synth is not None,
-                    stop_reason=session.stop_reason, wait=pianist.wait)
+                    stop_reason=play.stop_reason, wait=pianist.wait)
     if render_wav and midi.is_file():
         from livepiano.tools.render import render_midi
 
