@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from livepiano import data  # noqa: E402
-from livepiano.train import TrainConfig, lr_at, train  # noqa: E402
+from livepiano.learn.plan import TrainConfig, lr_at  # noqa: E402
+from livepiano.train import train  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -32,7 +33,7 @@ def cache(tmp_path_factory) -> Path:
 
 def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
     base = dict(cache=str(cache), out=str(out), hidden=24, layers=2, embedding=16, dropout=0.1,
-                batch=4, bptt=32, eval_segments=4, eval_every_minutes=999,
+                batch=4, bptt=32, eval_segments=4, eval_every_minutes=999, warmup=0.0,
                 checkpoint_every_minutes=999, threads=1, seed=7)
     base.update(kw)
     return TrainConfig(**base)
@@ -49,7 +50,7 @@ def test_resume_continues_exactly(cache, tmp_path):
     a = torch.load(tmp_path / "straight.pt", weights_only=False)
     b = torch.load(tmp_path / "split.pt", weights_only=False)
     assert a["step"] == b["step"] == 6
-    assert a["tokens"] == b["tokens"] > 0
+    assert a["tokens_seen"] == b["tokens_seen"] > 0
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
 
@@ -65,7 +66,7 @@ def test_checkpoint_records_what_export_needs(cache, tmp_path):
     assert meta["data"]["train_tokens"] > 1000
     assert meta["augment"] == {"stretch": [0.95, 1.05], "transpose": 4}
     assert math.isclose(meta["val_nll"], result["val_nll"], rel_tol=1e-6)
-    assert ckpt["epochs"] == pytest.approx(ckpt["tokens"] / meta["data"]["train_tokens"])
+    assert ckpt["epochs"] == pytest.approx(ckpt["tokens_seen"] / meta["data"]["train_tokens"])
 
 
 def test_a_few_dozen_steps_beat_the_uniform_guess(cache, tmp_path):
@@ -84,11 +85,24 @@ def test_stops_after_the_scheduled_epochs(cache, tmp_path):
 
 
 def test_learning_rate_falls_from_peak_to_floor():
-    cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, epochs=1.0)
-    assert lr_at(cfg, 0, 1000) == pytest.approx(1e-3)
-    assert lr_at(cfg, 500, 1000) == pytest.approx(0.55e-3)
-    assert lr_at(cfg, 1000, 1000) == pytest.approx(1e-4)
-    assert lr_at(cfg, 5000, 1000) == pytest.approx(1e-4)
+    cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, warmup=0.0)
+    assert lr_at(cfg, 0.0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 0.5) == pytest.approx(0.55e-3)
+    assert lr_at(cfg, 1.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 5.0) == pytest.approx(1e-4)
+
+
+def test_learning_rate_warms_up_then_decays_once():
+    cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, warmup=0.1, decay="linear")
+    assert lr_at(cfg, 0.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 0.05) == pytest.approx(0.55e-3)
+    assert lr_at(cfg, 0.1) == pytest.approx(1e-3)
+    assert lr_at(cfg, 0.55) == pytest.approx(0.55e-3)
+    assert lr_at(cfg, 1.0) == pytest.approx(1e-4)
+    rates = [lr_at(TrainConfig(warmup=0.02), p / 100) for p in range(101)]
+    peak = rates.index(max(rates))
+    assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1]))
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))  # no restarts
 
 
 def test_train_without_a_cache_is_one_clear_line(run_livepiano, tmp_path):

@@ -1,0 +1,1 @@
+"""Offline learning: token datasets, the network, training and export (torch lives here)."""
