@@ -35,13 +35,13 @@ from livepiano import LivepianoError, codec, data
 from livepiano.learn.plan import DECAYS, PLANS, TrainConfig, lr_at
 from livepiano.model import ModelConfig, PerformanceRNN
 
-__all__ = ["TrainConfig", "lr_at", "train", "mean_nll", "validation_segments"]
+__all__ = ["TrainConfig", "lr_at", "mean_nll", "train", "validation_segments"]
 
 
 def _world() -> tuple[int, int, int]:
     """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) alone."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -141,7 +141,7 @@ class _Lane:
     """One lane of the batch: its random generator, its window, where it is in it, its
     control vector."""
 
-    __slots__ = ("rng", "window", "position", "control")
+    __slots__ = ("control", "position", "rng", "window")
 
     def __init__(self, seed: int, index: int):
         self.rng = np.random.default_rng([seed, index])

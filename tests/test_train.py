@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,30 +12,12 @@ torch = pytest.importorskip("torch")
 from livepiano import data  # noqa: E402
 from livepiano.learn.plan import TrainConfig, lr_at  # noqa: E402
 from livepiano.train import train  # noqa: E402
-
-DATA = Path(__file__).parent / "data"
+from tinytrain import make_cache, tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("midi")
-    names = sorted(p.name for p in DATA.glob("*.mid"))
-    for name in names:
-        shutil.copy(DATA / name, src / name)
-    rows = ["midi_filename,split"] + [f"{n},{'validation' if i == 0 else 'train'}"
-                                      for i, n in enumerate(names)]
-    (src / "splits.csv").write_text("\n".join(rows) + "\n")
-    out = tmp_path_factory.mktemp("cache")
-    data.prepare(src, out, workers=1, show_progress=False)
-    return out
-
-
-def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(cache=str(cache), out=str(out), hidden=24, layers=2, embedding=16, dropout=0.1,
-                batch=4, bptt=32, eval_segments=4, eval_every_minutes=999, warmup=0.0,
-                checkpoint_every_minutes=999, threads=1, seed=7)
-    base.update(kw)
-    return TrainConfig(**base)
+    return make_cache(tmp_path_factory.mktemp("midi"), tmp_path_factory.mktemp("cache"))
 
 
 def test_resume_continues_exactly(cache, tmp_path):
