@@ -210,6 +210,9 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
             raise LivepianoError(f"{out} was written by an earlier livepiano whose runs cannot be "
                                  f"resumed; start a new run from its weights with "
                                  f"`--init-from {out} -o NEW.pt`.")
+        if "resume" not in state:
+            raise LivepianoError(f"{out} holds weights only, not a run to resume; start a new "
+                                 f"run from it with `--init-from {out} -o NEW.pt`.")
         mcfg = ModelConfig(**state["config"])
         log(f"resuming {out} at step {state['step']} ({state['tokens_seen']:,} tokens, "
             f"written by {state['world_size']} process(es))")
