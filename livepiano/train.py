@@ -238,8 +238,10 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     per_rank = cfg.batch // world
     mine = range(rank * per_rank, (rank + 1) * per_rank)
     lanes = [_Lane(cfg.seed, i) for i in mine]
-    step, tokens, history, seconds_before = 0, 0, [], 0.0
+    step, history, seconds_before = 0, [], 0.0
+    # Tokens seen count the weights' whole life; the schedule counts from where this plan began.
     start_tokens = int(init.get("tokens_seen", init.get("tokens", 0))) if init else 0
+    tokens = start_tokens
     h, c = model.zero_state(per_rank, device)
     if state:
         model.load_state_dict(state["model"])

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from livepiano import data  # noqa: E402
+from livepiano import LivepianoError, data  # noqa: E402
 from livepiano.learn.plan import TrainConfig, lr_at  # noqa: E402
 from livepiano.train import train  # noqa: E402
 from tinytrain import make_cache, tiny  # noqa: E402
@@ -91,3 +91,27 @@ def test_train_without_a_cache_is_one_clear_line(run_livepiano, tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("livepiano: ") and "livepiano prepare" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_from_other_weights_counts_their_tokens_and_plans_its_own(cache, tmp_path):
+    first = train(tiny(cache, tmp_path / "first.pt", max_steps=3), resume=False,
+                  log=lambda *a: None)
+    cfg = tiny(cache, tmp_path / "second.pt", init_from=str(tmp_path / "first.pt"),
+               epochs=0.05, hidden=99, layers=3)
+    second = train(cfg, resume=False, log=lambda *a: None)
+    ckpt = torch.load(tmp_path / "second.pt", weights_only=False)
+    assert ckpt["config"]["hidden"] == 24 and ckpt["config"]["layers"] == 2  # the weights' shape
+    assert ckpt["meta"]["init_from"]["tokens_seen"] == first["tokens"] > 0
+    assert ckpt["meta"]["schedule"]["start_tokens"] == first["tokens"]
+    train_tokens = data.TokenCache(cache).index["splits"]["train"]["tokens"]
+    ran = second["tokens"] - first["tokens"]
+    assert 0.05 * train_tokens <= ran < 0.05 * train_tokens + cfg.batch * cfg.bptt + 1
+
+
+def test_a_weights_only_file_is_not_resumed_but_started_from(cache, tmp_path):
+    train(tiny(cache, tmp_path / "w.pt", max_steps=1), resume=False, log=lambda *a: None)
+    ckpt = torch.load(tmp_path / "w.pt", weights_only=False)
+    del ckpt["optimizer"], ckpt["resume"]
+    torch.save(ckpt, tmp_path / "w.pt")
+    with pytest.raises(LivepianoError, match=r"holds weights only.*--init-from"):
+        train(tiny(cache, tmp_path / "w.pt", max_steps=2), log=lambda *a: None)
