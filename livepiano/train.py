@@ -186,7 +186,9 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
 
     distributed = world > 1
     torch.manual_seed(cfg.seed + rank)
-    amp = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if cfg.precision == "bf16" and device.type != "cuda":
+        raise LivepianoError("--precision bf16 is for CUDA; on the CPU leave it at auto (float32).")
+    amp = device.type == "cuda" and cfg.precision in ("auto", "bf16")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -269,6 +271,11 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                 torch.cuda.set_rng_state(r["cuda_rng"][rank])
         else:
             torch.manual_seed(cfg.seed + 7919 * step + rank)
+    # Under autocast cuDNN runs the LSTM in float16 whatever the autocast type (the rest is
+    # bf16), so gradients are scaled against underflow.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    if state and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -311,6 +318,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
             return
         payload = {
             "config": mcfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "step": step, "tokens_seen": tokens, "world_size": world,
             "epochs": tokens / train_tokens,
             "meta": {"data": {"cache": str(cfg.cache), "source": cache.index.get("source"),
@@ -431,9 +439,11 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
             # whole batch's mean loss.
             loss = (nll * mt.reshape(-1)).sum() * world / max(batch_tokens, 1)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             step += 1
             tokens += batch_tokens
             if bar is not None:
