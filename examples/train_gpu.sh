@@ -55,6 +55,7 @@ run)
     fi
     nproc=${NPROC:-$gpus}
     work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
     mkdir -p "$work/cache"
     tar -C "$work/cache" -xJf "$pack"
     args=(train "$work/cache" -o "$work/run.pt" --device "$device" --plan minutes
