@@ -35,9 +35,6 @@ from livepiano import LivepianoError, codec, data
 from livepiano.learn.plan import DECAYS, PLANS, TrainConfig, lr_at
 from livepiano.model import ModelConfig, PerformanceRNN
 
-__all__ = ["TrainConfig", "lr_at", "mean_nll", "train", "validation_segments"]
-
-
 def _world() -> tuple[int, int, int]:
     """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) alone."""
     return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
@@ -110,12 +107,6 @@ def nll_sum(model: PerformanceRNN, segments: list[np.ndarray], device,
         count += int(mask.sum())
     model.train(was_training)
     return total, count
-
-
-def mean_nll(model: PerformanceRNN, segments: list[np.ndarray], device, batch: int = 32) -> float:
-    """Nats per event over ``segments`` (see ``nll_sum``)."""
-    total, count = nll_sum(model, segments, device, batch)
-    return total / max(count, 1)
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -197,8 +188,8 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     files = cache.files("train")
     if not len(flat):
         raise LivepianoError(f"the cache {cfg.cache} has no training tokens; prepare a folder with MIDI files.")
-    train_tokens = int(len(flat))
-    steps = int(round(cfg.window_seconds * codec.STEPS_PER_SECOND))
+    train_tokens = len(flat)
+    steps = round(cfg.window_seconds * codec.STEPS_PER_SECOND)
     sampler = data.WindowSampler(flat, files, seed=cfg.seed, steps=steps, stretch=cfg.stretch,
                                  transpose=cfg.transpose, max_tokens=cfg.window_tokens)
     val = validation_segments(cache, cfg.eval_segments)
