@@ -9,9 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from livepiano import LivepianoError, data  # noqa: E402
+from livepiano import LivepianoError  # noqa: E402 (after the skip when torch is missing)
+from livepiano.learn import dataset  # noqa: E402
 from livepiano.learn.plan import TrainConfig, lr_at  # noqa: E402
-from livepiano.train import train  # noqa: E402
+from livepiano.learn.train import train  # noqa: E402
 from tinytrain import make_cache, tiny  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def test_a_few_dozen_steps_beat_the_uniform_guess(cache, tmp_path):
 def test_stops_after_the_scheduled_epochs(cache, tmp_path):
     cfg = tiny(cache, tmp_path / "epoch.pt", epochs=0.05)
     result = train(cfg, resume=False, log=lambda *a: None)
-    train_tokens = data.TokenCache(cache).index["splits"]["train"]["tokens"]
+    train_tokens = dataset.TokenCache(cache).index["splits"]["train"]["tokens"]
     assert result["tokens"] >= 0.05 * train_tokens
     assert result["tokens"] < 0.05 * train_tokens + cfg.batch * cfg.bptt + 1
 
@@ -103,7 +104,7 @@ def test_a_run_from_other_weights_counts_their_tokens_and_plans_its_own(cache, t
     assert ckpt["config"]["hidden"] == 24 and ckpt["config"]["layers"] == 2  # the weights' shape
     assert ckpt["meta"]["init_from"]["tokens_seen"] == first["tokens"] > 0
     assert ckpt["meta"]["schedule"]["start_tokens"] == first["tokens"]
-    train_tokens = data.TokenCache(cache).index["splits"]["train"]["tokens"]
+    train_tokens = dataset.TokenCache(cache).index["splits"]["train"]["tokens"]
     ran = second["tokens"] - first["tokens"]
     assert 0.05 * train_tokens <= ran < 0.05 * train_tokens + cfg.batch * cfg.bptt + 1
 

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from livepiano import LivepianoError  # noqa: E402
-from livepiano.train import train  # noqa: E402
+from livepiano.learn.train import train  # noqa: E402
 from tinytrain import make_cache, tiny  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

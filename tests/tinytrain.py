@@ -19,7 +19,7 @@ DATA = Path(__file__).parent / "data"
 def make_cache(src: Path, out: Path) -> Path:
     """A token cache of the MAESTRO excerpts in tests/data: the first for validation, the
     rest for training."""
-    from livepiano import data
+    from livepiano.learn import dataset
 
     names = sorted(p.name for p in DATA.glob("*.mid"))
     for name in names:
@@ -27,7 +27,7 @@ def make_cache(src: Path, out: Path) -> Path:
     rows = ["midi_filename,split"] + [f"{n},{'validation' if i == 0 else 'train'}"
                                       for i, n in enumerate(names)]
     (src / "splits.csv").write_text("\n".join(rows) + "\n")
-    data.prepare(src, out, workers=1, show_progress=False)
+    dataset.prepare(src, out, workers=1, show_progress=False)
     return out
 
 
@@ -44,7 +44,7 @@ def tiny(cache: Path, out: Path, **kw):
 def main(cache: str, out: str, steps: str, dump: str) -> None:
     import torch
 
-    from livepiano.train import train
+    from livepiano.learn.train import train
 
     result = train(tiny(Path(cache), Path(out), max_steps=int(steps), dropout=0.0, lr=1e-2),
                    log=lambda *a: None)

@@ -1,1 +1,1 @@
-"""Offline learning: token datasets, the network, training and export (torch lives here)."""
+"""Training (torch lives only here): the token cache, the network, training, export to ONNX."""

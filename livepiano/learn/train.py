@@ -31,9 +31,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from livepiano import LivepianoError, codec, data
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.learn import dataset
+from livepiano.learn.network import ModelConfig, PerformanceRNN
 from livepiano.learn.plan import DECAYS, PLANS, TrainConfig, lr_at
-from livepiano.model import ModelConfig, PerformanceRNN
 
 def _world() -> tuple[int, int, int]:
     """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) alone."""
@@ -72,9 +74,9 @@ def _check(cfg: TrainConfig, world: int) -> None:
         raise LivepianoError("--warmup is a share of the plan; give a number from 0 to below 1.")
 
 
-def validation_segments(cache: data.TokenCache, count: int) -> list[np.ndarray]:
+def validation_segments(cache: dataset.TokenCache, count: int) -> list[np.ndarray]:
     """Up to ``count`` 30-second segments spread evenly over the validation split."""
-    pieces = [s for f in cache.file_tokens("validation") for s in data.segments(f)]
+    pieces = [s for f in cache.file_tokens("validation") for s in dataset.segments(f)]
     if not pieces:
         return []
     idx = np.linspace(0, len(pieces) - 1, num=min(count, len(pieces))).round().astype(int)
@@ -173,7 +175,7 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
 
 
 def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -> dict:
-    from livepiano.progress import Progress
+    from tqdm import tqdm
 
     distributed = world > 1
     torch.manual_seed(cfg.seed + rank)
@@ -183,14 +185,14 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cache = data.TokenCache(cfg.cache)
+    cache = dataset.TokenCache(cfg.cache)
     flat = cache.tokens("train")
     files = cache.files("train")
     if not len(flat):
         raise LivepianoError(f"the cache {cfg.cache} has no training tokens; prepare a folder with MIDI files.")
     train_tokens = len(flat)
     steps = round(cfg.window_seconds * codec.STEPS_PER_SECOND)
-    sampler = data.WindowSampler(flat, files, seed=cfg.seed, steps=steps, stretch=cfg.stretch,
+    sampler = dataset.WindowSampler(flat, files, seed=cfg.seed, steps=steps, stretch=cfg.stretch,
                                  transpose=cfg.transpose, max_tokens=cfg.window_tokens)
     val = validation_segments(cache, cfg.eval_segments)
     my_val = val[rank::world]
@@ -358,7 +360,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t_start = time.monotonic()
     last_eval = last_ckpt = 0.0
-    bar = Progress(None, "train") if rank == 0 else None
+    bar = tqdm(desc="train", unit="step", initial=step) if rank == 0 else None
     smooth = None
     rate_t, rate_tokens = t_start, tokens
     rate = 0.0
@@ -444,8 +446,9 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                 if now - rate_t >= 5:
                     rate = (tokens - rate_tokens) / (now - rate_t)
                     rate_t, rate_tokens = now, tokens
-                bar.update(step, f"loss {smooth:.3f} | {rate:,.0f} tok/s | "
-                                 f"{tokens / train_tokens:.3f} epochs | lr {lr:.2e}")
+                bar.set_postfix_str(f"loss {smooth:.3f} | {rate:,.0f} tok/s | "
+                                    f"{tokens / train_tokens:.3f} epochs | lr {lr:.2e}", refresh=False)
+                bar.update(step - bar.n)
             if elapsed - last_eval >= cfg.eval_every_minutes * 60:
                 v = evaluate()
                 log(f"\nstep {step}: validation NLL {v:.4f} nats/event ({tokens:,} tokens)")
@@ -457,7 +460,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
         for s, handler in old_handlers.items():
             signal.signal(s, handler)
     if bar is not None:
-        bar.close(step, f"loss {smooth if smooth is not None else float('nan'):.3f}")
+        bar.close()
     v = evaluate()
     checkpoint(v)
     log(f"stopped ({stop['why']}) at step {step}: {tokens:,} tokens "
