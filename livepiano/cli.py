@@ -79,13 +79,15 @@ def _cmd_prepare(args) -> int:
 # --- train ------------------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    from livepiano.learn.plan import DECAYS, PLANS, TrainConfig as D
+    from livepiano.learn.plan import DECAYS, PLANS
+    from livepiano.learn.plan import TrainConfig as D
 
-    p = sub.add_parser("train", help="train Performance RNN on a token cache (needs the [train] extra); "
-                                     "under torchrun, on several processes")
+    p = sub.add_parser("train", help="train Performance RNN on a token cache (needs the [train] "
+                                     "extra); under torchrun, on several processes")
     p.add_argument("cache", help="token cache made by `livepiano prepare`")
     p.add_argument("-o", "--out", default=D.out,
-                   help="checkpoint to write, and to resume from when it exists (default: %(default)s)")
+                   help="checkpoint to write, and to resume from when it exists "
+                        "(default: %(default)s)")
     p.add_argument("--init-from", metavar="CKPT.pt", default=D.init_from,
                    help="start a new run (own schedule) from the weights of this checkpoint")
     p.add_argument("--fresh", action="store_true", help="start over even if the checkpoint exists")
@@ -97,7 +99,8 @@ def _add_train(sub) -> None:
                         "the --minutes budget (default: %(default)s)")
     g.add_argument("--epochs", type=float, default=D.epochs,
                    help="passes over the train split the schedule spans (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=D.lr, help="peak learning rate (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=D.lr,
+                   help="peak learning rate (default: %(default)s)")
     g.add_argument("--min-lr-ratio", type=float, default=D.min_lr_ratio,
                    help="the floor, as a share of the peak (default: %(default)s)")
     g.add_argument("--warmup", type=float, default=D.warmup,
@@ -122,13 +125,15 @@ def _add_train(sub) -> None:
                    help="a window's most tokens (default: %(default)s; Magenta's 512)")
     g = p.add_argument_group("machine and bookkeeping")
     g.add_argument("--device", default=D.device,
-                   help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N (default: %(default)s)")
+                   help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N "
+                        "(default: %(default)s)")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
                    help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
     g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
     g.add_argument("--eval-every", type=float, default=D.eval_every_minutes,
                    help="minutes between validations (default: %(default)s)")
-    g.add_argument("--eval-segments", type=int, default=D.eval_segments, help="default: %(default)s")
+    g.add_argument("--eval-segments", type=int, default=D.eval_segments,
+                   help="default: %(default)s")
     g.add_argument("--checkpoint-every", type=float, default=D.checkpoint_every_minutes,
                    help="minutes between checkpoints (default: %(default)s)")
     g.add_argument("--seed", type=int, default=D.seed, help="default: %(default)s")

@@ -9,11 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tinytrain import make_cache, tiny  # noqa: E402
+
 from livepiano import LivepianoError  # noqa: E402 (after the skip when torch is missing)
 from livepiano.learn import dataset  # noqa: E402
 from livepiano.learn.plan import TrainConfig, lr_at  # noqa: E402
 from livepiano.learn.train import train  # noqa: E402
-from tinytrain import make_cache, tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tinytrain import make_cache, tiny  # noqa: E402
+
 from livepiano import LivepianoError  # noqa: E402
 from livepiano.learn.train import train  # noqa: E402
-from tinytrain import make_cache, tiny  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_FLAGS = ["--hidden", "24", "--layers", "2", "--embedding", "16", "--dropout", "0",

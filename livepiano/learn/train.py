@@ -37,6 +37,7 @@ from livepiano.learn import dataset
 from livepiano.learn.network import ModelConfig, PerformanceRNN
 from livepiano.learn.plan import DECAYS, PLANS, TrainConfig, lr_at
 
+
 def _world() -> tuple[int, int, int]:
     """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) alone."""
     return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
@@ -63,7 +64,8 @@ def _check(cfg: TrainConfig, world: int) -> None:
     if cfg.decay not in DECAYS:
         raise LivepianoError(f"--decay must be one of {', '.join(DECAYS)}, not {cfg.decay!r}.")
     if cfg.plan == "minutes" and not cfg.minutes:
-        raise LivepianoError("--plan minutes spreads the schedule over --minutes; give --minutes too.")
+        raise LivepianoError("--plan minutes spreads the schedule over --minutes; "
+                             "give --minutes too.")
     if cfg.batch < 1 or cfg.bptt < 1 or cfg.window_tokens < 2:
         raise LivepianoError("--batch, --bptt and --window-tokens must be positive "
                              "(and a window at least 2 tokens).")
@@ -151,7 +153,8 @@ class _Lane:
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.window, self.position, self.control = state["window"], state["position"], state["control"]
+        self.window, self.position = state["window"], state["position"]
+        self.control = state["control"]
 
 
 def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
@@ -189,7 +192,8 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     flat = cache.tokens("train")
     files = cache.files("train")
     if not len(flat):
-        raise LivepianoError(f"the cache {cfg.cache} has no training tokens; prepare a folder with MIDI files.")
+        raise LivepianoError(f"the cache {cfg.cache} has no training tokens; prepare a folder "
+                             f"with MIDI files.")
     train_tokens = len(flat)
     steps = round(cfg.window_seconds * codec.STEPS_PER_SECOND)
     sampler = dataset.WindowSampler(flat, files, seed=cfg.seed, steps=steps, stretch=cfg.stretch,
@@ -273,7 +277,8 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {mcfg.layers}x{mcfg.hidden} ({n_params / 1e6:.2f}M parameters, "
@@ -447,7 +452,8 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                     rate = (tokens - rate_tokens) / (now - rate_t)
                     rate_t, rate_tokens = now, tokens
                 bar.set_postfix_str(f"loss {smooth:.3f} | {rate:,.0f} tok/s | "
-                                    f"{tokens / train_tokens:.3f} epochs | lr {lr:.2e}", refresh=False)
+                                    f"{tokens / train_tokens:.3f} epochs | lr {lr:.2e}",
+                                    refresh=False)
                 bar.update(step - bar.n)
             if elapsed - last_eval >= cfg.eval_every_minutes * 60:
                 v = evaluate()
