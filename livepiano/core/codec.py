@@ -565,6 +565,7 @@ def duration_steps(tokens: Iterable[int]) -> int:
 CONTROL_LAYOUT = ["density"] + [f"pitch_class_{i}" for i in range(12)]
 CONTROL_DIM = len(CONTROL_LAYOUT)
 DENSITY_SCALE = 10.0
+DENSITY_CAP = 3.0  # the density entry's largest value (30 notes/s)
 
 
 def control_vector(tokens) -> np.ndarray:
@@ -574,10 +575,15 @@ def control_vector(tokens) -> np.ndarray:
     out = np.zeros(CONTROL_DIM, dtype=np.float32)
     if len(ons):
         seconds = duration_steps(tokens.tolist()) / STEPS_PER_SECOND
-        out[0] = min(len(ons) / max(seconds, 1.0) / DENSITY_SCALE, 3.0)
         hist = np.bincount(ons % 12, minlength=12).astype(np.float32)
-        out[1:] = hist / hist.sum()
+        out[:] = conditioning(len(ons) / max(seconds, 1.0), hist / hist.sum())
     return out
+
+
+def conditioning(notes_per_second: float, pitch_classes) -> list[float]:
+    """The control vector from a note density and a 12-bin pitch-class histogram (summing to
+    1): the one place the density is scaled and capped, for data and for knobs alike."""
+    return [min(notes_per_second / DENSITY_SCALE, DENSITY_CAP)] + [float(x) for x in pitch_classes]
 
 
 # --- augmentation on tokens --------------------------------------------------------------

@@ -214,7 +214,7 @@ class Knobs:
         while self._heard and self._heard[0][0] < horizon:
             self._heard.popleft()
         heard = [p for _, p in list(self._heard)]
-        engine.control = params.control_vector(values["density"], values["key"], heard)
+        engine.control = params.knob_control(values["density"], values["key"], heard)
         if rewind:
             self._rewind()
 
