@@ -27,6 +27,7 @@ from jackserver import (
     need,
     sounding_after,  # noqa: F401 (a fixture)
     start_livepiano,
+    tiny_model,  # noqa: F401 (a fixture)
 )
 
 pytestmark = pytest.mark.jack

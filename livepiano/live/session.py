@@ -143,7 +143,7 @@ class Session:
                         for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             _report_crashes()
-            _quiet_gc()
+            quiet_gc()
             for t in threads:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
@@ -268,7 +268,7 @@ def _report_crashes() -> None:
         faulthandler.enable(all_threads=True)
 
 
-def _quiet_gc() -> None:
+def quiet_gc() -> None:
     """Move everything built at start-up (modules, the model session, ports) out of the
     cyclic garbage collector's sight: a full collection then walks only what the session
     allocates, instead of holding the GIL for milliseconds while the scheduler waits."""
@@ -303,13 +303,13 @@ def play_threads(scheduler, loop, listener, realtime_mode: str) -> list[threadin
         return realtime(realtime_mode, FIFO_PRIORITY - 1, switch=False)
 
     return [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
-            threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+            threading.Thread(target=loop.run, args=(engine_priority(realtime_mode),),
                              name="engine", daemon=True),
             threading.Thread(target=listener.run, args=(listener_priority,),
                              name="listener", daemon=True)]
 
 
-def _engine_priority(mode: str) -> Callable[[], str]:
+def engine_priority(mode: str) -> Callable[[], str]:
     """SCHED_FIFO for the engine thread too, at the lowest real-time priority (below the
     listener and the scheduler): otherwise other programs preempt it while it holds the GIL,
     and the scheduler, woken for a deadline, waits for the GIL as long as that lasts."""

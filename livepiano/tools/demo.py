@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from livepiano import LivepianoError
+from livepiano.core import messages
 from livepiano.core.shipped import shipped_file
+from livepiano.core.voices import Voices
 from livepiano.settings.schema import DUET
 
 PRIMER = "primer.mid"
@@ -77,7 +79,7 @@ class Call:
 
     @property
     def notes(self) -> int:
-        return sum(1 for _, m in self.messages if m[0] & 0xF0 == 0x90 and m[2] > 0)
+        return sum(1 for _, m in self.messages if messages.kind(m) == "on")
 
 
 def primer_events(path: str | os.PathLike) -> list[tuple[float, list[int]]]:
@@ -98,7 +100,7 @@ def split_calls(events, phrase_s: float = PHRASE_S) -> list[Call]:
     after the widest gap between onsets within ``PHRASE_WINDOW_S`` of the aim (where the music
     breathes). A call starts with the pedal as the performance has it there and ends with
     every key it struck released (and the pedal up) at the cut."""
-    onsets = sorted({t for t, m in events if m[0] & 0xF0 == 0x90 and m[2] > 0})
+    onsets = sorted({t for t, m in events if messages.kind(m) == "on"})
     if not onsets:
         return []
     end = events[-1][0]
@@ -120,28 +122,27 @@ def split_calls(events, phrase_s: float = PHRASE_S) -> list[Call]:
         for t, m in events:
             if t >= a:
                 break
-            if m[0] & 0xF0 == 0xB0:
+            if m[0] & 0xF0 == messages.CONTROL:
                 pedal = m[2] >= 64
-        msgs = [(0.0, [0xB0, 64, 127])] if pedal else []
-        down: dict[int, int] = {}
+        msgs = [(0.0, [messages.CONTROL, messages.SUSTAIN, 127])] if pedal else []
+        down = Voices("oldest")
         for t, m in events:
             if not a <= t < b:
                 continue
-            status = m[0] & 0xF0
-            if status == 0x90 and m[2] > 0:
-                down[m[1]] = down.get(m[1], 0) + 1
-            elif status in (0x80, 0x90):
-                if not down.get(m[1]):
+            kind = messages.kind(m)
+            if kind == "on":
+                down.on(m[1])
+            elif kind == "off":
+                if not down.off(m[1]):
                     continue  # a key struck before this call
-                down[m[1]] -= 1
             else:
                 pedal = m[2] >= 64
             msgs.append((t - a, list(m)))
         release = b - a
         if pedal:
-            msgs.append((release, [0xB0, 64, 0]))
-        msgs.extend((release, [0x80, p, 0]) for p, n in sorted(down.items()) for _ in range(n))
-        if any(m[0] & 0xF0 == 0x90 and m[2] > 0 for _, m in msgs):
+            msgs.append((release, [messages.CONTROL, messages.SUSTAIN, 0]))
+        msgs.extend((release, [messages.NOTE_OFF, p, 0]) for p in sorted(down.keys()))
+        if any(messages.kind(m) == "on" for _, m in msgs):
             calls.append(Call(msgs, a))
     return calls
 
@@ -220,7 +221,7 @@ class Ear:
         self.client.open_virtual_port(_port_name(api, "-ear", "in"))
         self.synth = synth
         self.messages: list[tuple[float, list[int]]] = []
-        self.sounding: dict[int, int] = {}
+        self.sounding = Voices("oldest")
         self.last = 0.0  # arrival of the last message
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="demo-ear", daemon=True)
@@ -237,27 +238,24 @@ class Ear:
             m = item[0]
             if self.synth is not None:
                 self.synth.send_message(m)
-            status = m[0] & 0xF0 if m else 0
-            if status == 0x90 and len(m) >= 3 and m[2] > 0:
-                self.sounding[m[1]] = self.sounding.get(m[1], 0) + 1
-            elif status in (0x80, 0x90) and len(m) >= 3:
-                if self.sounding.get(m[1]):
-                    self.sounding[m[1]] -= 1
-            elif status == 0xB0 and len(m) >= 3 and m[1] == 123:
+            if messages.kind(m) is not None:
+                self.sounding.message(m)
+            elif len(m) >= 3 and m[0] & 0xF0 == messages.CONTROL \
+                    and m[1] == messages.ALL_NOTES_OFF:
                 self.sounding.clear()
             self.messages.append((now, list(m)))
             self.last = now
 
     def first_note_after(self, t: float, before: float = float("inf")) -> float | None:
         for at, m in list(self.messages):
-            if t <= at < before and m[0] & 0xF0 == 0x90 and m[2] > 0:
+            if t <= at < before and messages.kind(m) == "on":
                 return at
         return None
 
     def quiet_since(self, t: float) -> bool:
         """Nothing sounding and no message for QUIET_S, having played after ``t``."""
         now = time.monotonic()
-        return (self.first_note_after(t) is not None and not any(self.sounding.values())
+        return (self.first_note_after(t) is not None and not self.sounding
                 and now - self.last >= QUIET_S)
 
     def close(self) -> None:
@@ -302,19 +300,16 @@ class Pianist:
         self.client = ports.open_client("out", self.api, CLIENT + "-pianist")
         self.client.open_virtual_port(_port_name(self.api, "-pianist", "keys"))
         self.gap = JACK_GAP_S if self.api == "jack" else 0.0
-        self._down: dict[int, int] = {}
+        self._down = Voices("oldest")
         self._pedal = False
 
     def send(self, m: list[int]) -> None:
         self.client.send_message(m)
         if self.synth is not None:
             self.synth.send_message([(m[0] & 0xF0) | 1] + m[1:])
-        status = m[0] & 0xF0
-        if status == 0x90 and m[2] > 0:
-            self._down[m[1]] = self._down.get(m[1], 0) + 1
-        elif status in (0x80, 0x90) and self._down.get(m[1]):
-            self._down[m[1]] -= 1
-        elif status == 0xB0:
+        if messages.kind(m) is not None:
+            self._down.message(m)
+        elif m[0] & 0xF0 == messages.CONTROL:
             self._pedal = m[2] >= 64
 
     def play(self, call: Call) -> Played | None:
@@ -334,9 +329,8 @@ class Pianist:
         # ignored by the listener, so this costs nothing when all went well.
         if not self.stopped.wait(RESEND_S):
             for at, m in call.messages:
-                if at >= call.length and (m[0] & 0xF0 in (0x80, 0x90) and (m[0] & 0xF0 == 0x80
-                                                                           or m[2] == 0)
-                                          or m[0] & 0xF0 == 0xB0 and m[2] < 64):
+                if at >= call.length and (messages.kind(m) == "off"
+                                          or m[0] & 0xF0 == messages.CONTROL and m[2] < 64):
                     time.sleep(self.gap)
                     self.client.send_message(m)
         return Played(t0, last, call.notes)
@@ -390,7 +384,7 @@ class Pianist:
     def _describe(self, n: int, call: Call, p: Played) -> str:
         first = self.ear.first_note_after(p.end)
         notes = sum(1 for at, m in list(self.ear.messages)
-                    if at >= p.end and m[0] & 0xF0 == 0x90 and m[2] > 0)
+                    if at >= p.end and messages.kind(m) == "on")
         text = (f"call {n}: {call.notes} notes, {call.length:.1f} s (primer at "
                 f"{call.start:.1f} s); ")
         if first is None:
@@ -398,11 +392,10 @@ class Pianist:
         return text + f"answered {(first - p.end) * 1000:.0f} ms after its end, {notes} notes"
 
     def release(self) -> None:
-        for pitch, n in sorted(self._down.items()):
-            for _ in range(n):
-                self.send([0x80, pitch, 0])
+        for pitch in sorted(self._down.keys()):
+            self.send([messages.NOTE_OFF, pitch, 0])
         if self._pedal:
-            self.send([0xB0, 64, 0])
+            self.send([messages.CONTROL, messages.SUSTAIN, 0])
 
     def close(self) -> None:
         for step in (self.client.close_port, self.client.delete):
@@ -497,9 +490,8 @@ class LiveSynth:
 
     def close(self) -> None:
         try:
-            for ch in range(16):
-                self.port.send_message([0xB0 | ch, 123, 0])
-                self.port.send_message([0xB0 | ch, 64, 0])
+            for m in messages.release((), range(16)):  # All Notes Off, pedal up
+                self.port.send_message(m)
             time.sleep(1.0)  # let the last notes ring out
             self.port.close_port()
             self.port.delete()
