@@ -22,14 +22,19 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from livepiano import LivepianoError, codec, knobs
+from livepiano import LivepianoError, codec, journal, knobs
 from livepiano.duet import DuetMode, restore_lookahead
 from livepiano.listener import Listener, PlayerEvent, StreamPosition, player_tokens
 from livepiano.ports import NOTE_OFF, NOTE_ON
+from livepiano.recorder import (
+    Recorder,
+    open_journal,
+    record_path,
+    recover_orphans,
+    sessions_dir,
+)
 from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
 
 STEP_S = 1.0 / codec.STEPS_PER_SECOND
@@ -264,84 +269,6 @@ class EngineLoop:
             self.scheduler.take_back(tags)
 
 
-# --- recording -----------------------------------------------------------------------------
-
-@dataclass
-class Recorder:
-    """What was played, with real times: the player's notes (pedal applied, as the model
-    heard them) and the messages the scheduler actually sent. Appends come from the listener
-    callback and the scheduler thread (list.append is atomic)."""
-
-    origin: float
-    player: list = field(default_factory=list)  # PlayerEvent
-    model: list = field(default_factory=list)  # (time, message)
-
-    def heard(self, events: list[PlayerEvent]) -> None:
-        self.player.extend(events)
-
-    def sent(self, t: float, message: list[int]) -> None:
-        self.model.append((t, message))
-
-    def notes_in(self) -> int:
-        return sum(1 for e in list(self.player) if e.on)
-
-    def notes_out(self) -> int:
-        return sum(1 for _, m in list(self.model) if m[0] & 0xF0 == NOTE_ON and m[2] > 0)
-
-    @staticmethod
-    def _step_notes(events) -> list[codec.StepNote]:
-        """(time, on, pitch, velocity) -> notes on the 10 ms grid; a voice ends at the first
-        note-off of its pitch, unreleased voices at the last event."""
-        open_: dict[int, list] = {}
-        notes: list[codec.StepNote] = []
-        last = 0
-        for t, on, pitch, velocity in events:
-            step = codec.quantize(max(t, 0.0))
-            last = max(last, step)
-            if on:
-                open_.setdefault(pitch, []).append((step, velocity))
-            elif open_.get(pitch):
-                start, vel = open_[pitch].pop(0)
-                notes.append(codec.StepNote(pitch, vel, start, max(step, start + 1)))
-        for pitch, voices in open_.items():
-            for start, vel in voices:
-                notes.append(codec.StepNote(pitch, vel, start, max(last, start + 1)))
-        notes.sort(key=lambda n: (n.start, n.pitch))
-        return notes
-
-    def midi(self):
-        player = [(e.time - self.origin, e.on, e.pitch, e.velocity) for e in list(self.player)]
-        model = []
-        for t, m in list(self.model):
-            status = m[0] & 0xF0
-            if status in (NOTE_ON, NOTE_OFF) and len(m) >= 3:
-                on = status == NOTE_ON and m[2] > 0
-                model.append((t - self.origin, on, m[1], m[2] if on else 0))
-        return codec.step_notes_to_midi([("player", self._step_notes(player)),
-                                         ("livepiano", self._step_notes(model))])
-
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.midi().save(str(path))
-        return path
-
-
-def data_dir() -> Path:
-    """The user's data folder for livepiano (sessions are saved under it)."""
-    if sys.platform.startswith("win"):
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "livepiano"
-
-
-def default_recording() -> Path:
-    return data_dir() / "sessions" / time.strftime("session-%Y%m%d-%H%M%S.mid")
-
-
 # --- the session ---------------------------------------------------------------------------
 
 class _Rate:
@@ -370,6 +297,7 @@ class Session:
         self.failed = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
+        self.save_s: float | None = None  # how long the save at the end took
 
     def say(self, text: str) -> None:
         if self.status:
@@ -388,6 +316,12 @@ class Session:
         from livepiano.engine import Engine, resolve_model
 
         s = self.settings
+        # Where the session goes is settled before anything plays: a path that cannot be
+        # written fails here, an existing file is kept and a new name used.
+        path, renamed = record_path(s["record"])
+        recover_orphans([sessions_dir(), path.parent], self.say)
+        if renamed:
+            self.say(renamed)
         knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
         api = ports.resolve_api(s["api"])
         outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
@@ -406,9 +340,18 @@ class Session:
         clock = time.monotonic
         channel = s["channel"] - 1
         origin = clock()
-        recorder = Recorder(origin)
+        try:
+            recorder = Recorder(open_journal(path, origin))
+        except BaseException:
+            outp.close()
+            inp.close()
+            knob_setup.close()
+            raise
+        guardian = self._start_guardian(api, outp, channel)
+        server = self._watch_server(api)
         scheduler = Scheduler(outp.client, channel=channel, clock=clock, on_sent=recorder.sent,
-                              realtime_mode=s["realtime"])
+                              realtime_mode=s["realtime"],
+                              mirror=guardian.sounding if guardian is not None else None)
         loop = EngineLoop(engine, scheduler, origin=origin, lookahead=s["lookahead_ms"] / 1000,
                           channel=channel, mode=make_mode(s, self.say), clock=clock)
 
@@ -439,49 +382,103 @@ class Session:
             for t in threads:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
-                     f"model: {model_path.name}. Ctrl-C stops.")
+                     f"model: {model_path.name}; recording to {path}. Ctrl-C stops.")
             knob_setup.start(keys=self.status)
             self.say(knob_setup.describe())
-            self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
+            self._watch(inp, outp, listener, loop, scheduler, recorder, threads, server)
         finally:
-            _arm_watchdog()  # the shutdown, too, must not hang
-            knob_setup.close()
-            listener.stop()
-            threads[2].join(timeout=2.0)
-            loop.stop()
-            threads[1].join(timeout=2.0)
-            scheduler.stop()
-            threads[0].join(timeout=2.0)
-            scheduler.panic()  # no-op when the scheduler thread already did it
-            time.sleep(DRAIN_S)  # JACK delivers in its next cycle: let the note-offs out
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
-            path = Path(s["record"]).expanduser() if s["record"] else default_recording()
-            try:
-                saved = recorder.save(path)
-                where = f"session saved to {saved}"
-            except OSError as e:
-                where = f"could not save the session to {path} ({e.strerror})"
-            timing = scheduler.lateness_us()
-            self.say(f"{self.stop_reason or 'stopped'}; every note released; {where}. "
-                     f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
-                     f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
-                     f"({scheduler.realtime_note}).")
-            # Closing a client waits for the MIDI system (a stalled JACK server can take
-            # seconds); the notes are released and the session saved, so do not wait long.
-            closing = threading.Thread(target=lambda: (inp.close(), outp.close()), daemon=True)
-            closing.start()
-            closing.join(CLOSE_WAIT_S)
-            _disarm_watchdog()
+            self._shut_down(inp, outp, knob_setup, listener, loop, scheduler, threads,
+                            recorder, guardian, server, old_handlers)
         return 1 if self.failed else 0
+
+    def _start_guardian(self, api: str, outp, channel: int):
+        """The companion that silences the output if this process dies without a clean exit
+        (it needs a port it can connect to by name: a virtual output has none)."""
+        if outp.name is None:
+            return None
+        from livepiano.guardian import Guardian
+
+        try:
+            return Guardian.start(api, outp.name, channel)
+        except (OSError, RuntimeError) as e:
+            self.say(f"playing without a guardian ({e}): if livepiano is killed, notes "
+                     f"may hang on the synth.")
+            return None
+
+    def _watch_server(self, api: str):
+        if api != "jack":
+            return None
+        from livepiano.jackwatch import ServerWatch
+
+        return ServerWatch.open(self._wake.set)
+
+    def _shut_down(self, inp, outp, knob_setup, listener, loop, scheduler, threads, recorder,
+                   guardian, server, old_handlers) -> None:
+        """Notes released first, then the session saved (Ctrl-C cannot cut that short), then
+        the ports closed. A native call stuck while the threads stop or the ports close ends
+        the process; the save has no such limit."""
+        _arm_watchdog()  # stopping the threads, too, must not hang
+        knob_setup.close()
+        listener.stop()
+        threads[2].join(timeout=2.0)
+        loop.stop()
+        threads[1].join(timeout=2.0)
+        scheduler.stop()
+        threads[0].join(timeout=2.0)
+        scheduler.panic()  # no-op when the scheduler thread already did it
+        time.sleep(DRAIN_S)  # JACK delivers in its next cycle: let the note-offs out
+        _disarm_watchdog()
+        server_gone = server is not None and server.gone.is_set()
+        released = scheduler.released and not server_gone and _present(outp)
+        for sig in old_handlers:
+            signal.signal(sig, self._on_signal_saving)
+        t0 = time.monotonic()
+        try:
+            where = f"session saved to {recorder.save()}"
+        except (OSError, LivepianoError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            where = (f"could not save the session ({why}); its journal "
+                     f"{recorder.journal.path} is kept: `livepiano recover` it")
+        self.save_s = time.monotonic() - t0
+        if guardian is not None:
+            guardian.goodbye()
+        timing = scheduler.lateness_us()
+        done = ("every note released" if released else
+                "notes could not be released (the output is gone)")
+        self.say(f"{self.stop_reason or 'stopped'}; {done}; {where}. "
+                 f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
+                 f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
+                 f"({scheduler.realtime_note}).")
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        # Closing a client waits for the MIDI system (a stalled JACK server can take
+        # seconds); the notes are released and the session saved, so do not wait long.
+        _arm_watchdog()
+        if server_gone:
+            return  # nothing to close on a server that is not there; libjack may hang in it
+
+        def close() -> None:
+            inp.close()
+            outp.close()
+            if server is not None:
+                server.close()
+        closing = threading.Thread(target=close, daemon=True)
+        closing.start()
+        closing.join(CLOSE_WAIT_S)
+        _disarm_watchdog()
+
+    def _on_signal_saving(self, _signum, _frame) -> None:
+        self.out.write("livepiano: saving…\n")
+        self.out.flush()
 
     def _on_signal(self, signum, _frame) -> None:
         name = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}[signum]
         self.request_stop(name)
 
-    def _watch(self, inp, outp, listener, loop, scheduler, recorder, threads) -> None:
+    def _watch(self, inp, outp, listener, loop, scheduler, recorder, threads,
+               server=None) -> None:
         rate_in, rate_out = _Rate(), _Rate()
-        next_watch = time.monotonic()
+        next_watch = next_flush = time.monotonic()
         input_gone = False
         while True:
             self._wake.wait(STATUS_S if self.status else 0.05)
@@ -490,6 +487,12 @@ class Session:
                 break
             _arm_watchdog()
             now = time.monotonic()
+            if server is not None and server.gone.is_set():
+                self.request_stop("the JACK server stopped", failed=True)
+                break
+            if now >= next_flush:
+                next_flush = now + journal.FLUSH_S
+                recorder.journal.flush()
             if listener.error is not None:
                 self.request_stop(f"the listener failed ({_describe(listener.error)})",
                                   failed=True)
@@ -529,6 +532,13 @@ class Session:
                         + (f"  | {kn.status()}" if kn is not None and kn.status() else ""))
                 self.out.write("\r\x1b[2K" + line)
                 self.out.flush()
+
+
+def _present(port) -> bool:
+    try:
+        return port.present()
+    except Exception:  # noqa: BLE001 - a MIDI system that is gone cannot list its ports
+        return False
 
 
 def _arm_watchdog() -> None:

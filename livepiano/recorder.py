@@ -47,6 +47,9 @@ def record_path(record: str | os.PathLike | None) -> tuple[Path, str | None]:
         if wanted.is_dir():
             raise LivepianoError(f"--record {record} is a folder; give a file name, e.g. "
                                  f"{wanted / 'session.mid'}.")
+        if wanted.exists() and not wanted.is_file():
+            raise LivepianoError(f"--record {record} is not a regular file; give the path "
+                                 f"of a .mid file.")
         if folder.exists() and not folder.is_dir():
             raise LivepianoError(f"--record {record}: {folder} is a file, not a folder; "
                                  f"give a path in a folder.")

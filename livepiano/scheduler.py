@@ -86,8 +86,11 @@ class Scheduler:
 
     def __init__(self, out, channel: int = 0, clock: Callable[[], float] = time.monotonic,
                  on_sent: Callable | None = None, realtime_mode: str = "off",
-                 keep_lateness: int = 5000):
+                 keep_lateness: int = 5000, mirror=None):
         self.out = out
+        # What is sounding, also for a process outside this one (the guardian's shared map:
+        # anything with set(channel, pitch, voices) and clear()); written by this thread.
+        self.mirror = mirror
         self.channel = channel
         self.clock = clock
         self.on_sent = on_sent
@@ -102,6 +105,7 @@ class Scheduler:
         self._sent_tags: dict = {}  # tag -> message, for the last messages sent with a tag
         self._seq = itertools.count()
         self._panicked = False
+        self.released = False  # the final panic sent every message it had (set by panic)
         self._lock = threading.Lock()  # guards the port between run() and a late panic()
 
     # --- any thread -------------------------------------------------------------------
@@ -225,6 +229,10 @@ class Scheduler:
                 self.sounding[key] -= 1
             else:
                 self.sounding.pop(key, None)
+        else:
+            return
+        if self.mirror is not None:
+            self.mirror.set(key[0], key[1], self.sounding.get(key, 0))
 
     def release(self) -> list[list[int]]:
         """The panic knob, without ending anything: drop every scheduled message and send a
@@ -243,6 +251,8 @@ class Scheduler:
                 self.out.send_message(m)
             now = self.clock()
         self.sounding.clear()
+        if self.mirror is not None:
+            self.mirror.clear()
         self._heap.clear()
         self._sent_tags.clear()
         if self.on_sent is not None:
@@ -264,16 +274,20 @@ class Scheduler:
             for ch in channels:
                 messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
                 messages.append([CONTROL | ch, SUSTAIN, 0])
+            failed = 0
             for m in messages:
                 try:
                     self.out.send_message(m)
                 except Exception:  # the port may be gone; keep trying the rest
-                    pass
+                    failed += 1
+            self.released = not failed
             now = self.clock()
         for m in messages:
             if self.on_sent is not None:
                 self.on_sent(now, m)
         self.sounding.clear()
+        if self.mirror is not None and self.released:
+            self.mirror.clear()
         self._heap.clear()
         return messages
 

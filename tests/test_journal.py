@@ -15,7 +15,13 @@ import pytest
 
 from livepiano import LivepianoError, codec, journal
 from livepiano.listener import PlayerEvent
-from livepiano.recorder import Recorder, open_journal, record_path, recover, recover_orphans
+from livepiano.recorder import (
+    Recorder,
+    open_journal,
+    record_path,
+    recover,
+    recover_orphans,
+)
 
 
 def _recorder(path, origin=100.0) -> Recorder:

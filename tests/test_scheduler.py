@@ -11,7 +11,7 @@ from jackserver import DATA, tiny_model  # noqa: F401 (a fixture)
 from livepiano import codec
 from livepiano.data import midi_file_tokens
 from livepiano.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
-from livepiano.live import EngineLoop, Recorder
+from livepiano.live import EngineLoop
 from livepiano.scheduler import Scheduler
 
 
@@ -249,23 +249,6 @@ def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model)
     # A note event is sampled only while the stream is less than the look-ahead ahead.
     assert all(deadline - put < 0.05 + 0.002 for put, deadline in notes)
     assert all(m[0] & 0xF0 in (0x80, 0x90) for _, _, m in sched.items)
-
-
-def test_recorder_writes_player_and_model_tracks(tmp_path):
-    rec = Recorder(origin=100.0)
-    rec.heard([PlayerEvent(100.5, True, 60, 90), PlayerEvent(101.0, False, 60, 0)])
-    rec.sent(100.7, [0x90, 72, 80])
-    rec.sent(100.9, [0x80, 72, 0])
-    rec.sent(101.0, [0xB0, 123, 0])
-    path = rec.save(tmp_path / "sub" / "s.mid")
-    import mido
-
-    mid = mido.MidiFile(str(path))
-    assert [t.name for t in mid.tracks] == ["player", "livepiano"]
-    by_pitch = {n.pitch: n for n in codec.read_midi(path.read_bytes())[0]}
-    player, model = by_pitch[60], by_pitch[72]
-    assert (player.pitch, round(player.start, 2), round(player.end, 2)) == (60, 0.5, 1.0)
-    assert (model.pitch, round(model.start, 2), round(model.end, 2)) == (72, 0.7, 0.9)
 
 
 def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model):
