@@ -313,6 +313,23 @@ def _cmd_learn(args) -> int:
         port.close()
 
 
+def _add_recover(sub) -> None:
+    p = sub.add_parser("recover", help="turn the journal of a session that did not end "
+                                       "(killed, crashed) into its MIDI file")
+    p.add_argument("journal", nargs="+", metavar="FILE.mid.journal",
+                   help="a session's journal (play finds and recovers these itself at start)")
+    p.set_defaults(run=_cmd_recover)
+
+
+def _cmd_recover(args) -> int:
+    from livepiano.recorder import recover
+
+    for path in args.journal:
+        saved, contents = recover(path)
+        print(f"recovered {contents.seconds():.0f} s from {path}: saved to {saved}")
+    return 0
+
+
 # --- export, eval, generate, bench (the model) ------------------------------------------------
 
 def _add_export(sub) -> None:
@@ -560,8 +577,8 @@ def _cmd_demo(args) -> int:
 
 # --- main ---------------------------------------------------------------------------------
 
-_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add_controls,
-             _add_learn,
+_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add_recover,
+             _add_controls, _add_learn,
              _add_export, _add_eval, _add_generate, _add_plot, _add_demo, _add_bench]
 
 

@@ -76,7 +76,10 @@ class Journal:
         self._lock = threading.Lock()  # the buffer in use and its count
         self._io = threading.Lock()  # the file: one writer at a time, records in order
         self.records = 0  # written to the file so far
-        self._file = open(self.path, "xb")  # never an existing journal: that is a session
+        # Never an existing journal (that is another session's); appended to only, so
+        # whatever is added to the file from outside stays in it.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._file = os.fdopen(fd, "wb")  # noqa: SIM115 - open as long as the session
         try:
             if fcntl is not None:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -163,7 +166,8 @@ def read(path: str | os.PathLike) -> Contents:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise LivepianoError(f"cannot read the journal {path} ({e.strerror or e}).") from None
+        raise LivepianoError(f"cannot read the journal {path} ({e.strerror or e}); give the "
+                             f"path of a NAME.mid.journal file.") from None
     if len(data) < HEADER_SIZE or not data.startswith(MAGIC):
         raise LivepianoError(f"{path} is not a livepiano journal; give a NAME.mid.journal file.")
     _, started, length = _HEADER.unpack_from(data)

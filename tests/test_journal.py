@@ -149,3 +149,17 @@ def test_two_hours_save_in_seconds(tmp_path):
     notes = codec.read_midi(path.read_bytes())[0]
     assert len(notes) == 2 * 3600 * 20 // 2
     assert took < 10, took
+
+
+def test_recover_command(tmp_path, run_livepiano):
+    jr = journal.Journal(tmp_path / "take.mid", 0.0)
+    jr.add(journal.PLAYER, 1.0, 0x90, 60, 80)
+    jr.add(journal.PLAYER, 2.0, 0x80, 60, 0)
+    jr.flush()
+    jr._file.close()  # as a killed session leaves it
+    done = run_livepiano("recover", jr.path)
+    assert done.returncode == 0, done.stderr
+    assert "recovered 2 s" in done.stdout and (tmp_path / "take.mid").is_file()
+    again = run_livepiano("recover", jr.path)
+    assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
+    assert "cannot read the journal" in again.stderr
