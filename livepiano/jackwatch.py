@@ -30,12 +30,32 @@ def _keep(message: bytes) -> None:
 _QUIET = _PRINTER(_keep)  # installed in libjack for the rest of the process: never freed
 
 
-def _libjack():
-    name = ctypes.util.find_library("jack") or "libjack.so.0"
+def _loaded() -> list[str]:
+    """The libjack files this process has loaded (python-rtmidi's wheel brings its own copy,
+    which then holds its own error printer)."""
     try:
-        lib = ctypes.CDLL(name)
+        with open("/proc/self/maps") as f:
+            paths = [line.split(None, 5)[5].strip() for line in f if len(line.split()) >= 6]
     except OSError:
-        return None
+        return []
+    return list(dict.fromkeys(p for p in paths if "/libjack" in p and ".so" in p))
+
+
+def _libjack():
+    names = _loaded() + [ctypes.util.find_library("jack") or "libjack.so.0"]
+    libs = []
+    for name in names:
+        try:
+            libs.append(_declare(ctypes.CDLL(name)))
+        except (OSError, AttributeError):
+            pass
+    for lib in libs:
+        lib.jack_set_error_function(_QUIET)
+        lib.jack_set_info_function(_QUIET)
+    return libs[0] if libs else None
+
+
+def _declare(lib):
     lib.jack_client_open.restype = ctypes.c_void_p
     lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
     lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN, ctypes.c_void_p]
@@ -75,8 +95,6 @@ class ServerWatch:
         lib = _libjack()
         if lib is None:
             return None
-        lib.jack_set_error_function(_QUIET)
-        lib.jack_set_info_function(_QUIET)
         status = ctypes.c_int()
         client = lib.jack_client_open(name.encode(), _NO_START_SERVER, ctypes.byref(status))
         if not client:
