@@ -18,6 +18,8 @@ PRIME_CHUNK_TOKENS = 1350
 
 
 def add_arguments(p) -> None:
+    from livepiano.config import finite
+
     p.add_argument("--model", default=None,
                    help="exported .onnx model "
                         "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
@@ -35,13 +37,15 @@ def add_arguments(p) -> None:
                    help="scheduler deadlines to measure (timing; at least 2000)")
     p.add_argument("--changes", type=int, default=200,
                    help="knob changes to measure (knobs; at least 200)")
-    p.add_argument("--wait", type=float, default=0.6,
+    p.add_argument("--wait", type=finite, default=0.6,
                    help="silence that ends a call, seconds (duet; default: 0.6)")
     p.add_argument("--calls", type=int, default=21,
                    help="held-out calls to play (duet; at least 20)")
     p.add_argument("--data", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="cut the calls from this token cache's or MAESTRO folder's test split "
                         "(duet; default: the MAESTRO test-split excerpts in tests/data)")
+    p.add_argument("--minutes", type=finite, default=10.0,
+                   help="how long the session lasts (soak; default: 10)")
     p.add_argument("--json", action="store_true",
                    help="end with one line of JSON holding the figures")
 
@@ -562,7 +566,41 @@ def bench_duet(args) -> dict:
     return result
 
 
+def bench_soak(args) -> dict:
+    """A long continuous-mode session with a looped recorded pianist, minute by minute."""
+    from livepiano.engine import resolve_model
+    from livepiano.soak import PIANIST, soak
+
+    path = resolve_model(getattr(args, "model", None))
+    say = getattr(args, "say", print)
+    minutes = float(getattr(args, "minutes", 10.0) or 10.0)
+    say(f"model        {path}{_card_summary(path)}")
+    say(f"pianist      {PIANIST.name}, looped; {minutes:g} minutes in continuous mode; "
+        f"load average {os.getloadavg()[0]:.2f} at the start")
+    say("minute  deadlines  lateness p50    p99      max (µs)  full GCs  RSS MB  load")
+
+    def minute(m: dict) -> None:
+        say(f"{m['minute']:6d}  {m['deadlines']:9d}  {m['p50_us'] or 0:12.1f} "
+            f"{m['p99_us'] or 0:8.1f} {m['max_us'] or 0:8.1f}  {m['gc_full']:8d}  "
+            f"{m['rss_mb']:6.1f}  {m['loadavg_1m']:.2f}")
+
+    r = soak(path, minutes, realtime_mode=getattr(args, "realtime", "auto") or "auto",
+             seed=getattr(args, "seed", 0), progress=minute)
+    say(f"lateness     worst minute's p99 {r['lateness_us_p99_worst_minute']:.1f} µs; max "
+        f"{r['lateness_us_max']:.1f} µs over the run")
+    say(f"memory       RSS {r['rss_mb_start']} MB at the start, {r['rss_mb_end']} MB at the "
+        f"end; {r['rss_mb_per_min_after_first']} MB/min after the first minute")
+    say(f"gc           {r['gc_collections']} collections ({r['gc_full_collections']} full); "
+        f"pause p99 {r['gc_pause_ms_p99']} ms, max {r['gc_pause_ms_max']} ms")
+    say(f"notes        {r['notes_in']} in, {r['notes_out']} out; save at exit "
+        f"{r['save_s']:.3f} s")
+    say(f"machine      {r['realtime']}; load average {' '.join(map(str, r['loadavg']))} "
+        f"(1, 5, 15 min) at the end")
+    return r
+
+
 BENCHES: dict[str, Callable] = {
+    "soak": bench_soak,
     "model": bench_model,
     "timing": bench_timing,
     "duet": bench_duet,

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from livepiano import LivepianoError, __version__
+from livepiano.config import finite
 
 
 # --- inspect ------------------------------------------------------------------------------
@@ -83,19 +84,19 @@ def _add_train(sub) -> None:
     p.add_argument("cache", help="token cache made by `livepiano prepare`")
     p.add_argument("-o", "--out", default="checkpoints/run.pt",
                    help="checkpoint to write, and to resume from when it exists (default: %(default)s)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--minutes", type=finite, default=None, help="stop after this many minutes")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--epochs", type=float, default=1.0,
+    p.add_argument("--epochs", type=finite, default=1.0,
                    help="passes over the train split that the learning-rate schedule spans")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--embedding", type=int, default=256)
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--dropout", type=finite, default=0.1)
     p.add_argument("--unconditioned", action="store_true", help="no control input")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--bptt", type=int, default=256, help="tokens per truncated-backprop chunk")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--eval-every", type=float, default=10.0, help="minutes between validations")
+    p.add_argument("--lr", type=finite, default=2e-3)
+    p.add_argument("--eval-every", type=finite, default=10.0, help="minutes between validations")
     p.add_argument("--eval-segments", type=int, default=200)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -159,7 +160,7 @@ def _add_play(sub) -> None:
     p.add_argument("--mode", choices=MODES, default=None, help="default: continuous")
     p.add_argument("--model", default=None,
                    help="ONNX model (default: $LIVEPIANO_MODEL, else models/performance_rnn.onnx)")
-    p.add_argument("--temperature", type=float, default=None, help="default: 1.0")
+    p.add_argument("--temperature", type=finite, default=None, help="default: 1.0")
     p.add_argument("--channel", type=int, default=None, help="output channel 1-16 (default: 1)")
     p.add_argument("--lookahead-ms", type=int, default=None,
                    help="how far the model may run ahead of the clock (default: 100)")
@@ -198,9 +199,9 @@ def _cmd_play(args) -> int:
 
 def _add_duet_options(p) -> None:
     g = p.add_argument_group("duet (--mode duet: you play a phrase, the model answers)")
-    g.add_argument("--wait", type=float, default=None, metavar="S",
+    g.add_argument("--wait", type=finite, default=None, metavar="S",
                    help="silence (no key down, pedal up) that ends your phrase (default: 0.6)")
-    g.add_argument("--min-call", type=float, default=None, metavar="S",
+    g.add_argument("--min-call", type=finite, default=None, metavar="S",
                    help="shortest phrase answered, first note to phrase end; it also needs two "
                         "notes, so a stray key or a slip is ignored (default: 0.3)")
     g.add_argument("--answer", default=None, metavar="MIN-MAX",
@@ -273,7 +274,7 @@ def _add_learn(sub) -> None:
                         "virtual port)")
     _add_api_option(p)
     _add_controls_option(p)
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=finite, default=60.0,
                    help="give up after this many seconds (default: 60)")
     p.set_defaults(run=_cmd_learn)
 
@@ -403,9 +404,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--model", default=None,
                    help="exported .onnx model "
                         "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
-    p.add_argument("--seconds", type=float, default=30.0,
+    p.add_argument("--seconds", type=finite, default=30.0,
                    help="seconds of music to generate (default: 30)")
-    p.add_argument("--temperature", type=float, default=1.0,
+    p.add_argument("--temperature", type=finite, default=1.0,
                    help="sampling temperature (default: 1.0)")
     p.add_argument("--primer", default=None, metavar="FILE.mid",
                    help="a MIDI file the model hears first; it is written to the output as its own "
@@ -547,7 +548,7 @@ def _cmd_bench(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="hear it without a keyboard: a recorded pianist plays calls, "
                                     "the model answers, live on MIDI ports")
-    p.add_argument("--seconds", type=float, default=45.0,
+    p.add_argument("--seconds", type=finite, default=45.0,
                    help="about how long the duet lasts (default: 45)")
     p.add_argument("-o", "--output-dir", default=".", metavar="DIR",
                    help="where demo.mid, demo.wav and demo.png go (default: this folder)")
@@ -582,8 +583,15 @@ _COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add
              _add_export, _add_eval, _add_generate, _add_plot, _add_demo, _add_bench]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is answered in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="livepiano",
         description="A real-time MIDI improvisation instrument: you play, a Performance RNN answers.")
     parser.add_argument("--version", action="version", version=f"livepiano {__version__}")
