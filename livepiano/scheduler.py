@@ -42,6 +42,7 @@ SWITCH_INTERVAL_S = 0.0005
 FIFO_PRIORITY = 3  # below JACK: jackd -R runs at 10, its clients' process threads at 5
 
 _STOP = object()
+_NEVER = float("inf")
 
 
 def realtime(mode: str, priority: int = FIFO_PRIORITY, switch: bool = True) -> str:
@@ -106,6 +107,9 @@ class Scheduler:
         self._seq = itertools.count()
         self._panicked = False
         self.released = False  # the final panic sent every message it had (set by panic)
+        # Until when this thread will not need the GIL (it waits for the next deadline's
+        # spin); written by this thread, read by the session's garbage collection.
+        self.quiet_until = 0.0
         self._lock = threading.Lock()  # guards the port between run() and a late panic()
 
     # --- any thread -------------------------------------------------------------------
@@ -185,10 +189,12 @@ class Scheduler:
             except queue.Empty:
                 pass
             if not heap:
+                self.quiet_until = _NEVER
                 if not self._take(inbox.get()):
                     return
                 continue
-            wait = heap[0][0] - clock() - self._spin
+            self.quiet_until = heap[0][0] - self._spin
+            wait = self.quiet_until - clock()
             if wait > 0:
                 try:
                     if not self._take(inbox.get(timeout=wait)):
@@ -196,6 +202,7 @@ class Scheduler:
                     continue
                 except queue.Empty:
                     pass
+            self.quiet_until = 0.0
             deadline = heap[0][0]
             while clock() < deadline:
                 pass

@@ -67,7 +67,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     from livepiano import journal
     from livepiano.engine import Engine
     from livepiano.listener import PlayerEvent
-    from livepiano.live import EngineLoop, NullOut, _engine_priority, _quiet_gc
+    from livepiano.live import WAKE_S, Collector, EngineLoop, NullOut, _engine_priority
     from livepiano.recorder import Recorder, open_journal
     from livepiano.scheduler import FIFO_PRIORITY, Scheduler, realtime
 
@@ -101,7 +101,8 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
                                 name="engine", daemon=True),
                threading.Thread(target=pianist, name="pianist", daemon=True)]
     pauses = _GcPauses()
-    _quiet_gc()
+    collector = Collector(scheduler, clock)
+    collector.start()
     gc.callbacks.append(pauses)
     rss = [(0.0, _rss_mb())]
     minutes_out: list[dict] = []
@@ -110,10 +111,15 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     for t in threads:
         t.start()
     next_minute = t0 + 60.0
+    next_flush = t0 + journal.FLUSH_S
     end = t0 + minutes * 60.0
     try:
         while True:
-            time.sleep(journal.FLUSH_S)
+            time.sleep(WAKE_S)
+            collector.tick()
+            if clock() < next_flush:
+                continue
+            next_flush += journal.FLUSH_S
             recorder.journal.flush()
             while scheduler.lateness:
                 late.append(scheduler.lateness.popleft())
@@ -146,6 +152,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
         threads[0].join(2.0)
         threads[2].join(2.0)
         gc.callbacks.remove(pauses)
+        collector.stop()
     t_save = clock()
     saved = recorder.save()
     save_s = clock() - t_save
@@ -155,6 +162,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     slope = (float(np.polyfit(seconds[after] / 60.0, mb[after], 1)[0])
              if after.sum() >= 3 else None)
     gc_s = pauses.seconds[:pauses.n] * 1e3
+    full = pauses.generation[:pauses.n] == 2
     result = {
         "minutes": minutes_out,
         "lateness_us_p99_worst_minute": max((m["p99_us"] or 0) for m in minutes_out),
@@ -165,6 +173,8 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
         "gc_full_collections": int((pauses.generation[:pauses.n] == 2).sum()),
         "gc_pause_ms_p99": round(float(np.percentile(gc_s, 99)), 3) if gc_s.size else 0.0,
         "gc_pause_ms_max": round(float(gc_s.max()), 3) if gc_s.size else 0.0,
+        "gc_full_pause_ms_max": round(float(gc_s[full].max()), 3) if full.any() else 0.0,
+        "gc_deferred": collector.deferred,
         "notes_in": recorder.notes_in(), "notes_out": recorder.notes_out(),
         "save_s": round(save_s, 3), "saved": str(saved),
         "realtime": scheduler.realtime_note, "caught_up_steps": loop.caught_up_steps,
