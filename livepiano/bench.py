@@ -572,7 +572,7 @@ def bench_soak(args) -> dict:
     from livepiano.soak import PIANIST, soak
 
     path = resolve_model(getattr(args, "model", None))
-    say = getattr(args, "say", print)
+    say = getattr(args, "say", None) or (lambda text: print(text, flush=True))  # minute by minute
     minutes = float(getattr(args, "minutes", 10.0) or 10.0)
     say(f"model        {path}{_card_summary(path)}")
     say(f"pianist      {PIANIST.name}, looped; {minutes:g} minutes in continuous mode; "
