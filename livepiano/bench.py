@@ -591,7 +591,8 @@ def bench_soak(args) -> dict:
     say(f"memory       RSS {r['rss_mb_start']} MB at the start, {r['rss_mb_end']} MB at the "
         f"end; {r['rss_mb_per_min_after_first']} MB/min after the first minute")
     say(f"gc           {r['gc_collections']} collections ({r['gc_full_collections']} full); "
-        f"pause p99 {r['gc_pause_ms_p99']} ms, max {r['gc_pause_ms_max']} ms")
+        f"pause p99 {r['gc_pause_ms_p99']} ms, max {r['gc_pause_ms_max']} ms (young p99 "
+        f"{r['gc_young_pause_ms_p99']} ms; full max {r['gc_full_pause_ms_max']} ms)")
     say(f"notes        {r['notes_in']} in, {r['notes_out']} out; save at exit "
         f"{r['save_s']:.3f} s")
     say(f"machine      {r['realtime']}; load average {' '.join(map(str, r['loadavg']))} "

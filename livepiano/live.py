@@ -40,15 +40,14 @@ from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
 STEP_S = 1.0 / codec.STEPS_PER_SECOND
 WATCH_S = 0.5  # how often the main thread checks that the ports are still there
 STATUS_S = 0.25
-WAKE_S = 0.05  # the main thread's turn: port watch, journal flush, garbage collection
+WAKE_S = 0.05  # the main thread's turn: port watch, journal flush
 DRAIN_S = 0.1  # after the panic, before the ports close
 CLOSE_WAIT_S = 2.0  # the longest wait for the ports to close at the end
 WATCHDOG_S = 10.0  # the main thread stuck this long (the GIL held in C): end the process
 ENGINE_FIFO_PRIORITY = 1  # the lowest: under the listener (FIFO_PRIORITY - 1) and the scheduler
 TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay
-GC_EVERY_S = 1.0  # the main thread collects young garbage this often...
+GC_EVERY_S = 1.0  # the scheduler thread collects young garbage this often...
 GC_FULL_EVERY_S = 60.0  # ...and all of it this often
-GC_GAP_S = 0.004  # ...when the scheduler's next deadline is at least this far away
 
 _STOP = object()
 
@@ -390,8 +389,7 @@ class Session:
                      f"model: {model_path.name}; recording to {path}. Ctrl-C stops.")
             knob_setup.start(keys=self.status)
             self.say(knob_setup.describe())
-            self._watch(inp, outp, listener, loop, scheduler, recorder, threads, server,
-                        collector)
+            self._watch(inp, outp, listener, loop, scheduler, recorder, threads, server)
         finally:
             collector.stop()
             self._shut_down(inp, outp, knob_setup, listener, loop, scheduler, threads,
@@ -483,7 +481,7 @@ class Session:
         self.request_stop(name)
 
     def _watch(self, inp, outp, listener, loop, scheduler, recorder, threads,
-               server=None, collector=None) -> None:
+               server=None) -> None:
         rate_in, rate_out = _Rate(), _Rate()
         next_watch = next_flush = time.monotonic()
         input_gone = False
@@ -500,8 +498,6 @@ class Session:
             if now >= next_flush:
                 next_flush = now + journal.FLUSH_S
                 recorder.journal.flush()
-            if collector is not None:
-                collector.tick()
             if listener.error is not None:
                 self.request_stop(f"the listener failed ({_describe(listener.error)})",
                                   failed=True)
@@ -587,18 +583,19 @@ def _quiet_gc() -> None:
 
 
 class Collector:
-    """The cyclic garbage collector, run by the main thread where the scheduler has no
-    deadline for a while, instead of automatically by whichever thread allocates (often the
-    engine's or the scheduler's own, a moment before a deadline; a collection holds the GIL
-    throughout). Young objects every second, all of them every minute; ``tick`` is called
-    from the main thread's loop, ``start`` and ``stop`` around the session."""
+    """The cyclic garbage collector, run in the scheduler thread's spare time instead of
+    automatically by whichever thread allocates. A collection holds the GIL throughout: run
+    by the engine's or the main thread, it could start a moment before a deadline, or be
+    preempted by other programs halfway; the scheduler thread runs it only with no deadline
+    in the next few ms, at its real-time priority. Young objects every second, all of them
+    every minute. ``start``/``stop`` on the main thread around the session; ``idle`` is the
+    scheduler's ``idle`` hook."""
 
     def __init__(self, scheduler: Scheduler, clock: Callable[[], float] = time.monotonic):
         self.scheduler = scheduler
         self.clock = clock
         self._next = self._next_full = 0.0
         self.collections = 0
-        self.deferred = 0  # ticks that found a deadline too close and waited
 
     def start(self) -> None:
         import gc
@@ -607,26 +604,26 @@ class Collector:
         gc.disable()
         now = self.clock()
         self._next, self._next_full = now + GC_EVERY_S, now + GC_FULL_EVERY_S
+        self.scheduler.idle = self.idle
 
-    def tick(self) -> None:
+    def idle(self) -> bool:
         import gc
 
         now = self.clock()
         if now < self._next:
-            return
-        if self.scheduler.quiet_until - now < GC_GAP_S:
-            self.deferred += 1
-            return
+            return False
         full = now >= self._next_full
         gc.collect(2 if full else 1)
         self.collections += 1
         self._next = now + GC_EVERY_S
         if full:
             self._next_full = now + GC_FULL_EVERY_S
+        return True
 
     def stop(self) -> None:
         import gc
 
+        self.scheduler.idle = None
         gc.enable()
 
 

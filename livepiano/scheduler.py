@@ -42,7 +42,8 @@ SWITCH_INTERVAL_S = 0.0005
 FIFO_PRIORITY = 3  # below JACK: jackd -R runs at 10, its clients' process threads at 5
 
 _STOP = object()
-_NEVER = float("inf")
+IDLE_GAP_S = 0.004  # idle() runs only when the next deadline is at least this far away
+IDLE_POLL_S = 0.5  # with nothing scheduled, idle() still runs this often
 
 
 def realtime(mode: str, priority: int = FIFO_PRIORITY, switch: bool = True) -> str:
@@ -107,9 +108,10 @@ class Scheduler:
         self._seq = itertools.count()
         self._panicked = False
         self.released = False  # the final panic sent every message it had (set by panic)
-        # Until when this thread will not need the GIL (it waits for the next deadline's
-        # spin); written by this thread, read by the session's garbage collection.
-        self.quiet_until = 0.0
+        # Work for this thread's spare time (the session's garbage collection): called on
+        # this thread when the next deadline is at least IDLE_GAP_S away; True if it did
+        # something (it took time: the scheduler looks at its inbox and the clock again).
+        self.idle: Callable[[], bool] | None = None
         self._lock = threading.Lock()  # guards the port between run() and a late panic()
 
     # --- any thread -------------------------------------------------------------------
@@ -189,12 +191,21 @@ class Scheduler:
             except queue.Empty:
                 pass
             if not heap:
-                self.quiet_until = _NEVER
+                if self.idle is not None:
+                    if self.idle():
+                        continue
+                    try:
+                        if not self._take(inbox.get(timeout=IDLE_POLL_S)):
+                            return
+                    except queue.Empty:
+                        pass
+                    continue
                 if not self._take(inbox.get()):
                     return
                 continue
-            self.quiet_until = heap[0][0] - self._spin
-            wait = self.quiet_until - clock()
+            wait = heap[0][0] - clock() - self._spin
+            if wait > IDLE_GAP_S and self.idle is not None and self.idle():
+                continue  # it took some of the wait: look again
             if wait > 0:
                 try:
                     if not self._take(inbox.get(timeout=wait)):
@@ -202,7 +213,6 @@ class Scheduler:
                     continue
                 except queue.Empty:
                     pass
-            self.quiet_until = 0.0
             deadline = heap[0][0]
             while clock() < deadline:
                 pass

@@ -289,3 +289,36 @@ def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model)
             balance[m[1]] -= 1
     assert not {p: n for p, n in balance.items() if n > 0}
 
+
+
+def test_idle_work_runs_only_away_from_deadlines():
+    """The session's garbage collection runs in the scheduler thread's spare time: never
+    within IDLE_GAP_S of a deadline, and still when nothing is scheduled."""
+    from livepiano.scheduler import IDLE_GAP_S, SPIN_S
+
+    out = FakeOut()
+    sched = Scheduler(out)
+    calls = []
+
+    def idle() -> bool:
+        calls.append(time.monotonic())
+        time.sleep(0.001)  # work that takes a while
+        return True
+
+    sched.idle = idle
+    thread = threading.Thread(target=sched.run, daemon=True)
+    thread.start()
+    t0 = time.monotonic() + 0.05
+    deadlines = [t0 + i * 0.02 for i in range(20)]
+    for d in deadlines:
+        sched.schedule(d, [0x90, 60, 1])
+    time.sleep(deadlines[-1] - time.monotonic() + 0.2)
+    sched.stop()
+    thread.join(5)
+    assert len(out.sent) >= 20
+    between = [t for t in calls if t0 - 0.05 < t < deadlines[-1]]
+    assert between, "idle work never ran between the deadlines"
+    for t in between:
+        ahead = min(d - t for d in deadlines + [float("inf")] if d > t)
+        assert ahead >= IDLE_GAP_S + SPIN_S - 0.001, ahead
+    assert any(t > deadlines[-1] for t in calls), "no idle work with nothing scheduled"
