@@ -577,12 +577,13 @@ def bench_soak(args) -> dict:
     say(f"model        {path}{_card_summary(path)}")
     say(f"pianist      {PIANIST.name}, looped; {minutes:g} minutes in continuous mode; "
         f"load average {os.getloadavg()[0]:.2f} at the start")
-    say("minute  deadlines  lateness p50    p99      max (µs)  full GCs  RSS MB  load")
+    say("minute  deadlines  lateness p50    p99      max (µs)  full GCs  RSS MB  load   "
+        "stolen ms")
 
     def minute(m: dict) -> None:
         say(f"{m['minute']:6d}  {m['deadlines']:9d}  {m['p50_us'] or 0:12.1f} "
             f"{m['p99_us'] or 0:8.1f} {m['max_us'] or 0:8.1f}  {m['gc_full']:8d}  "
-            f"{m['rss_mb']:6.1f}  {m['loadavg_1m']:.2f}")
+            f"{m['rss_mb']:6.1f}  {m['loadavg_1m']:5.2f}  {m['steal_ms']}")
 
     r = soak(path, minutes, realtime_mode=getattr(args, "realtime", "auto") or "auto",
              seed=getattr(args, "seed", 0), progress=minute)

@@ -328,39 +328,39 @@ class Session:
         knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
         api = ports.resolve_api(s["api"])
         outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
-        inp = None
+        inp = recorder = guardian = server = None
+        clock = time.monotonic
+        channel = s["channel"] - 1
         try:
             inp = ports.Port("in", api, s["in"])
             knob_setup.open_port(api)
             model_path = resolve_model(s["model"])
             engine = Engine(model_path, temperature=s["temperature"], seed=s["seed"])
-        except BaseException:
+            origin = clock()
+            recorder = Recorder(open_journal(path, origin))
+            guardian = self._start_guardian(api, outp, channel)
+            server = self._watch_server(api)
+            scheduler = Scheduler(outp.client, channel=channel, clock=clock,
+                                  on_sent=recorder.sent, realtime_mode=s["realtime"],
+                                  mirror=guardian.sounding if guardian is not None else None)
+            loop = EngineLoop(engine, scheduler, origin=origin,
+                              lookahead=s["lookahead_ms"] / 1000, channel=channel,
+                              mode=make_mode(s, self.say), clock=clock)
+            self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as settings do
+                loop, lambda name, say: knobs.build_mode(s, name, say))
+            kn.notify = self._wake.set
+        except BaseException:  # nothing played: nothing to keep
+            if guardian is not None:
+                guardian.goodbye()
+            if server is not None:
+                server.close()
+            if recorder is not None:
+                recorder.journal.discard()
             outp.close()
             if inp is not None:
                 inp.close()
             knob_setup.close()
             raise
-        clock = time.monotonic
-        channel = s["channel"] - 1
-        origin = clock()
-        try:
-            recorder = Recorder(open_journal(path, origin))
-        except BaseException:
-            outp.close()
-            inp.close()
-            knob_setup.close()
-            raise
-        guardian = self._start_guardian(api, outp, channel)
-        server = self._watch_server(api)
-        scheduler = Scheduler(outp.client, channel=channel, clock=clock, on_sent=recorder.sent,
-                              realtime_mode=s["realtime"],
-                              mirror=guardian.sounding if guardian is not None else None)
-        loop = EngineLoop(engine, scheduler, origin=origin, lookahead=s["lookahead_ms"] / 1000,
-                          channel=channel, mode=make_mode(s, self.say), clock=clock)
-
-        self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as the settings do
-            loop, lambda name, say: knobs.build_mode(s, name, say))
-        kn.notify = self._wake.set
 
         def deliver(events):
             recorder.heard(events)

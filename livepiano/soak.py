@@ -67,7 +67,8 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     from livepiano import journal
     from livepiano.engine import Engine
     from livepiano.listener import PlayerEvent
-    from livepiano.live import WAKE_S, Collector, EngineLoop, NullOut, _engine_priority
+    from livepiano.live import (WAKE_S, Collector, EngineLoop, NullOut, _engine_priority,
+                                _steal_ms)
     from livepiano.recorder import Recorder, open_journal
     from livepiano.scheduler import FIFO_PRIORITY, Scheduler, realtime
 
@@ -110,6 +111,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     t0 = clock()
     for t in threads:
         t.start()
+    steal_at_minute = _steal_ms()
     next_minute = t0 + 60.0
     next_flush = t0 + journal.FLUSH_S
     end = t0 + minutes * 60.0
@@ -128,6 +130,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
                 raise loop.error or scheduler.error
             if now >= next_minute or now >= end:
                 us = np.asarray(late) * 1e6
+                steal = _steal_ms()
                 minutes_out.append({
                     "minute": len(minutes_out) + 1, "deadlines": int(us.size),
                     "p50_us": round(float(np.percentile(us, 50)), 1) if us.size else None,
@@ -136,8 +139,11 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
                     "gc_full": int(((pauses.generation[:pauses.n] == 2)
                                     & (pauses.at[:pauses.n] > next_minute - 60)).sum()),
                     "rss_mb": round(rss[-1][1], 1),
+                    "steal_ms": (steal - steal_at_minute if None not in (steal, steal_at_minute)
+                                 else None),
                     "loadavg_1m": round(os.getloadavg()[0], 2)})
                 late.clear()
+                steal_at_minute = steal
                 next_minute += 60.0
                 if progress:
                     progress(minutes_out[-1])
