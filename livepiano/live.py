@@ -3,11 +3,16 @@ recording and the status line.
 
     listener thread --events--> EngineLoop.inbox --> engine thread
     engine thread --(deadline, message)--> Scheduler.inbox --> scheduler thread --> output
-    main thread: signals, port watch (input gone -> reconnect; output gone -> stop), status
+    listener and scheduler threads --records--> Journal (recorder) --flush, 1 s--> disk
+    main thread: signals, port and JACK-server watch (input gone -> reconnect; output or
+                 server gone -> stop), journal flush, status
+    guardian process: its own connection to the output; silences it if this process dies
 
 Each piece of state has one owner: the engine thread owns the ``Engine`` (LSTM state, sampler,
-stream view); the scheduler thread owns the output port and the sounding notes; the main
-thread owns the ports' lifetimes. Later modes (the duet's turn-taking) plug in as a ``Mode``;
+stream view); the scheduler thread owns the output port, the sounding notes (and their copy
+in the guardian's shared map) and runs the garbage collector in its spare time; the main
+thread owns the ports' lifetimes, the journal's file and the shutdown: notes released, then
+the session saved, then the ports closed. Later modes (the duet's turn-taking) plug in as a ``Mode``;
 knobs reach the engine through ``EngineLoop.call``, which runs a function on the engine
 thread, between two samples.
 """
