@@ -322,3 +322,33 @@ def test_idle_work_runs_only_away_from_deadlines():
         ahead = min(d - t for d in deadlines + [float("inf")] if d > t)
         assert ahead >= IDLE_GAP_S + SPIN_S - 0.001, ahead
     assert any(t > deadlines[-1] for t in calls), "no idle work with nothing scheduled"
+
+
+def test_the_session_collector_takes_garbage_collection_off_every_other_thread():
+    import gc
+
+    from livepiano.live import GC_EVERY_S, Collector
+
+    now = [0.0]
+    sched = Scheduler(FakeOut())
+    collector = Collector(sched, clock=lambda: now[0])
+    collected = []
+
+    def seen(phase, info):
+        if phase == "stop":
+            collected.append(info["generation"])
+
+    collector.start()
+    gc.callbacks.append(seen)
+    try:
+        assert not gc.isenabled() and sched.idle == collector.idle
+        assert collector.idle() is False and collected == []  # not due yet
+        now[0] += GC_EVERY_S
+        assert collector.idle() is True and collected == [1]
+        now[0] += 60.0
+        assert collector.idle() is True and collected == [1, 2]
+    finally:
+        gc.callbacks.remove(seen)
+        collector.stop()
+        gc.unfreeze()
+    assert gc.isenabled() and sched.idle is None
