@@ -383,11 +383,13 @@ class Session:
                                                   listener.on_control)
         threads = play_threads(scheduler, loop, listener, s["realtime"])
         collector = Collector(scheduler, clock)
+        main_priority = MainPriority(s["realtime"])
         old_handlers = {sig: signal.signal(sig, self._on_signal)
                         for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             _report_crashes()
             collector.start()
+            main_priority.start()
             for t in threads:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
@@ -396,6 +398,7 @@ class Session:
             self.say(knob_setup.describe())
             self._watch(inp, outp, listener, loop, scheduler, recorder, threads, server)
         finally:
+            main_priority.end()
             collector.stop()
             self._shut_down(inp, outp, knob_setup, listener, loop, scheduler, threads,
                             recorder, guardian, server, old_handlers)
@@ -666,6 +669,31 @@ def _engine_priority(mode: str) -> Callable[[], str]:
     listener and the scheduler): otherwise other programs preempt it while it holds the GIL,
     and the scheduler, woken for a deadline, waits for the GIL as long as that lasts."""
     return lambda: realtime(mode, ENGINE_FIFO_PRIORITY, switch=False)
+
+
+class MainPriority:
+    """SCHED_FIFO, at the engine's priority, for the main thread while the session plays.
+    It wakes every WAKE_S and holds the GIL for a moment each time; as a plain thread on a
+    busy machine it is preempted by other programs now and then in that moment, and the
+    scheduler, woken for a deadline, waits for the GIL as long as that lasts. ``end`` puts it
+    back before the save, a long computation that must not keep other programs off a core."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self._before = None
+
+    def start(self) -> None:
+        if hasattr(os, "sched_getscheduler"):
+            self._before = (os.sched_getscheduler(0), os.sched_getparam(0))
+        realtime(self.mode, ENGINE_FIFO_PRIORITY, switch=False)
+
+    def end(self) -> None:
+        if self._before is not None:
+            try:
+                os.sched_setscheduler(0, *self._before)
+            except OSError:
+                pass
+            self._before = None
 
 
 def _describe(error: BaseException | None) -> str:

@@ -67,8 +67,8 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     from livepiano import journal
     from livepiano.engine import Engine
     from livepiano.listener import PlayerEvent
-    from livepiano.live import (WAKE_S, Collector, EngineLoop, NullOut, _engine_priority,
-                                _steal_ms)
+    from livepiano.live import (WAKE_S, Collector, EngineLoop, MainPriority, NullOut,
+                                _engine_priority, _steal_ms)
     from livepiano.recorder import Recorder, open_journal
     from livepiano.scheduler import FIFO_PRIORITY, Scheduler, realtime
 
@@ -104,6 +104,8 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     pauses = _GcPauses()
     collector = Collector(scheduler, clock)
     collector.start()
+    main_priority = MainPriority(realtime_mode)
+    main_priority.start()
     gc.callbacks.append(pauses)
     rss = [(0.0, _rss_mb())]
     minutes_out: list[dict] = []
@@ -158,6 +160,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
         threads[2].join(2.0)
         gc.callbacks.remove(pauses)
         collector.stop()
+        main_priority.end()
     t_save = clock()
     saved = recorder.save()
     save_s = clock() - t_save
