@@ -51,8 +51,11 @@ CLOSE_WAIT_S = 2.0  # the longest wait for the ports to close at the end
 WATCHDOG_S = 10.0  # the main thread stuck this long (the GIL held in C): end the process
 ENGINE_FIFO_PRIORITY = 1  # the lowest: under the listener (FIFO_PRIORITY - 1) and the scheduler
 TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay
-GC_EVERY_S = 1.0  # the scheduler thread collects young garbage this often...
-GC_FULL_EVERY_S = 60.0  # ...and all of it this often
+# The scheduler thread collects young garbage this often (a few hundred objects each time:
+# well under a millisecond), and all of it about this often, in a gap at least this long.
+GC_EVERY_S = 0.25
+GC_FULL_EVERY_S = 60.0
+GC_FULL_GAP_S = 0.010
 
 _STOP = object()
 
@@ -595,9 +598,9 @@ class Collector:
     automatically by whichever thread allocates. A collection holds the GIL throughout: run
     by the engine's or the main thread, it could start a moment before a deadline, or be
     preempted by other programs halfway; the scheduler thread runs it only with no deadline
-    in the next few ms, at its real-time priority. Young objects every second, all of them
-    every minute. ``start``/``stop`` on the main thread around the session; ``idle`` is the
-    scheduler's ``idle`` hook."""
+    in the next few ms, at its real-time priority. Young objects every GC_EVERY_S, all of
+    them every minute or so (in a gap of GC_FULL_GAP_S). ``start``/``stop`` on the main
+    thread around the session; ``idle`` is the scheduler's ``idle`` hook."""
 
     def __init__(self, scheduler: Scheduler, clock: Callable[[], float] = time.monotonic):
         self.scheduler = scheduler
@@ -614,13 +617,13 @@ class Collector:
         self._next, self._next_full = now + GC_EVERY_S, now + GC_FULL_EVERY_S
         self.scheduler.idle = self.idle
 
-    def idle(self) -> bool:
+    def idle(self, gap: float) -> bool:
         import gc
 
         now = self.clock()
         if now < self._next:
             return False
-        full = now >= self._next_full
+        full = now >= self._next_full and gap >= GC_FULL_GAP_S
         gc.collect(2 if full else 1)
         self.collections += 1
         self._next = now + GC_EVERY_S

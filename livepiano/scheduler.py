@@ -109,9 +109,10 @@ class Scheduler:
         self._panicked = False
         self.released = False  # the final panic sent every message it had (set by panic)
         # Work for this thread's spare time (the session's garbage collection): called on
-        # this thread when the next deadline is at least IDLE_GAP_S away; True if it did
-        # something (it took time: the scheduler looks at its inbox and the clock again).
-        self.idle: Callable[[], bool] | None = None
+        # this thread with the time left before the next deadline's spin when that is at
+        # least IDLE_GAP_S; True if it did something (it took time: the scheduler looks at
+        # its inbox and the clock again).
+        self.idle: Callable[[float], bool] | None = None
         self._lock = threading.Lock()  # guards the port between run() and a late panic()
 
     # --- any thread -------------------------------------------------------------------
@@ -192,7 +193,7 @@ class Scheduler:
                 pass
             if not heap:
                 if self.idle is not None:
-                    if self.idle():
+                    if self.idle(IDLE_POLL_S):
                         continue
                     try:
                         if not self._take(inbox.get(timeout=IDLE_POLL_S)):
@@ -204,7 +205,7 @@ class Scheduler:
                     return
                 continue
             wait = heap[0][0] - clock() - self._spin
-            if wait > IDLE_GAP_S and self.idle is not None and self.idle():
+            if wait > IDLE_GAP_S and self.idle is not None and self.idle(wait):
                 continue  # it took some of the wait: look again
             if wait > 0:
                 try:

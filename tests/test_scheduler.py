@@ -300,7 +300,7 @@ def test_idle_work_runs_only_away_from_deadlines():
     sched = Scheduler(out)
     calls = []
 
-    def idle() -> bool:
+    def idle(gap: float) -> bool:
         calls.append(time.monotonic())
         time.sleep(0.001)  # work that takes a while
         return True
@@ -327,7 +327,7 @@ def test_idle_work_runs_only_away_from_deadlines():
 def test_the_session_collector_takes_garbage_collection_off_every_other_thread():
     import gc
 
-    from livepiano.live import GC_EVERY_S, Collector
+    from livepiano.live import GC_EVERY_S, GC_FULL_GAP_S, Collector
 
     now = [0.0]
     sched = Scheduler(FakeOut())
@@ -342,11 +342,13 @@ def test_the_session_collector_takes_garbage_collection_off_every_other_thread()
     gc.callbacks.append(seen)
     try:
         assert not gc.isenabled() and sched.idle == collector.idle
-        assert collector.idle() is False and collected == []  # not due yet
+        assert collector.idle(1.0) is False and collected == []  # not due yet
         now[0] += GC_EVERY_S
-        assert collector.idle() is True and collected == [1]
+        assert collector.idle(1.0) is True and collected == [1]
         now[0] += 60.0
-        assert collector.idle() is True and collected == [1, 2]
+        assert collector.idle(GC_FULL_GAP_S / 2) is True and collected == [1, 1]  # too short
+        now[0] += GC_EVERY_S
+        assert collector.idle(GC_FULL_GAP_S) is True and collected == [1, 1, 2]
     finally:
         gc.callbacks.remove(seen)
         collector.stop()
