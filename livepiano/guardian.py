@@ -35,7 +35,7 @@ class Sounding:
     thread only."""
 
     def __init__(self):
-        self._file = tempfile.TemporaryFile()
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - mapped as long as it lives
         self._file.truncate(SIZE)
         self.map = mmap.mmap(self._file.fileno(), SIZE)
 
@@ -43,7 +43,7 @@ class Sounding:
         return self._file.fileno()
 
     def set(self, channel: int, pitch: int, voices: int) -> None:
-        self.map[channel * PITCHES + pitch] = voices if voices < 255 else 255
+        self.map[channel * PITCHES + pitch] = min(voices, 255)
         self.map[CHANNELS * PITCHES + channel] = 1
 
     def use(self, channel: int) -> None:
@@ -136,7 +136,7 @@ def _watch(api: str, port: str, channel: int, fd: int) -> int:
     for message in silence(bytes(state), channel):
         try:
             out.send_message(message)
-        except Exception:  # noqa: BLE001 - the port may be gone; try the rest
+        except Exception:  # noqa: BLE001, S110 - the port may be gone; try the rest
             pass
     import time
 

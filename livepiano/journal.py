@@ -79,7 +79,7 @@ class Journal:
         # Never an existing journal (that is another session's); appended to only, so
         # whatever is added to the file from outside stays in it.
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        self._file = os.fdopen(fd, "wb")  # noqa: SIM115 - open as long as the session
+        self._file = os.fdopen(fd, "wb")  # open as long as the session
         try:
             if fcntl is not None:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

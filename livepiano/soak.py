@@ -67,8 +67,15 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     from livepiano import journal
     from livepiano.engine import Engine
     from livepiano.listener import PlayerEvent
-    from livepiano.live import (WAKE_S, Collector, EngineLoop, MainPriority, NullOut,
-                                _engine_priority, _steal_ms)
+    from livepiano.live import (
+        WAKE_S,
+        Collector,
+        EngineLoop,
+        MainPriority,
+        NullOut,
+        _engine_priority,
+        _steal_ms,
+    )
     from livepiano.recorder import Recorder, open_journal
     from livepiano.scheduler import FIFO_PRIORITY, Scheduler, realtime
 
