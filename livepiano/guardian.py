@@ -10,7 +10,8 @@ per channel and pitch, no system call, nothing allocated). The guardian blocks o
 ``bye`` ends it quietly; end-of-file without it means the session is gone, and the guardian
 then sends a note-off for each voice the map says is sounding, All Sound Off (CC120), All
 Notes Off (CC123) and pedal up (CC64=0) on every channel used, and exits. It imports only the
-standard library and python-rtmidi: no model, no numpy, no torch.
+standard library, python-rtmidi and livepiano's message builder: no model, no numpy, no
+torch.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ SIZE = CHANNELS * PITCHES + CHANNELS  # voices per (channel, pitch), then channe
 READY_TIMEOUT_S = 5.0
 BYE = b"bye\n"
 CLIENT_NAME = "livepiano-guardian"
-NOTE_OFF, CONTROL = 0x80, 0xB0
-ALL_SOUND_OFF, ALL_NOTES_OFF, SUSTAIN = 120, 123, 64
 
 
 class Sounding:
@@ -61,15 +60,12 @@ class Sounding:
 def silence(state: bytes, main_channel: int) -> list[list[int]]:
     """The messages that release what ``state`` (a ``Sounding`` map's bytes) says is
     sounding: a note-off per voice, then CC120, CC123 and CC64=0 on each channel used."""
-    messages = []
-    for ch in range(CHANNELS):
-        for pitch in range(PITCHES):
-            messages.extend([NOTE_OFF | ch, pitch, 0] for _ in range(state[ch * PITCHES + pitch]))
+    from livepiano.ports import release_messages
+
+    sounding = {(i // PITCHES, i % PITCHES): n
+                for i, n in enumerate(state[:CHANNELS * PITCHES]) if n}
     used = {ch for ch in range(CHANNELS) if state[CHANNELS * PITCHES + ch]} | {main_channel}
-    for ch in sorted(used):
-        messages += [[CONTROL | ch, ALL_SOUND_OFF, 0], [CONTROL | ch, ALL_NOTES_OFF, 0],
-                     [CONTROL | ch, SUSTAIN, 0]]
-    return messages
+    return release_messages(sounding, used, sound_off=True)
 
 
 class Guardian:

@@ -22,7 +22,21 @@ from livepiano import LivepianoError
 
 # MIDI status bytes (channel in the low nibble) and the controllers livepiano sends.
 NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
-ALL_NOTES_OFF, SUSTAIN = 123, 64
+ALL_SOUND_OFF, ALL_NOTES_OFF, SUSTAIN = 120, 123, 64
+
+
+def release_messages(sounding, channels=(), sound_off: bool = False) -> list[list[int]]:
+    """What silences an output: a note-off for each voice of ``sounding`` ((channel, pitch)
+    -> voices: each note-on gets its own), then on each channel used ([All Sound Off,] for
+    when the sender is gone and cannot release anything later) All Notes Off and pedal up."""
+    messages = [[NOTE_OFF | ch, pitch, 0]
+                for (ch, pitch), voices in sorted(sounding.items()) for _ in range(voices)]
+    for ch in sorted({ch for ch, _ in sounding} | set(channels)):
+        if sound_off:
+            messages.append([CONTROL | ch, ALL_SOUND_OFF, 0])
+        messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
+        messages.append([CONTROL | ch, SUSTAIN, 0])
+    return messages
 
 CLIENT_NAME = "livepiano"
 API_ENV = "LIVEPIANO_MIDI_API"

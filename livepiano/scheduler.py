@@ -28,7 +28,7 @@ import time
 from collections import Counter, deque
 from typing import Callable
 
-from livepiano.ports import ALL_NOTES_OFF, CONTROL, NOTE_OFF, NOTE_ON, SUSTAIN
+from livepiano.ports import NOTE_OFF, NOTE_ON, release_messages
 
 # Wake this long before a deadline, then spin. Under SCHED_FIFO a wake-up is punctual to tens
 # of µs, and a long spin only holds the GIL that the engine thread then takes back after a
@@ -259,12 +259,7 @@ class Scheduler:
         with self._lock:
             if self._panicked:
                 return []
-            messages = [[NOTE_OFF | ch, pitch, 0]
-                        for (ch, pitch), voices in sorted(self.sounding.items())
-                        for _ in range(voices)]
-            for ch in sorted({ch for ch, _ in self.sounding} | {self.channel}):
-                messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
-                messages.append([CONTROL | ch, SUSTAIN, 0])
+            messages = release_messages(self.sounding, {self.channel})
             for m in messages:
                 self.out.send_message(m)
             now = self.clock()
@@ -285,13 +280,7 @@ class Scheduler:
             if self._panicked:
                 return []
             self._panicked = True
-            messages = [[NOTE_OFF | ch, pitch, 0]  # one per voice: each note-on gets its own
-                        for (ch, pitch), voices in sorted(self.sounding.items())
-                        for _ in range(voices)]
-            channels = sorted({ch for ch, _ in self.sounding} | {self.channel})
-            for ch in channels:
-                messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
-                messages.append([CONTROL | ch, SUSTAIN, 0])
+            messages = release_messages(self.sounding, {self.channel})
             failed = 0
             for m in messages:
                 try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from livepiano.guardian import ALL_NOTES_OFF, ALL_SOUND_OFF, SUSTAIN, Sounding, silence
+from livepiano.guardian import Sounding, silence
+from livepiano.ports import ALL_NOTES_OFF, ALL_SOUND_OFF, SUSTAIN
 from livepiano.scheduler import Scheduler
 
 
@@ -43,3 +44,16 @@ def test_the_scheduler_keeps_the_shared_map_of_what_sounds():
         assert [m for m in silence(bytes(sounding.map), 2) if m[0] & 0xF0 == 0x80] == []
     finally:
         sounding.close()
+
+
+def test_the_guardian_imports_no_model_runtime():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, livepiano.guardian as g; g.silence(bytes(g.SIZE), 0); import rtmidi; "
+            "print(' '.join(m for m in ('numpy', 'onnxruntime', 'torch', 'yaml', 'mido') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=60, check=True)
+    assert done.stdout.strip() == ""
