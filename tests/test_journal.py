@@ -163,3 +163,13 @@ def test_recover_command(tmp_path, run_livepiano):
     again = run_livepiano("recover", jr.path)
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
     assert "cannot read the journal" in again.stderr
+
+
+def test_play_refuses_an_unwritable_record_path_before_anything_opens(tmp_path, run_livepiano):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    done = run_livepiano("play", "--record", afile / "s.mid", timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"livepiano: --record {afile / 's.mid'}: {afile} is a file, not a folder; give a path "
+        f"in a folder."]
