@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
-from livepiano.guardian import Sounding, silence
-from livepiano.ports import ALL_NOTES_OFF, ALL_SOUND_OFF, SUSTAIN
-from livepiano.scheduler import Scheduler
+from livepiano.core.messages import ALL_NOTES_OFF, ALL_SOUND_OFF, SUSTAIN
+from livepiano.live.guardian import Sounding, silence
+from livepiano.live.scheduler import Scheduler
 
 
 class Out:
@@ -51,7 +51,7 @@ def test_the_guardian_imports_no_model_runtime():
     import subprocess
     import sys
 
-    code = ("import sys, livepiano.guardian as g; g.silence(bytes(g.SIZE), 0); import rtmidi; "
+    code = ("import sys, livepiano.live.guardian as g; g.silence(bytes(g.SIZE), 0); import rtmidi; "
             "print(' '.join(m for m in ('numpy', 'onnxruntime', 'torch', 'yaml', 'mido') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

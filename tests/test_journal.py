@@ -13,9 +13,11 @@ import time
 import mido
 import pytest
 
-from livepiano import LivepianoError, codec, journal
-from livepiano.listener import PlayerEvent
-from livepiano.recorder import (
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.live import journal
+from livepiano.live.listener import PlayerEvent
+from livepiano.live.recorder import (
     Recorder,
     open_journal,
     record_path,
@@ -62,7 +64,7 @@ def test_journal_buffers_do_not_grow_and_are_not_tracked_by_the_gc(tmp_path):
 def test_a_killed_session_is_recovered_up_to_its_last_flush(tmp_path):
     target = tmp_path / "s.mid"
     code = (f"import os, time\n"
-            f"from livepiano import journal\n"
+            f"from livepiano.live import journal\n"
             f"jr = journal.Journal({str(target)!r}, 0.0)\n"
             f"for i in range(200):\n"
             f"    jr.add(journal.MODEL, i * 0.05, 0x90 if i % 2 == 0 else 0x80, 60, 80)\n"

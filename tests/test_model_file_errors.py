@@ -9,8 +9,10 @@ import sys
 
 import pytest
 
-from livepiano import LivepianoError, codec
-from livepiano.engine import Engine, read_model_card
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.runtime.engine import Engine
+from livepiano.runtime.modelfile import read_model_card
 
 onnx = pytest.importorskip("onnx")
 
@@ -58,6 +60,7 @@ def test_no_telemetry_files_under_the_cache(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), PYTHONPATH=os.getcwd())
-    code = "from livepiano.engine import Engine, resolve_model; Engine(resolve_model(None))"
+    code = ("from livepiano.runtime.engine import Engine; from livepiano.runtime.modelfile import "
+            "resolve_model; Engine(resolve_model(None))")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     assert not (home / ".cache" / "Microsoft").exists()

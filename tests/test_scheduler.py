@@ -6,13 +6,13 @@ import threading
 import time
 
 import pytest
-
 from jackserver import DATA, tiny_model  # noqa: F401 (a fixture)
-from livepiano import codec
-from livepiano.data import midi_file_tokens
-from livepiano.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
-from livepiano.live import EngineLoop
-from livepiano.scheduler import Scheduler
+
+from livepiano.core import codec
+from livepiano.core.midifile import midi_file_tokens
+from livepiano.live.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
+from livepiano.live.loop import EngineLoop
+from livepiano.live.scheduler import Scheduler
 
 
 class FakeOut:
@@ -220,7 +220,7 @@ class RecordingScheduler:
 
 
 def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model):
-    from livepiano.engine import Engine
+    from livepiano.runtime.engine import Engine
 
     engine = Engine(tiny_model, seed=3)
     sched = RecordingScheduler()
@@ -258,7 +258,7 @@ def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model)
     import random
     from collections import Counter
 
-    from livepiano.engine import Engine
+    from livepiano.runtime.engine import Engine
 
     out = FakeOut()
     sched = Scheduler(out)
@@ -290,11 +290,10 @@ def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model)
     assert not {p: n for p, n in balance.items() if n > 0}
 
 
-
 def test_idle_work_runs_only_away_from_deadlines():
     """The session's garbage collection runs in the scheduler thread's spare time: never
     within IDLE_GAP_S of a deadline, and still when nothing is scheduled."""
-    from livepiano.scheduler import IDLE_GAP_S, SPIN_S
+    from livepiano.live.scheduler import IDLE_GAP_S, SPIN_S
 
     out = FakeOut()
     sched = Scheduler(out)
@@ -327,7 +326,7 @@ def test_idle_work_runs_only_away_from_deadlines():
 def test_the_session_collector_takes_garbage_collection_off_every_other_thread():
     import gc
 
-    from livepiano.live import GC_EVERY_S, GC_FULL_GAP_S, Collector
+    from livepiano.live.session import GC_EVERY_S, GC_FULL_GAP_S, Collector
 
     now = [0.0]
     sched = Scheduler(FakeOut())

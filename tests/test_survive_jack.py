@@ -13,10 +13,18 @@ import subprocess
 import time
 
 import pytest
-from jackserver import (Capture, JackServer, jackd_available, need, sounding_after,
-                        start_livepiano, tiny_model)  # noqa: F401 (a fixture)
+from jackserver import (
+    Capture,
+    JackServer,
+    jackd_available,
+    need,
+    sounding_after,
+    start_livepiano,  # noqa: F401 (a fixture)
+    tiny_model,
+)
 
-from livepiano import codec, journal
+from livepiano.core import codec
+from livepiano.live import journal
 
 pytestmark = pytest.mark.jack
 
