@@ -70,7 +70,11 @@ def test_sigkill_leaves_no_stuck_note_and_the_next_start_recovers_the_session(
         killed_at = time.monotonic()
         proc.kill()
         proc.wait(10)
-        time.sleep(1.0)
+        deadline = time.monotonic() + 10  # until the guardian has done its work and left
+        while (any(p.startswith("livepiano-guardian:") for p in jack.ports())
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        time.sleep(0.3)
     finally:
         cap.close()
     assert _sounding(cap) == {}, "notes left sounding after livepiano was killed"

@@ -27,6 +27,7 @@ SIZE = CHANNELS * PITCHES + CHANNELS  # voices per (channel, pitch), then channe
 READY_TIMEOUT_S = 5.0
 BYE = b"bye\n"
 CLIENT_NAME = "livepiano-guardian"
+GUARDIAN_FIFO_PRIORITY = 3  # the session's scheduler's: below JACK's own threads
 
 
 class Sounding:
@@ -109,8 +110,18 @@ class Guardian:
 
 
 def _watch(api: str, port: str, channel: int, fd: int) -> int:
+    import time
+
     import rtmidi
 
+    # Asleep on a pipe all session long, so real-time priority costs nothing; when the
+    # session dies, a busy machine must not keep the guardian waiting for a core.
+    if hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(GUARDIAN_FIFO_PRIORITY))
+        except OSError:
+            pass
+    silence(bytes(SIZE), channel)  # everything it needs at the end is loaded now
     state = mmap.mmap(fd, SIZE, access=mmap.ACCESS_READ)
     apis = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
             "coremidi": rtmidi.API_MACOSX_CORE, "winmm": rtmidi.API_WINDOWS_MM}
@@ -134,8 +145,6 @@ def _watch(api: str, port: str, channel: int, fd: int) -> int:
             out.send_message(message)
         except Exception:  # noqa: BLE001, S110 - the port may be gone; try the rest
             pass
-    import time
-
     time.sleep(0.1)  # a MIDI system delivers in its next cycle: let the messages out
     out.close_port()
     out.delete()
