@@ -77,7 +77,10 @@ def test_sigkill_leaves_no_stuck_note_and_the_next_start_recovers_the_session(
         time.sleep(0.3)
     finally:
         cap.close()
-    assert _sounding(cap) == {}, "notes left sounding after livepiano was killed"
+    left = _sounding(cap)
+    assert left == {}, (f"{len(left)} notes left sounding after livepiano was killed; last "
+                        f"messages {[m for _, m in cap.messages[-6:]]}; jackd: "
+                        f"{jack.log_tail(3000)}")
     assert [0xB0, 120, 0] in [m for _, m in cap.messages]
     jpath = journal.journal_path(record)
     assert jpath.is_file() and not record.exists()

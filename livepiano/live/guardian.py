@@ -27,6 +27,7 @@ SIZE = CHANNELS * PITCHES + CHANNELS  # voices per (channel, pitch), then channe
 READY_TIMEOUT_S = 5.0
 BYE = b"bye\n"
 CLIENT_NAME = "livepiano-guardian"
+REPEATS, REPEAT_S = 2, 0.5
 GUARDIAN_FIFO_PRIORITY = 3  # the session's scheduler's: below JACK's own threads
 
 
@@ -140,12 +141,17 @@ def _watch(api: str, port: str, channel: int, fd: int) -> int:
         said += chunk
     if said.startswith(BYE):
         return 0
-    for message in silence(bytes(state), channel):
-        try:
-            out.send_message(message)
-        except Exception:  # noqa: BLE001, S110 - the port may be gone; try the rest
-            pass
-    time.sleep(0.1)  # a MIDI system delivers in its next cycle: let the messages out
+    # Twice, and time to deliver them before closing: a JACK server whose client was just
+    # killed stalls for a few cycles and may drop what is sent meanwhile (a note-off for a
+    # silent note, or a second All Notes Off, does nothing).
+    messages = silence(bytes(state), channel)
+    for _ in range(REPEATS):
+        for message in messages:
+            try:
+                out.send_message(message)
+            except Exception:  # noqa: BLE001, S110 - the port may be gone; try the rest
+                pass
+        time.sleep(REPEAT_S)
     out.close_port()
     out.delete()
     return 0
