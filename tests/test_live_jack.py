@@ -5,7 +5,6 @@ Marked ``jack``: skipped where jackd is missing, but a failure when $CI is set."
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal

@@ -19,9 +19,9 @@ from jackserver import (
     jackd_available,
     need,
     sounding_after,
-    start_livepiano,  # noqa: F401 (a fixture)
-    tiny_model,
+    start_livepiano,
 )
+from jackserver import tiny_model  # noqa: F401 (a fixture)
 
 from livepiano.core import codec
 from livepiano.live import journal

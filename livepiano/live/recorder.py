@@ -18,6 +18,7 @@ import platformdirs
 from livepiano import LivepianoError
 from livepiano.core import codec
 from livepiano.core.messages import NOTE_OFF, NOTE_ON
+from livepiano.core.voices import Voices
 from livepiano.live import journal
 
 
@@ -122,20 +123,18 @@ class Recorder:
 def step_notes(events) -> list[codec.StepNote]:
     """(time, on, pitch, velocity) -> notes on the 10 ms grid; a voice ends at the first
     note-off of its pitch, unreleased voices at the last event."""
-    open_: dict[int, list] = {}
+    voices = Voices("oldest")
     notes: list[codec.StepNote] = []
-    last = 0
     for t, on, pitch, velocity in events:
         step = codec.quantize(max(t, 0.0))
-        last = max(last, step)
         if on:
-            open_.setdefault(pitch, []).append((step, velocity))
-        elif open_.get(pitch):
-            start, vel = open_[pitch].pop(0)
-            notes.append(codec.StepNote(pitch, vel, start, max(step, start + 1)))
-    for pitch, voices in open_.items():
-        for start, vel in voices:
-            notes.append(codec.StepNote(pitch, vel, start, max(last, start + 1)))
+            voices.on(pitch, step, velocity)
+            continue
+        for v in voices.off(pitch, step):
+            notes.append(codec.StepNote(pitch, v.data, v.start, max(step, v.start + 1)))
+    last = voices.last or 0
+    for v in voices.end():
+        notes.append(codec.StepNote(v.key, v.data, v.start, max(last, v.start + 1)))
     notes.sort(key=lambda n: (n.start, n.pitch))
     return notes
 

@@ -12,9 +12,9 @@ Each piece of state has one owner: the engine thread owns the ``Engine`` (LSTM s
 stream view); the scheduler thread owns the output port, the sounding notes (and their copy
 in the guardian's shared map) and runs the garbage collector in its spare time; the main
 thread owns the ports' lifetimes, the journal's file and the shutdown: notes released, then
-the session saved, then the ports closed. Later modes (the duet's turn-taking) plug in as a ``Mode``;
-knobs reach the engine through ``EngineLoop.call``, which runs a function on the engine
-thread, between two samples.
+the session saved, then the ports closed. Later modes (the duet's turn-taking) plug in as a
+``Mode``; knobs reach the engine through ``EngineLoop.call``, which runs a function on the
+engine thread, between two samples.
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ class Session:
         self._stop = threading.Event()
         self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
         self.save_s: float | None = None  # how long the save at the end took
+        # For code that runs a session in-process (the demo): set once its threads are
+        # playing; the scheduler's lateness figures once it has ended.
+        self.playing = threading.Event()
+        self.lateness: dict | None = None
 
     def say(self, text: str) -> None:
         if self.status:
@@ -176,6 +180,7 @@ class Session:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
                      f"model: {model_path.name}; recording to {path}. Ctrl-C stops.")
+            self.playing.set()
             knob_setup.start(keys=self.status)
             self.say(knob_setup.describe())
             self._watch(inp, outp, listener, loop, scheduler, recorder, threads, server)
@@ -237,7 +242,7 @@ class Session:
         self.save_s = time.monotonic() - t0
         if guardian is not None:
             guardian.goodbye()
-        timing = scheduler.lateness_us()
+        timing = self.lateness = scheduler.lateness_us()
         done = ("every note released" if released else
                 "notes could not be released (the output is gone)")
         self.say(f"{self.stop_reason or 'stopped'}; {done}; {where}. "
@@ -362,7 +367,7 @@ def _report_crashes() -> None:
         faulthandler.enable(all_threads=True)
 
 
-def _quiet_gc() -> None:
+def quiet_gc() -> None:
     """Move everything built at start-up (modules, the model session, ports) out of the
     cyclic garbage collector's sight: a full collection then walks only what the session
     allocates, instead of holding the GIL for milliseconds while the scheduler waits."""
@@ -390,7 +395,7 @@ class Collector:
     def start(self) -> None:
         import gc
 
-        _quiet_gc()
+        quiet_gc()
         gc.disable()
         now = self.clock()
         self._next, self._next_full = now + GC_EVERY_S, now + GC_FULL_EVERY_S
@@ -442,13 +447,13 @@ def play_threads(scheduler, loop, listener, realtime_mode: str) -> list[threadin
         return realtime(realtime_mode, FIFO_PRIORITY - 1, switch=False)
 
     return [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
-            threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+            threading.Thread(target=loop.run, args=(engine_priority(realtime_mode),),
                              name="engine", daemon=True),
             threading.Thread(target=listener.run, args=(listener_priority,),
                              name="listener", daemon=True)]
 
 
-def _engine_priority(mode: str) -> Callable[[], str]:
+def engine_priority(mode: str) -> Callable[[], str]:
     """SCHED_FIFO for the engine thread too, at the lowest real-time priority (below the
     listener and the scheduler): otherwise other programs preempt it while it holds the GIL,
     and the scheduler, woken for a deadline, waits for the GIL as long as that lasts."""

@@ -75,9 +75,9 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     from livepiano.live.loop import EngineLoop
     from livepiano.live.recorder import Recorder, open_journal
     from livepiano.live.scheduler import FIFO_PRIORITY, Scheduler, realtime
-    from livepiano.live.session import WAKE_S, Collector, MainPriority, _engine_priority
+    from livepiano.live.session import WAKE_S, Collector, MainPriority, engine_priority
     from livepiano.runtime.engine import Engine
-    from livepiano.tools.bench.timing import NullOut, _steal_ms
+    from livepiano.tools.bench.timing import NullOut, steal_ms
 
     events, length = _pianist_events(pianist_file())
     engine = Engine(model_path, temperature=1.0, seed=seed)
@@ -105,7 +105,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
             lap += 1
 
     threads = [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
-               threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+               threading.Thread(target=loop.run, args=(engine_priority(realtime_mode),),
                                 name="engine", daemon=True),
                threading.Thread(target=pianist, name="pianist", daemon=True)]
     pauses = _GcPauses()
@@ -120,7 +120,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     t0 = clock()
     for t in threads:
         t.start()
-    steal_at_minute = _steal_ms()
+    steal_at_minute = steal_ms()
     next_minute = t0 + 60.0
     next_flush = t0 + journal.FLUSH_S
     end = t0 + minutes * 60.0
@@ -139,7 +139,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
                 raise loop.error or scheduler.error
             if now >= next_minute or now >= end:
                 us = np.asarray(late) * 1e6
-                steal = _steal_ms()
+                steal = steal_ms()
                 minutes_out.append({
                     "minute": len(minutes_out) + 1, "deadlines": int(us.size),
                     "p50_us": round(float(np.percentile(us, 50)), 1) if us.size else None,

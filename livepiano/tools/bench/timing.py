@@ -10,7 +10,7 @@ import time
 from livepiano import LivepianoError
 from livepiano.live.loop import STEP_S, EngineLoop
 from livepiano.live.scheduler import Scheduler
-from livepiano.live.session import _engine_priority, _quiet_gc
+from livepiano.live.session import engine_priority, quiet_gc
 
 
 class NullOut:
@@ -23,7 +23,7 @@ def _busy(stop_at: float) -> None:
         pass
 
 
-def _steal_ms() -> int | None:
+def steal_ms() -> int | None:
     """CPU time the hypervisor took from this virtual machine so far (Linux), in ms."""
     try:
         with open("/proc/stat") as f:
@@ -45,7 +45,6 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     from livepiano.runtime.engine import Engine
 
     engine = Engine(model_path, temperature=temperature, seed=seed)
-    step = STEP_S / speed
     clock = time.monotonic
     busy = None
     if load:
@@ -61,16 +60,16 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     scheduler = Scheduler(NullOut(), clock=clock, realtime_mode=realtime_mode,
                           keep_lateness=10 ** 6)
     origin = clock() + 0.05
-    loop = EngineLoop(engine, scheduler, origin=origin, lookahead=lookahead, clock=clock)
-    loop.stream_time = lambda: loop.origin + engine.steps * step  # type: ignore[method-assign]
+    loop = EngineLoop(engine, scheduler, origin=origin, lookahead=lookahead, clock=clock,
+                      step_s=STEP_S / speed)
     threads = [threading.Thread(target=scheduler.run, daemon=True),
-               threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+               threading.Thread(target=loop.run, args=(engine_priority(realtime_mode),),
                                 daemon=True)]
-    _quiet_gc()
+    quiet_gc()
     for t in threads:
         t.start()
     t0 = clock()
-    steal0 = _steal_ms()
+    steal0 = steal_ms()
     try:
         while len(scheduler.lateness) < deadlines and clock() - t0 < timeout:
             if loop.error or scheduler.error:
@@ -90,7 +89,7 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     if result["deadlines"] < deadlines:
         raise LivepianoError(f"only {result['deadlines']} deadlines in {timeout:.0f} s (the model "
                              f"plays too few notes); raise --speed or the temperature.")
-    steal1 = _steal_ms()
+    steal1 = steal_ms()
     result["steal_ms"] = steal1 - steal0 if steal0 is not None and steal1 is not None else None
     result.update({"load": load, "realtime": scheduler.realtime_note, "speed": speed,
                    "seconds": round(clock() - t0, 1), "caught_up_steps": loop.caught_up_steps,
