@@ -20,8 +20,8 @@ from jackserver import (
     need,
     sounding_after,
     start_livepiano,
+    tiny_model,  # noqa: F401 (a fixture)
 )
-from jackserver import tiny_model  # noqa: F401 (a fixture)
 
 from livepiano.core import codec
 from livepiano.live import journal
