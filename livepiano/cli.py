@@ -407,11 +407,12 @@ def _add_generate(sub) -> None:
 
 def _add_render_options(p) -> None:
     p.add_argument("--wav", default=None, metavar="OUT.wav",
-                   help="also render the MIDI file to audio through FluidSynth (the fluidsynth "
-                        "program or pyfluidsynth)")
+                   help="also render the MIDI file to audio: through FluidSynth where it is "
+                        "installed, else the built-in synth")
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
                    help="soundfont for --wav (default: $LIVEPIANO_SOUNDFONT, else the first "
-                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's share)")
+                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's "
+                        "share, else pretty_midi's TimGM6mb.sf2)")
     p.add_argument("--plot", default=None, metavar="OUT.png",
                    help="also draw the piano roll as a PNG (1200x500)")
 
@@ -436,13 +437,10 @@ def _cmd_generate(args) -> int:
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
-    if args.wav:  # a missing FluidSynth or soundfont is said before generating
-        from livepiano.render import find_fluidsynth, find_soundfont, install_hint
+    if args.wav:  # a missing or broken soundfont is said before generating
+        from livepiano.render import renderer_line
 
-        if find_fluidsynth() is None:
-            raise LivepianoError(f"--wav needs FluidSynth (the fluidsynth program or "
-                                 f"pyfluidsynth), which was not found; install {install_hint()}.")
-        find_soundfont(args.soundfont)
+        renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
     primer = data.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
