@@ -535,14 +535,15 @@ def _add_demo(sub) -> None:
     p.add_argument("--plot", action="store_true", help="also draw the piano roll to demo.png")
     p.add_argument("--no-wav", dest="wav", action="store_false",
                    help="do not render demo.wav")
-    p.add_argument("--api", choices=("alsa", "jack", "coremidi"), default=None,
+    p.add_argument("--api", choices=("alsa", "jack", "coremidi", "inprocess"), default=None,
                    help="MIDI system (default: ALSA or CoreMIDI where they open, else a "
-                        "private JACK server)")
+                        "private JACK server, else livepiano's in-process ports)")
     p.add_argument("--model", default=None,
                    help="ONNX model (default: $LIVEPIANO_MODEL, else the shipped one)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
-                   help="soundfont for the audio (default: the first one found)")
+                   help="soundfont for the audio (default: the first one found, else "
+                        "pretty_midi's TimGM6mb.sf2)")
     p.set_defaults(run=_cmd_demo)
 
 

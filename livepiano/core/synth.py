@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class Region:
 @dataclass
 class SoundFont:
     path: Path
-    samples: np.ndarray  # float32, all samples of the file end to end
+    samples: np.ndarray  # int16, all samples of the file end to end (scaled at playback)
     presets: dict  # (bank, program) -> [Region]
 
     def regions(self, bank: int, program: int) -> list[Region]:
@@ -140,7 +141,7 @@ def load_soundfont(path: str | os.PathLike) -> SoundFont:
         if b"smpl" not in sdta:
             raise ValueError("no 16-bit samples (an SF3 file? use an SF2)")
         a, b = sdta[b"smpl"]
-        samples = np.frombuffer(data, "<i2", (b - a) // 2, a).astype(np.float32) / 32768.0
+        samples = np.frombuffer(data, "<i2", (b - a) // 2, a)
         table = {}
         for name, (fmt, size) in _RECORDS.items():
             if name not in pdta:
@@ -252,8 +253,9 @@ class _Voice:
         self.pos = float(r.start)
         cents = (key - r.root) * r.scale + r.tune_cents
         self.step = 2.0 ** (cents / 1200.0) * r.sample_rate / rate
-        # The SF2 default velocity modulator: 960 cB on a concave curve, i.e. (vel/127)^2.
-        g = gain * r.gain * (velocity / 127.0) ** 2
+        # The SF2 default velocity modulator: 960 cB on a concave curve, i.e. (vel/127)^2;
+        # and the samples' 16 bits to full scale.
+        g = gain * r.gain * (velocity / 127.0) ** 2 / 32768.0
         angle = (r.pan + 0.5) * np.pi / 2
         self.left, self.right = g * np.cos(angle), g * np.sin(angle)
         self.decay = max(_timecents(r.decay + (60 - key) * r.decay_per_key), 0.001)
@@ -297,7 +299,8 @@ class _Voice:
             return
         idx = pos.astype(np.int64)
         frac = (pos - idx).astype(np.float32)
-        wave = samples[idx] * (1.0 - frac) + samples[idx + 1] * frac
+        a = samples[idx].astype(np.float32)
+        wave = a + (samples[idx + 1] - a) * frac
         t = (self.age + np.arange(n)) / self.rate
         env = self._level(t)
         if self.released_at is not None:
@@ -403,7 +406,7 @@ def render_events(synth: Synth, events, tail: float = 1.5) -> np.ndarray:
     seconds after the last: float32 frames x 2."""
     chunks, done = [], 0
     for t, m in events:
-        frame = int(round(t * synth.rate))
+        frame = round(t * synth.rate)
         if frame > done:
             chunks.append(synth.render(frame - done))
             done = frame
@@ -415,6 +418,94 @@ def render_events(synth: Synth, events, tail: float = 1.5) -> np.ndarray:
 def to_pcm16(audio: np.ndarray) -> bytes:
     """float frames x 2 in [-1, 1] -> interleaved little-endian 16-bit PCM."""
     return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+# --- which SoundFont -------------------------------------------------------------------------
+
+SOUNDFONT_ENV = "LIVEPIANO_SOUNDFONT"
+# Searched in this order; in each folder a preferred name first, then any .sf2/.sf3.
+_PREFERRED = ("FluidR3_GM.sf2", "default-GM.sf2", "default.sf2", "GeneralUser GS.sf2",
+              "MuseScore_General.sf3", "FluidR3_GM.sf3", "TimGM6mb.sf2")
+
+
+def _soundfont_dirs() -> list[Path]:
+    home = Path.home()
+    dirs = [
+        Path("/usr/share/sounds/sf2"),            # Debian, Ubuntu (fluid-soundfont-gm)
+        Path("/usr/share/sounds/sf3"),            # Debian (musescore-general-soundfont)
+        Path("/usr/share/soundfonts"),            # Fedora, Arch, FluidSynth's Linux default
+        Path("/usr/local/share/soundfonts"),      # FluidSynth's default when built from source
+        Path("/opt/homebrew/share/soundfonts"),   # Homebrew (Apple silicon)
+        Path("/opt/homebrew/share/fluidsynth"),
+        Path("/usr/local/share/fluidsynth"),      # Homebrew (Intel)
+        home / ".local/share/soundfonts",
+        home / ".local/share/sounds/sf2",
+        home / "Library/Audio/Sounds/Banks",      # macOS, per user
+        home / "soundfonts",
+    ]
+    if sys.platform.startswith("win"):
+        dirs.insert(0, Path("C:/soundfonts"))     # FluidSynth's Windows default
+        if os.environ.get("APPDATA"):
+            dirs.append(Path(os.environ["APPDATA"]) / "livepiano" / "soundfonts")
+    return dirs
+
+
+def _is_soundfont(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[:4] == b"RIFF" and head[8:12] == b"sfbk"
+
+
+def _check_soundfont(path: Path, where: str) -> Path:
+    if not path.is_file():
+        raise LivepianoError(f"no soundfont at {path} ({where}); give the path of an .sf2 file.")
+    if not _is_soundfont(path):
+        raise LivepianoError(f"{path} ({where}) is not an SF2/SF3 soundfont; give the path of "
+                             f"an .sf2 file.")
+    return path
+
+
+def find_soundfont(explicit: str | os.PathLike | None = None, sf2_only: bool = False) -> Path:
+    """The soundfont to use: ``explicit`` (a file, or a folder to search), else
+    ``$LIVEPIANO_SOUNDFONT``, else the first in the usual places, else the one that livepiano
+    installs. ``sf2_only``: pass over .sf3 files in the search (the built-in synth reads SF2)."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if path.is_dir():
+            found = _search([path], sf2_only)
+            if found is None:
+                raise LivepianoError(f"no soundfont in {path}; give the path of an .sf2 file.")
+            return found
+        return _check_soundfont(path, "--soundfont")
+    env = os.environ.get(SOUNDFONT_ENV)
+    if env:
+        return _check_soundfont(Path(env).expanduser(), f"${SOUNDFONT_ENV}")
+    found = _search(_soundfont_dirs(), sf2_only) or packaged_soundfont()
+    if found is None:
+        raise LivepianoError("no soundfont found (not even pretty_midi's TimGM6mb.sf2, which "
+                             "livepiano installs); reinstall livepiano, or pass --soundfont "
+                             "FILE.sf2.")
+    return found
+
+
+def _search(dirs: list[Path], sf2_only: bool = False) -> Path | None:
+    suffixes = (".sf2",) if sf2_only else (".sf2", ".sf3")
+    for d in dirs:
+        try:
+            if not d.is_dir():
+                continue
+            for name in _PREFERRED:
+                if name.lower().endswith(suffixes) and _is_soundfont(d / name):
+                    return d / name
+            for p in sorted(d.iterdir()):
+                if p.suffix.lower() in suffixes and _is_soundfont(p):
+                    return p
+        except OSError:
+            continue
+    return None
 
 
 SOUNDFONT_PACKAGE, SOUNDFONT_FILE = "pretty_midi", "TimGM6mb.sf2"
