@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 
 from livepiano import LivepianoError
-from livepiano.core.synth import (SAMPLE_RATE, Synth, load_soundfont, packaged_soundfont,
-                                  render_events)
+from livepiano.core.synth import (
+    SAMPLE_RATE,
+    Synth,
+    load_soundfont,
+    packaged_soundfont,
+    render_events,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = SAMPLE_RATE
@@ -47,7 +52,7 @@ def test_notes_sound_at_their_times_with_their_pitch_and_end_after_release(font)
               (2.0, [0x90, 76, 100]), (2.5, [0x80, 76, 0])]
     audio = render_events(Synth(font), events, tail=2.0)
     mono = audio.mean(axis=1)
-    win = lambda a, b: mono[int(a * RATE):int(b * RATE)]  # noqa: E731
+    win = lambda a, b: mono[int(a * RATE):int(b * RATE)]
     assert _rms(win(0.0, 0.49)) == 0.0  # nothing before the first note-on
     first, second = _rms(win(0.5, 0.6)), _rms(win(2.0, 2.1))
     assert first > 0.01 and second > 0.01  # sounding from the note-on
@@ -104,7 +109,8 @@ def _no_fluidsynth_env(tmp_path: Path) -> dict:
 
 def _cli(args, env, cwd, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "livepiano.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env,
+                          check=False)
 
 
 def _one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -117,7 +123,7 @@ def _one_line_error(r: subprocess.CompletedProcess) -> str:
 
 def _skip_if_pyfluidsynth() -> None:
     code = "import fluidsynth; fluidsynth.Synth"
-    if subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0:
+    if subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0:
         pytest.skip("pyfluidsynth is importable here, so FluidSynth is never missing")
 
 
