@@ -259,8 +259,10 @@ class _Voice:
         angle = (r.pan + 0.5) * np.pi / 2
         self.left, self.right = g * np.cos(angle), g * np.sin(angle)
         self.decay = max(_timecents(r.decay + (60 - key) * r.decay_per_key), 0.001)
+        self.onset_end = r.delay + r.attack + r.hold  # where the decay begins (s)
         self.age = 0  # frames since the note-on
         self.released_at: int | None = None  # age at the release
+        self.release_db = 0.0  # the level then
         self.held = False  # released under the sustain pedal
         self.done = False
         self.rate = rate
@@ -270,20 +272,28 @@ class _Voice:
         r = self.region
         a0 = r.delay
         a1 = a0 + r.attack
-        d0 = a1 + r.hold
         in_attack = np.clip((t - a0) / r.attack, 0.0, 1.0) if r.attack > 0 else (t >= a0) * 1.0
-        db = np.maximum(SILENT_DB * np.maximum(t - d0, 0.0) / self.decay, r.sustain_db)
-        return np.where(t < a1, in_attack, 10.0 ** (db / 20.0))
+        return np.where(t < a1, in_attack, 10.0 ** (self._decay_db(t) / 20.0))
+
+    def _decay_db(self, t):
+        """The level in dB from the end of the hold on: falling 100 dB per decay time, down
+        to the sustain level (works on floats and arrays)."""
+        return np.maximum(SILENT_DB * np.maximum(t - self.onset_end, 0.0) / self.decay,
+                          self.region.sustain_db)
 
     def release(self) -> None:
+        """Key up: from now on the level falls 100 dB per release time from where it is."""
         if self.released_at is None:
             self.released_at = self.age
+            level = float(self._level(np.array([self.age / self.rate]))[0])
+            self.release_db = 20.0 * np.log10(level) if level > 1e-5 else SILENT_DB
 
     def render(self, out: np.ndarray, samples: np.ndarray) -> None:
         """Add this voice's next ``len(out)`` frames to ``out`` (frames x 2)."""
         n = len(out)
         r = self.region
-        pos = self.pos + self.step * np.arange(n)
+        k = np.arange(n)
+        pos = self.pos + self.step * k
         if r.looped:
             length = r.loop_end - r.loop_start
             over = pos >= r.loop_end
@@ -293,7 +303,7 @@ class _Voice:
             if not alive.all():
                 self.done = True
                 n = int(alive.sum())
-                pos = pos[:n]
+                pos, k = pos[:n], k[:n]
         if n == 0:
             self.done = True
             return
@@ -301,18 +311,22 @@ class _Voice:
         frac = (pos - idx).astype(np.float32)
         a = samples[idx].astype(np.float32)
         wave = a + (samples[idx + 1] - a) * frac
-        t = (self.age + np.arange(n)) / self.rate
-        env = self._level(t)
+        # Messages come between renders, so a render is wholly before or after the release;
+        # after the attack the level is a straight line in dB (clamped at the sustain level).
+        t0 = self.age / self.rate
         if self.released_at is not None:
-            t_rel = self.released_at / self.rate
-            at_release = float(self._level(np.array([t_rel]))[0])
-            after = np.maximum(t - t_rel, 0.0)
-            fall = 10.0 ** (SILENT_DB * after / self.region.release / 20.0)
-            env = np.where(t >= t_rel, at_release * fall, env)
-            if t[-1] - t_rel >= self.region.release or at_release < 1e-5:
-                self.done = True
-        elif r.sustain_db <= SILENT_DB and t[-1] > r.delay + r.attack + r.hold + self.decay:
-            self.done = True
+            since = t0 - self.released_at / self.rate
+            slope = SILENT_DB / (r.release * self.rate)
+            db = self.release_db + SILENT_DB * since / r.release + slope * k
+            env = 10.0 ** (db / 20.0)
+            self.done = self.done or db[-1] <= SILENT_DB
+        elif t0 < self.onset_end:  # delay, attack, hold: to the frame
+            env = self._level(t0 + k / self.rate)
+        else:
+            start = SILENT_DB * (t0 - self.onset_end) / self.decay
+            db = np.maximum(start + SILENT_DB / (self.decay * self.rate) * k, r.sustain_db)
+            env = 10.0 ** (db / 20.0)
+            self.done = self.done or (r.sustain_db <= SILENT_DB and db[-1] <= SILENT_DB)
         wave = wave * env.astype(np.float32)
         out[:n, 0] += wave * self.left
         out[:n, 1] += wave * self.right
