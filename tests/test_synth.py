@@ -217,3 +217,24 @@ def test_play_out_builtin_without_a_sound_device_is_one_line(tmp_path):
     line = _one_line_error(r)
     assert line.startswith("livepiano: no sound device to play the built-in synth on")
     assert "--out" in line
+
+
+def test_the_live_synth_renders_what_it_is_sent_from_another_thread():
+    """``play --out builtin``'s synth without a device: messages from a sender thread, pulled
+    into buffers as the audio device pulls them."""
+    import threading
+
+    from livepiano.audio import BuiltinSynth
+
+    live = BuiltinSynth()
+    assert not live.pull(RATE // 10).any()  # silence before any message
+    sender = threading.Thread(target=live.send_message, args=([0x90, 69, 100],))
+    sender.start()
+    sender.join()
+    block = live.pull(RATE // 2)
+    assert block.dtype == np.float32 and block.shape == (RATE // 2, 2)
+    assert _rms(block) > 0.01 and abs(_peak_hz(block.mean(axis=1)) - 440.0) < 3.0
+    live.send_message([0xB0, 123, 0])
+    live.pull(2 * RATE)
+    assert _rms(live.pull(RATE // 10)) < 1e-4  # released
+    live.close()  # never started: nothing to stop
