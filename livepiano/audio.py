@@ -29,24 +29,30 @@ class BuiltinSynth:
     sound into buffers."""
 
     def __init__(self, soundfont=None, rate: int = SAMPLE_RATE):
-        path = find_soundfont(soundfont, sf2_only=True)
-        self.soundfont = path
+        self.soundfont = find_soundfont(soundfont, sf2_only=True)
         self.rate = rate
-        self.synth = Synth(load_soundfont(path), rate)  # the audio thread's, once started
+        # Loaded by start (or the first pull); from then on the audio thread's alone.
+        self.synth: Synth | None = None
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.device = None
+
+    def load(self) -> Synth:
+        if self.synth is None:
+            self.synth = Synth(load_soundfont(self.soundfont), self.rate)
+        return self.synth
 
     def send_message(self, message) -> None:
         self.inbox.put(list(message))
 
     def pull(self, frames: int) -> np.ndarray:
         """The next ``frames`` frames (float32, frames x 2) after the waiting messages."""
+        synth = self.load()
         while True:
             try:
-                self.synth.message(self.inbox.get_nowait())
+                synth.message(self.inbox.get_nowait())
             except queue.Empty:
                 break
-        return self.synth.render(frames)
+        return synth.render(frames)
 
     def _stream(self):
         frames = yield b""
@@ -67,13 +73,19 @@ class BuiltinSynth:
                 device = miniaudio.PlaybackDevice(
                     output_format=miniaudio.SampleFormat.FLOAT32, nchannels=2,
                     sample_rate=self.rate, buffersize_msec=BUFFER_MS)
-                stream = self._stream()
-                next(stream)
-                device.start(stream)
             except miniaudio.MiniaudioError as e:
                 raise LivepianoError(f"no sound device to play the built-in synth on "
                                      f"({no_device_reason(e)}); connect one, or name a MIDI "
                                      f"synth with --out (see `livepiano ports`).") from None
+        try:
+            self.load()  # after the device: without one, the SoundFont is not read at all
+            stream = self._stream()
+            next(stream)
+            with quiet_stderr():
+                device.start(stream)
+        except BaseException:
+            device.close()
+            raise
         self.device = device
         return self
 
