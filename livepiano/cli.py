@@ -140,7 +140,8 @@ def _cmd_ports(args) -> int:
     api = ports.resolve_api(args.api)
     ins, outs = ports.list_ports(api)
     print(f"MIDI system: {api}")
-    for title, names in (("inputs (--in)", ins), ("outputs (--out)", outs)):
+    builtin = f"{ports.BUILTIN}  (livepiano's built-in synth on the default sound device)"
+    for title, names in (("inputs (--in)", ins), ("outputs (--out)", [*outs, builtin])):
         print(title)
         for name in names or ["(none)"]:
             print(f"  {name}")
@@ -154,7 +155,8 @@ def _add_play(sub) -> None:
     p.add_argument("--in", dest="in_", metavar="PORT",
                    help="input port, by any part of its name (default: a virtual port)")
     p.add_argument("--out", metavar="PORT",
-                   help="output port, e.g. \"FluidSynth\" (default: a virtual port)")
+                   help="output port, e.g. \"FluidSynth\", or builtin: livepiano's own synth on "
+                        "the default sound device (default: a virtual port)")
     _add_api_option(p)
     p.add_argument("--mode", choices=MODES, default=None, help="default: continuous")
     p.add_argument("--model", default=None,
