@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from livepiano import LivepianoError, ports
-from livepiano.inprocess import MidiIn, MidiOut
+from livepiano import LivepianoError
+from livepiano.live import ports
+from livepiano.live.inprocess import MidiIn, MidiOut
 
 
 def _drain(client) -> list:

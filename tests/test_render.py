@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from jackserver import need
 
-from livepiano import LivepianoError, codec
-from livepiano.render import find_soundfont, render_midi, wav_levels
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.tools.render import find_soundfont, render_midi, wav_levels
 
 REPO = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture
 def fluidsynth_program():
@@ -174,7 +175,7 @@ def _random_model(onnx, path: Path) -> Path:
 def test_render_errors_are_one_line(tmp_path):
     r = _cli(["plot", tmp_path / "none.mid"], {}, tmp_path)
     _one_line_error(r)
-    from livepiano.render import render_midi as rm
+    from livepiano.tools.render import render_midi as rm
 
     with pytest.raises(LivepianoError, match="does not exist"):
         rm(_small_midi(tmp_path / "b.mid"), tmp_path / "no" / "such" / "b.wav")
@@ -195,7 +196,7 @@ def _pyfluidsynth_importable() -> bool:
 def test_pyfluidsynth_path_renders_the_same_music(tmp_path):
     """The pyfluidsynth path (used where the fluidsynth program is missing) plays the file
     event by event: about the same length and level as the program."""
-    from livepiano import render
+    from livepiano.tools import render
 
     mid = _small_midi(tmp_path / "p.mid")
     render._render_pyfluidsynth(mid, tmp_path / "p.wav", find_soundfont(), 44100, render.GAIN)

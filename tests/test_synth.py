@@ -52,7 +52,10 @@ def test_notes_sound_at_their_times_with_their_pitch_and_end_after_release(font)
               (2.0, [0x90, 76, 100]), (2.5, [0x80, 76, 0])]
     audio = render_events(Synth(font), events, tail=2.0)
     mono = audio.mean(axis=1)
-    win = lambda a, b: mono[int(a * RATE):int(b * RATE)]
+
+    def win(a: float, b: float) -> np.ndarray:
+        return mono[int(a * RATE):int(b * RATE)]
+
     assert _rms(win(0.0, 0.49)) == 0.0  # nothing before the first note-on
     first, second = _rms(win(0.5, 0.6)), _rms(win(2.0, 2.1))
     assert first > 0.01 and second > 0.01  # sounding from the note-on
@@ -123,7 +126,8 @@ def _one_line_error(r: subprocess.CompletedProcess) -> str:
 
 def _skip_if_pyfluidsynth() -> None:
     code = "import fluidsynth; fluidsynth.Synth"
-    if subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0:
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    if found.returncode == 0:
         pytest.skip("pyfluidsynth is importable here, so FluidSynth is never missing")
 
 
@@ -201,7 +205,7 @@ def _sound_device_opens() -> bool:
     try:
         import miniaudio
 
-        from livepiano.ports import quiet_stderr
+        from livepiano.live.ports import quiet_stderr
 
         with quiet_stderr():
             miniaudio.PlaybackDevice().close()
@@ -224,7 +228,7 @@ def test_the_live_synth_renders_what_it_is_sent_from_another_thread():
     into buffers as the audio device pulls them."""
     import threading
 
-    from livepiano.audio import BuiltinSynth
+    from livepiano.live.audio import BuiltinSynth
 
     live = BuiltinSynth()
     assert not live.pull(RATE // 10).any()  # silence before any message

@@ -1,0 +1,660 @@
+"""The 388-event performance vocabulary and MIDI <-> tokens, Magenta-compatible.
+
+Pure: no file system, no ports. Callers hand in the bytes of a MIDI file or a
+``mido.MidiFile`` and get tokens back, or hand in tokens and get a ``mido.MidiFile`` back
+(``data.read_midi_file`` reads a file from disk).
+
+Token ids (Magenta's PerformanceOneHotEncoding with 32 velocity bins, 100 shift steps):
+
+    note-on  pitch p      -> p            (0..127)
+    note-off pitch p      -> 128 + p      (128..255)
+    time-shift s steps    -> 255 + s      (256..355, s = 1..100, 10 ms each)
+    velocity bin b        -> 355 + b      (356..387, b = 1..32)
+
+Reading follows what Magenta does when it reads a MIDI file (note_seq through pretty_midi),
+because a token stream only means the same thing everywhere if every corner case is decided
+the same way: which note a note-off ends, how the pedal extends notes, in which order events
+at the same 10 ms step are written.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+from livepiano import LivepianoError
+
+if TYPE_CHECKING:
+    import mido
+
+NUM_PITCHES = 128
+NUM_VELOCITY_BINS = 32
+MAX_SHIFT_STEPS = 100
+STEPS_PER_SECOND = 100
+
+NOTE_ON = 0
+NOTE_OFF = NOTE_ON + NUM_PITCHES  # 128
+TIME_SHIFT = NOTE_OFF + NUM_PITCHES  # 256 is a shift of 1 step
+VELOCITY = TIME_SHIFT + MAX_SHIFT_STEPS  # 356 is velocity bin 1
+VOCAB_SIZE = VELOCITY + NUM_VELOCITY_BINS  # 388
+
+PIANO_LOW, PIANO_HIGH = 21, 108
+SUSTAIN_CC = 64
+
+# pretty_midi refuses files whose last tick is beyond this: they are almost always corrupt.
+_MAX_TICK = 10_000_000
+# Velocity bin width, as Magenta's velocity_bin_size: ceil(127 / 32) = 4.
+_BIN_SIZE = math.ceil(127 / NUM_VELOCITY_BINS)
+
+
+class CodecError(LivepianoError, ValueError):
+    """A MIDI file that cannot be read; the message says why in one sentence."""
+
+
+# --- token ids -------------------------------------------------------------------------
+
+def note_on(pitch: int) -> int:
+    return NOTE_ON + pitch
+
+
+def note_off(pitch: int) -> int:
+    return NOTE_OFF + pitch
+
+
+def shift(steps: int) -> int:
+    if not 1 <= steps <= MAX_SHIFT_STEPS:
+        raise ValueError(f"a time-shift is 1..{MAX_SHIFT_STEPS} steps, not {steps}")
+    return TIME_SHIFT + steps - 1
+
+
+def velocity_event(bin_: int) -> int:
+    if not 1 <= bin_ <= NUM_VELOCITY_BINS:
+        raise ValueError(f"a velocity bin is 1..{NUM_VELOCITY_BINS}, not {bin_}")
+    return VELOCITY + bin_ - 1
+
+
+def velocity_to_bin(velocity: int) -> int:
+    return (velocity - 1) // _BIN_SIZE + 1
+
+
+def bin_to_velocity(bin_: int) -> int:
+    return 1 + (bin_ - 1) * _BIN_SIZE
+
+
+def kind(token: int) -> str:
+    """'on', 'off', 'shift' or 'velocity'."""
+    if token < NOTE_OFF:
+        return "on"
+    if token < TIME_SHIFT:
+        return "off"
+    if token < VELOCITY:
+        return "shift"
+    return "velocity"
+
+
+def shift_steps(token: int) -> int:
+    """Steps of a time-shift token (0 for any other token)."""
+    return token - TIME_SHIFT + 1 if TIME_SHIFT <= token < VELOCITY else 0
+
+
+def shifts(steps: int) -> list[int]:
+    """Time-shift tokens for a silence of ``steps``: full 1 s shifts first, then the rest."""
+    out = [TIME_SHIFT + MAX_SHIFT_STEPS - 1] * (steps // MAX_SHIFT_STEPS)
+    if steps % MAX_SHIFT_STEPS:
+        out.append(TIME_SHIFT + steps % MAX_SHIFT_STEPS - 1)
+    return out
+
+
+def describe(token: int) -> str:
+    k = kind(token)
+    if k == "on":
+        return f"on {token}"
+    if k == "off":
+        return f"off {token - NOTE_OFF}"
+    if k == "shift":
+        return f"shift {shift_steps(token)}"
+    return f"vel {token - VELOCITY + 1}"
+
+
+# --- notes -----------------------------------------------------------------------------
+
+@dataclass
+class Note:
+    """A sounding note; times in seconds. ``instrument`` is Magenta's instrument index
+    (one per program, channel and track), which is what the sustain pedal acts on."""
+
+    pitch: int
+    velocity: int
+    start: float
+    end: float
+    instrument: int = 0
+    program: int = 0
+    is_drum: bool = False
+
+
+@dataclass
+class ControlChange:
+    number: int
+    value: int
+    time: float
+    instrument: int = 0
+
+
+def parse_midi(source, name: str = "MIDI data") -> "mido.MidiFile":
+    """A ``mido.MidiFile`` from a MIDI file's bytes (or the file itself), or a one-line
+    CodecError naming ``name`` and what is wrong."""
+    import mido
+
+    if isinstance(source, mido.MidiFile):
+        return source
+    if not isinstance(source, (bytes, bytearray)):
+        raise TypeError(f"the codec reads bytes or a mido.MidiFile, not {type(source).__name__}")
+    data = bytes(source)
+    if not data:
+        raise CodecError(f"{name}: the file is empty.")
+    if not data.startswith(b"MThd"):
+        raise CodecError(f"{name}: not a MIDI file (it does not start with an MThd header).")
+    try:
+        return mido.MidiFile(file=io.BytesIO(data))
+    except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        why = str(e) or type(e).__name__
+        raise CodecError(f"{name}: corrupt or truncated MIDI data ({why}).") from None
+
+
+def _tick_scales(mid) -> list[tuple[int, float]]:
+    # Tempo comes from the first track only, as pretty_midi reads it.
+    res = mid.ticks_per_beat
+    scales = [(0, 60.0 / (120.0 * res))]
+    tick = 0
+    for msg in mid.tracks[0] if mid.tracks else ():
+        tick += msg.time
+        if msg.type != "set_tempo":
+            continue
+        scale = 60.0 / ((6e7 / msg.tempo) * res)
+        if tick == 0:
+            scales = [(0, scale)]
+        elif scale != scales[-1][1]:
+            scales.append((tick, scale))
+    return scales
+
+
+def _tick_to_time(scales: list[tuple[int, float]]):
+    """A function tick -> seconds with pretty_midi's float arithmetic, so that times that
+    land exactly on a half step round the same way here as in Magenta."""
+    starts = [0]
+    bases = [0.0]
+    last_end = 0.0
+    for (start, scale), (end, _) in zip(scales[:-1], scales[1:]):
+        last_end = last_end + scale * (end - start)
+        starts.append(end)
+        bases.append(last_end)
+    starts[0] = scales[0][0]
+
+    def convert(tick: int) -> float:
+        i = len(starts) - 1
+        while starts[i] > tick:
+            i -= 1
+        return bases[i] + scales[i][1] * (tick - starts[i])
+
+    if len(scales) == 1:
+        scale0 = scales[0][1]
+        return lambda tick: 0.0 + scale0 * tick
+    return convert
+
+
+def read_midi(source, name: str = "MIDI data") -> tuple[list[Note], list[ControlChange]]:
+    """Notes and control changes of a MIDI file (its bytes or a mido.MidiFile), as
+    pretty_midi and note_seq see them: a note-off (or a note-on with velocity 0) ends every
+    open note of its channel and pitch that started at an earlier tick; a note that starts
+    and ends on the same tick is dropped; notes never released are dropped; each
+    (program, channel, track) is an instrument, numbered in the order its first note ends.
+    """
+    mid = parse_midi(source, name)
+    if mid.type not in (0, 1, 2):
+        raise CodecError(f"{name}: unsupported MIDI file type {mid.type}.")
+    last_tick = 0
+    for track in mid.tracks:
+        last_tick = max(last_tick, sum(m.time for m in track))
+    if last_tick + 1 > _MAX_TICK:
+        raise CodecError(f"MIDI file has a largest tick of {last_tick + 1}; it is likely corrupt.")
+    to_time = _tick_to_time(_tick_scales(mid))
+
+    instruments: "OrderedDict[tuple, list]" = OrderedDict()  # key -> [program, channel, notes, ccs]
+    stragglers: dict[tuple, list] = {}  # (channel, track) -> cc list of a channel with no notes yet
+
+    def instrument(program: int, channel: int, track: int, create: bool):
+        key = (program, channel, track)
+        if key in instruments:
+            return instruments[key]
+        if not create and (channel, track) in stragglers:
+            return [program, channel, None, stragglers[(channel, track)]]
+        if create:
+            # Controls that came before the first note of this channel belong to it; the
+            # list is shared as pretty_midi shares it.
+            ccs = stragglers.get((channel, track), [])
+            inst = instruments[key] = [program, channel, [], ccs]
+            return inst
+        ccs = stragglers[(channel, track)] = []
+        return [program, channel, None, ccs]
+
+    for track_idx, track in enumerate(mid.tracks):
+        open_notes: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        programs = [0] * 16
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            t = msg.type
+            if t == "note_on" and msg.velocity > 0:
+                open_notes.setdefault((msg.channel, msg.note), []).append((tick, msg.velocity))
+            elif t == "note_off" or t == "note_on":
+                key = (msg.channel, msg.note)
+                started = open_notes.get(key)
+                if started is None:
+                    continue
+                to_close = [s for s in started if s[0] != tick]
+                to_keep = [s for s in started if s[0] == tick]
+                if to_close:
+                    end = to_time(tick)
+                    inst = instrument(programs[msg.channel], msg.channel, track_idx, True)
+                    for start_tick, velocity in to_close:
+                        inst[2].append((msg.note, velocity, to_time(start_tick), end))
+                if to_close and to_keep:
+                    open_notes[key] = to_keep
+                else:
+                    del open_notes[key]
+            elif t == "program_change":
+                programs[msg.channel] = msg.program
+            elif t == "control_change":
+                inst = instrument(programs[msg.channel], msg.channel, track_idx, False)
+                inst[3].append((msg.control, msg.value, to_time(tick)))
+
+    notes: list[Note] = []
+    controls: list[ControlChange] = []
+    for index, (program, channel, inst_notes, ccs) in enumerate(instruments.values()):
+        drum = channel == 9
+        notes.extend(Note(p, v, s, e, index, program, drum) for p, v, s, e in inst_notes)
+        controls.extend(ControlChange(n, v, tm, index) for n, v, tm in ccs)
+    return notes, controls
+
+
+_SUSTAIN_ON, _SUSTAIN_OFF, _ON, _OFF = 0, 1, 2, 3
+
+
+def apply_sustain(notes: list[Note], controls: Sequence[ControlChange]) -> list[Note]:
+    """Notes with the sustain pedal (CC64 >= 64 is down) applied per instrument, as
+    Magenta's apply_sustain_control_changes: a note released while the pedal is down lasts
+    until the pedal comes up or the same pitch is struck again, whichever is first. A note
+    that a re-strike would shorten to nothing is removed. Drum notes are left alone.
+    Returns new Note objects; the input is not modified."""
+    notes = [Note(n.pitch, n.velocity, n.start, n.end, n.instrument, n.program, n.is_drum)
+             for n in notes]
+    events: list[tuple[float, int, object]] = []
+    events.extend((n.start, _ON, n) for n in notes if not n.is_drum)
+    events.extend((n.end, _OFF, n) for n in notes if not n.is_drum)
+    for cc in controls:
+        if cc.number == SUSTAIN_CC:
+            events.append((cc.time, _SUSTAIN_ON if cc.value >= 64 else _SUSTAIN_OFF, cc))
+    events.sort(key=lambda e: (e[0], e[1]))
+
+    active: dict[int, list[Note]] = defaultdict(list)
+    pedal: dict[int, bool] = defaultdict(bool)
+    removed: set[int] = set()
+    time = 0.0
+    for time, what, obj in events:
+        inst = obj.instrument
+        if what == _SUSTAIN_ON:
+            pedal[inst] = True
+        elif what == _SUSTAIN_OFF:
+            pedal[inst] = False
+            keep = []
+            for n in active[inst]:
+                if n.end < time:
+                    n.end = time
+                else:
+                    keep.append(n)
+            active[inst] = keep
+        elif what == _ON:
+            if pedal[inst]:
+                keep = []
+                for n in active[inst]:
+                    if n.pitch == obj.pitch:
+                        n.end = time
+                        if n.start == n.end:
+                            removed.add(id(n))
+                    else:
+                        keep.append(n)
+                active[inst] = keep
+            active[inst].append(obj)
+        elif not pedal[inst]:
+            lst = active[inst]
+            for i, n in enumerate(lst):
+                if n is obj:
+                    del lst[i]
+                    break
+    for lst in active.values():
+        for n in lst:
+            n.end = time
+    return [n for n in notes if id(n) not in removed]
+
+
+def quantize(seconds: float) -> int:
+    """Nearest 10 ms step, as Magenta's quantize_to_step with a cutoff of 0.5."""
+    return int(seconds * STEPS_PER_SECOND + 0.5)
+
+
+def notes_to_tokens(notes: Iterable[Note]) -> list[int]:
+    """Magenta's Performance events for notes whose sustain is already applied: times to
+    the nearest step (a note gets at least one step), events at the same step in the
+    order of their notes sorted by (start time, pitch), a velocity event only when the
+    bin changes, silences longer than 1 s split into 1 s shifts."""
+    ordered = sorted(notes, key=lambda n: (n.start, n.pitch))
+    events = []
+    for idx, n in enumerate(ordered):
+        start, end = quantize(n.start), quantize(n.end)
+        if end == start:
+            end += 1
+        events.append((start, idx, False))
+        events.append((end, idx, True))
+    events.sort()
+    tokens: list[int] = []
+    step = 0
+    current_bin = 0
+    for at, idx, is_off in events:
+        if at > step:
+            tokens.extend(shifts(at - step))
+            step = at
+        n = ordered[idx]
+        if is_off:
+            tokens.append(NOTE_OFF + n.pitch)
+            continue
+        b = velocity_to_bin(n.velocity)
+        if b != current_bin:
+            current_bin = b
+            tokens.append(VELOCITY + b - 1)
+        tokens.append(NOTE_ON + n.pitch)
+    return tokens
+
+
+def midi_to_notes(source, name: str = "MIDI data") -> list[Note]:
+    """Notes of a MIDI file (bytes or mido.MidiFile) with the sustain pedal applied;
+    ``name`` is what a CodecError calls it."""
+    notes, controls = read_midi(source, name)
+    return apply_sustain(notes, controls)
+
+
+def midi_to_tokens(source, name: str = "MIDI data") -> list[int]:
+    """Token ids of a MIDI file (bytes or mido.MidiFile)."""
+    return notes_to_tokens(midi_to_notes(source, name))
+
+
+# --- tokens back to notes and MIDI -------------------------------------------------------
+
+@dataclass
+class StepNote:
+    """A decoded note on the 10 ms grid. ``order`` is its place among the notes that start
+    at the same step, as the token stream played them."""
+
+    pitch: int
+    velocity: int
+    start: int
+    end: int
+    order: int = 0
+
+    @property
+    def start_seconds(self) -> float:
+        return self.start / STEPS_PER_SECOND
+
+    @property
+    def end_seconds(self) -> float:
+        return self.end / STEPS_PER_SECOND
+
+
+def tokens_to_step_notes(tokens: Iterable[int], default_velocity: int = 100) -> list[StepNote]:
+    """Notes of a token stream, decided as Magenta's Performance.to_sequence decides them,
+    so that any stream decodes without an exception:
+
+    - a note-on of a pitch that is already sounding starts a second voice of that pitch;
+      a note-off ends the oldest sounding voice of its pitch;
+    - a note-off of a silent pitch is ignored;
+    - a note that would last zero steps is dropped;
+    - notes never released end at the stream's last step;
+    - before the first velocity event, notes have ``default_velocity``;
+    - ids outside the vocabulary are ignored.
+
+    Notes come back sorted by (start step, order)."""
+    sounding: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    notes: list[StepNote] = []
+    step = 0
+    velocity = default_velocity
+    order = 0
+    order_step = -1
+    for tok in tokens:
+        tok = int(tok)
+        if 0 <= tok < NOTE_OFF:
+            if order_step != step:
+                order_step, order = step, 0
+            sounding[tok].append((step, velocity, order))
+            order += 1
+        elif tok < TIME_SHIFT:
+            voices = sounding.get(tok - NOTE_OFF)
+            if voices:
+                start, vel, ordr = voices.pop(0)
+                if step > start:
+                    notes.append(StepNote(tok - NOTE_OFF, vel, start, step, ordr))
+        elif tok < VELOCITY:
+            step += tok - TIME_SHIFT + 1
+        elif tok < VOCAB_SIZE:
+            velocity = bin_to_velocity(tok - VELOCITY + 1)
+    for pitch, voices in sounding.items():
+        for start, vel, ordr in voices:
+            if step > start:
+                notes.append(StepNote(pitch, vel, start, step, ordr))
+    notes.sort(key=lambda n: (n.start, n.order))
+    return notes
+
+
+# Decoded MIDI files run at 120 bpm with up to 100 ticks per 10 ms step (0.1 ms). Magenta
+# orders notes that start in the same step by exact start time, then pitch; so where the
+# stream played a step's onsets out of pitch order, the later ones are staggered by a tick
+# each to keep that order when the file is read back. Long files get coarser ticks, because
+# readers (pretty_midi, so Magenta too) refuse files past tick 10,000,000.
+TEMPO = 500_000
+_STEPS_PER_BEAT = 50
+_MAX_TICKS_PER_STEP = 100
+
+
+def _ticks_per_step(last_step: int) -> int:
+    return max(1, min(_MAX_TICKS_PER_STEP, (_MAX_TICK - 1) // (last_step + 1)))
+
+
+def _staggers(notes: Sequence[StepNote], cap: int) -> list[int]:
+    """Tick offsets that make (start, offset, pitch) order equal to the stream's order of
+    onsets within each step; offsets stay below half a step (``cap``)."""
+    out = [0] * len(notes)
+    by_step: dict[int, list[int]] = defaultdict(list)
+    for i, n in enumerate(notes):
+        by_step[n.start].append(i)
+    for members in by_step.values():
+        members.sort(key=lambda i: notes[i].order)
+        offset, prev = 0, None
+        for i in members:
+            if prev is not None and notes[i].pitch <= prev:
+                offset += 1
+            out[i] = min(offset, cap)
+            prev = notes[i].pitch
+    return out
+
+
+def _channel_plan(notes: Sequence[tuple[int, int, int]]) -> list[int]:
+    """A MIDI channel per (pitch, start_tick, end_tick): overlapping voices of one pitch go
+    to different channels, because on one channel a note-off ends them all."""
+    free_at: dict[tuple[int, int], int] = {}
+    channels = [c for c in range(16) if c != 9]
+    plan = []
+    for pitch, start, end in notes:
+        chosen = channels[0]
+        for c in channels:
+            if free_at.get((c, pitch), 0) <= start:
+                chosen = c
+                break
+        free_at[(chosen, pitch)] = max(free_at.get((chosen, pitch), 0), end)
+        plan.append(chosen)
+    return plan
+
+
+def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program: int = 0):
+    """A type-1 ``mido.MidiFile`` with one track per (name, notes)."""
+    import mido
+
+    last = max((n.end for _, notes in tracks for n in notes), default=0)
+    tps = _ticks_per_step(last)
+    mid = mido.MidiFile(type=1, ticks_per_beat=tps * _STEPS_PER_BEAT)
+    first = True
+    for name, notes in tracks:
+        staggers = _staggers(notes, (tps - 1) // 2)
+        placed = [(n.pitch, n.start * tps + k, n.end * tps) for n, k in zip(notes, staggers)]
+        plan = _channel_plan(placed)
+        timed = []
+        for (pitch, start, end), ch, n in zip(placed, plan, notes):
+            # At one tick, note-offs go before note-ons so a re-struck pitch sounds again.
+            timed.append((start, 1, ch, pitch, max(1, min(127, n.velocity))))
+            timed.append((end, 0, ch, pitch, 0))
+        timed.sort(key=lambda e: (e[0], e[1]))
+        track = mido.MidiTrack()
+        track.append(mido.MetaMessage("track_name", name=name, time=0))
+        if first:
+            track.append(mido.MetaMessage("set_tempo", tempo=TEMPO, time=0))
+            first = False
+        for ch in sorted(set(plan)):
+            track.append(mido.Message("program_change", channel=ch, program=program, time=0))
+        now = 0
+        for tick, is_on, ch, pitch, vel in timed:
+            kind_ = "note_on" if is_on else "note_off"
+            track.append(mido.Message(kind_, channel=ch, note=pitch, velocity=vel if is_on else 0,
+                                      time=tick - now))
+            now = tick
+        track.append(mido.MetaMessage("end_of_track", time=0))
+        mid.tracks.append(track)
+    return mid
+
+
+def tokens_to_midi(tokens: Iterable[int], name: str = "livepiano"):
+    """A ``mido.MidiFile`` of a token stream (see tokens_to_step_notes for invalid streams)."""
+    return step_notes_to_midi([(name, tokens_to_step_notes(tokens))])
+
+
+def events_per_kind(tokens: Iterable[int]) -> dict[str, int]:
+    counts = {"on": 0, "off": 0, "shift": 0, "velocity": 0}
+    for t in tokens:
+        counts[kind(int(t))] += 1
+    return counts
+
+
+def duration_steps(tokens: Iterable[int]) -> int:
+    return sum(shift_steps(int(t)) for t in tokens)
+
+
+# --- control vectors ---------------------------------------------------------------------
+
+# What a conditioned model is told about the music around each step: [density, pc_0..pc_11].
+# Density is note-ons per second divided by 10 (capped at 3), so typical playing gives
+# 0.2..1.5; the pitch-class histogram sums to 1. All zeros means "unconditioned".
+CONTROL_LAYOUT = ["density"] + [f"pitch_class_{i}" for i in range(12)]
+CONTROL_DIM = len(CONTROL_LAYOUT)
+DENSITY_SCALE = 10.0
+
+
+def control_vector(tokens) -> np.ndarray:
+    """The control vector describing a stretch of tokens (zeros when it has no notes)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    ons = tokens[tokens < NOTE_OFF]
+    out = np.zeros(CONTROL_DIM, dtype=np.float32)
+    if len(ons):
+        seconds = duration_steps(tokens.tolist()) / STEPS_PER_SECOND
+        out[0] = min(len(ons) / max(seconds, 1.0) / DENSITY_SCALE, 3.0)
+        hist = np.bincount(ons % 12, minlength=12).astype(np.float32)
+        out[1:] = hist / hist.sum()
+    return out
+
+
+# --- augmentation on tokens --------------------------------------------------------------
+
+def transpose(tokens: np.ndarray, semitones: int, low: int = 0,
+              high: int = 127) -> np.ndarray | None:
+    """Tokens with every note moved by ``semitones``, or None when a note would leave
+    [low, high] (the caller then picks another interval)."""
+    tokens = np.asarray(tokens, dtype=np.int64)  # uint16 (the cache's dtype) cannot go down
+    is_note = tokens < TIME_SHIFT
+    if semitones == 0:
+        return tokens.copy()
+    pitches = tokens[is_note] % NUM_PITCHES
+    if pitches.size and (pitches.min() + semitones < low or pitches.max() + semitones > high):
+        return None
+    out = tokens.copy()
+    out[is_note] = tokens[is_note] + semitones
+    return out
+
+
+def transposition_range(tokens: np.ndarray, limit: int, low: int = PIANO_LOW,
+                        high: int = PIANO_HIGH) -> tuple[int, int]:
+    """The intervals in [-limit, limit] that keep every note of ``tokens`` inside
+    [low, high]; a stream already outside that range may only move inside 0..127."""
+    tokens = np.asarray(tokens)
+    pitches = tokens[tokens < TIME_SHIFT] % NUM_PITCHES
+    if not pitches.size:
+        return -limit, limit
+    lo_p, hi_p = int(pitches.min()), int(pitches.max())
+    if lo_p < low or hi_p > high:
+        low, high = 0, 127
+    return max(-limit, low - lo_p), min(limit, high - hi_p)
+
+
+def stretch(tokens: Sequence[int], factor: float) -> list[int]:
+    """Tokens with time scaled by ``factor``: each event moves to the nearest step of its
+    scaled time and keeps its place in the stream. A note that would shrink to zero steps
+    has its note-off moved to the next step, so every note still lasts at least one step
+    as in Magenta's encoding."""
+    out: list[int] = []
+    step = 0
+    emitted = 0
+    pending: list[int] = []
+    pending_step = 0
+    voices: dict[int, list[int]] = defaultdict(list)
+
+    def advance(to: int) -> None:
+        nonlocal emitted
+        if to > emitted:
+            out.extend(shifts(to - emitted))
+            emitted = to
+
+    for tok in tokens:
+        tok = int(tok)
+        if TIME_SHIFT <= tok < VELOCITY:
+            step += tok - TIME_SHIFT + 1
+            continue
+        new = int(step * factor + 0.5)
+        if pending and new >= pending_step:
+            advance(pending_step)
+            out.extend(pending)
+            pending = []
+        advance(new)
+        if tok < NOTE_OFF:
+            voices[tok].append(new)
+        elif tok < TIME_SHIFT:
+            started = voices.get(tok - NOTE_OFF)
+            if started:
+                if started.pop(0) == new:
+                    pending.append(tok)
+                    pending_step = new + 1
+                    continue
+        out.append(tok)
+    if pending:
+        advance(pending_step)
+        out.extend(pending)
+    advance(int(step * factor + 0.5))
+    return out
