@@ -77,13 +77,13 @@ class Region:
     scale: float  # cents per key (100: tempered)
     gain: float  # from the initial attenuation
     pan: float  # -0.5 (left) .. 0.5 (right)
-    delay: float
-    attack: float
-    hold: float
-    decay: float
+    delay: float  # seconds
+    attack: float  # seconds
+    hold: float  # seconds
+    decay: float  # timecents: each voice adds its key's share and converts to seconds
     decay_per_key: float  # timecents per key below 60 added to the decay
     sustain_db: float
-    release: float
+    release: float  # seconds
 
 
 @dataclass
