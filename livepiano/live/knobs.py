@@ -123,15 +123,18 @@ class Knobs:
         self.loop.call(go)
 
     def heard(self, events) -> None:
-        """The player's events (listener thread): the key "follow" listens to them."""
-        now = None
-        for ev in events:
-            if ev.on:
-                self._heard.append((ev.time, ev.pitch))
-                now = ev.time
-        if now is not None and self._following and now >= self._follow_due:
+        """The player's events (listener thread): the key "follow" listens to them. What they
+        change is the engine thread's, so they are handed over through the loop's inbox."""
+        ons = [(ev.time, ev.pitch) for ev in events if ev.on]
+        if ons:
+            self.loop.call(lambda engine: self._hear(engine, ons))
+
+    def _hear(self, engine, ons: list[tuple[float, int]]) -> None:
+        self._heard.extend(ons)
+        now = ons[-1][0]
+        if self._following and now >= self._follow_due:
             self._follow_due = now + FOLLOW_EVERY_S
-            self.loop.call(lambda engine: self._set_control(engine, rewind=False))
+            self._set_control(engine, rewind=False)
 
     def post(self, item: tuple) -> None:
         """A line to say or bindings to save, for the main thread's ``tick``."""
