@@ -79,46 +79,86 @@ def _cmd_prepare(args) -> int:
 # --- train ------------------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train",
-                       help="train Performance RNN on a token cache (needs the [train] extra)")
+    from livepiano.learn.plan import DECAYS, PLANS
+    from livepiano.learn.plan import TrainConfig as D
+
+    p = sub.add_parser("train", help="train Performance RNN on a token cache (needs the [train] "
+                                     "extra); under torchrun, on several processes")
     p.add_argument("cache", help="token cache made by `livepiano prepare`")
-    p.add_argument("-o", "--out", default="checkpoints/run.pt",
+    p.add_argument("-o", "--out", default=D.out,
                    help="checkpoint to write, and to resume from when it exists "
                         "(default: %(default)s)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--epochs", type=float, default=1.0,
-                   help="passes over the train split that the learning-rate schedule spans")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--embedding", type=int, default=256)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--unconditioned", action="store_true", help="no control input")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--bptt", type=int, default=256, help="tokens per truncated-backprop chunk")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--eval-every", type=float, default=10.0, help="minutes between validations")
-    p.add_argument("--eval-segments", type=int, default=200)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--init-from", metavar="CKPT.pt", default=D.init_from,
+                   help="start a new run (own schedule) from the weights of this checkpoint")
     p.add_argument("--fresh", action="store_true", help="start over even if the checkpoint exists")
+    g = p.add_argument_group("budget and schedule")
+    g.add_argument("--minutes", type=float, default=D.minutes, help="stop after this many minutes")
+    g.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps")
+    g.add_argument("--plan", choices=PLANS, default=D.plan,
+                   help="what the learning-rate schedule spans: --epochs of training tokens, or "
+                        "the --minutes budget (default: %(default)s)")
+    g.add_argument("--epochs", type=float, default=D.epochs,
+                   help="passes over the train split the schedule spans (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=D.lr,
+                   help="peak learning rate (default: %(default)s)")
+    g.add_argument("--min-lr-ratio", type=float, default=D.min_lr_ratio,
+                   help="the floor, as a share of the peak (default: %(default)s)")
+    g.add_argument("--warmup", type=float, default=D.warmup,
+                   help="share of the plan rising to the peak (default: %(default)s)")
+    g.add_argument("--decay", choices=DECAYS, default=D.decay, help="default: %(default)s")
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay,
+                   help="decoupled weight decay of the weight matrices (default: %(default)s)")
+    g = p.add_argument_group("model (a new run only)")
+    g.add_argument("--hidden", type=int, default=D.hidden, help="default: %(default)s")
+    g.add_argument("--layers", type=int, default=D.layers, help="default: %(default)s")
+    g.add_argument("--embedding", type=int, default=D.embedding, help="default: %(default)s")
+    g.add_argument("--dropout", type=float, default=D.dropout, help="default: %(default)s")
+    g.add_argument("--unconditioned", action="store_true", help="no control input")
+    g = p.add_argument_group("batches")
+    g.add_argument("--batch", type=int, default=D.batch,
+                   help="lanes in the whole batch, over all processes (default: %(default)s)")
+    g.add_argument("--bptt", type=int, default=D.bptt,
+                   help="tokens per truncated-backprop chunk (default: %(default)s)")
+    g.add_argument("--window-seconds", type=float, default=D.window_seconds,
+                   help="length of a training window (default: %(default)s)")
+    g.add_argument("--window-tokens", type=int, default=D.window_tokens,
+                   help="a window's most tokens (default: %(default)s; Magenta's 512)")
+    g = p.add_argument_group("machine and bookkeeping")
+    g.add_argument("--device", default=D.device,
+                   help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N "
+                        "(default: %(default)s)")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
+                   help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
+    g.add_argument("--eval-every", type=float, default=D.eval_every_minutes,
+                   help="minutes between validations (default: %(default)s)")
+    g.add_argument("--eval-segments", type=int, default=D.eval_segments,
+                   help="default: %(default)s")
+    g.add_argument("--checkpoint-every", type=float, default=D.checkpoint_every_minutes,
+                   help="minutes between checkpoints (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=D.seed, help="default: %(default)s")
     p.set_defaults(run=_cmd_train)
 
 
 def _cmd_train(args) -> int:
+    from livepiano.learn.plan import TrainConfig
+
     try:
-        from livepiano.learn.train import TrainConfig, train
+        from livepiano.learn.train import train
     except ImportError as e:
         raise LivepianoError(f"training needs torch ({e.name} is missing); "
                              f"install it with `pip install -e \".[train]\"`.") from None
-    cfg = TrainConfig(cache=args.cache, out=args.out, hidden=args.hidden, layers=args.layers,
-                      embedding=args.embedding, dropout=args.dropout,
-                      conditioned=not args.unconditioned, batch=args.batch, bptt=args.bptt,
-                      lr=args.lr, epochs=args.epochs, minutes=args.minutes,
-                      max_steps=args.max_steps, eval_every_minutes=args.eval_every,
-                      eval_segments=args.eval_segments, seed=args.seed, device=args.device,
-                      threads=args.threads)
+    cfg = TrainConfig(cache=args.cache, out=args.out, init_from=args.init_from,
+                      hidden=args.hidden, layers=args.layers, embedding=args.embedding,
+                      dropout=args.dropout, conditioned=not args.unconditioned,
+                      batch=args.batch, bptt=args.bptt, window_seconds=args.window_seconds,
+                      window_tokens=args.window_tokens, lr=args.lr,
+                      min_lr_ratio=args.min_lr_ratio, warmup=args.warmup, decay=args.decay,
+                      weight_decay=args.weight_decay, plan=args.plan, epochs=args.epochs,
+                      minutes=args.minutes, max_steps=args.max_steps,
+                      eval_every_minutes=args.eval_every, eval_segments=args.eval_segments,
+                      checkpoint_every_minutes=args.checkpoint_every, seed=args.seed,
+                      device=args.device, precision=args.precision, threads=args.threads)
     train(cfg, resume=not args.fresh)
     return 0
 

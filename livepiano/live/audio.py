@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from livepiano import LivepianoError
+from livepiano.core import messages
 from livepiano.core.synth import SAMPLE_RATE, Synth, find_soundfont, load_soundfont
 
 BUFFER_MS = 20  # the device's buffer: a message is heard at most about this much later
@@ -93,9 +94,8 @@ class BuiltinSynth:
         """All notes off, a moment to ring out, then the device stops; idempotent."""
         if self.device is None:
             return
-        for ch in range(16):
-            self.send_message([0xB0 | ch, 64, 0])
-            self.send_message([0xB0 | ch, 123, 0])
+        for m in messages.release((), range(16)):  # All Notes Off, pedal up
+            self.send_message(m)
         time.sleep(RING_OUT_S)
         device, self.device = self.device, None
         device.close()
