@@ -193,8 +193,11 @@ class Session:
 
     def _start_guardian(self, api: str, outp, channel: int):
         """The companion that silences the output if this process dies without a clean exit
-        (it needs a port it can connect to by name: a virtual output has none)."""
-        if outp.name is None:
+        (it needs a port it can connect to by name: a virtual output has none, and in-process
+        ports end with the process, their synth too)."""
+        from livepiano.live.ports import INPROCESS
+
+        if outp.name is None or api == INPROCESS:
             return None
         from livepiano.live.guardian import Guardian
 
