@@ -208,7 +208,11 @@ def bench(args) -> dict:
 
     path = resolve_model(getattr(args, "model", None))
     say = getattr(args, "say", None) or (lambda text: print(text, flush=True))  # minute by minute
-    minutes = float(getattr(args, "minutes", 10.0) or 10.0)
+    minutes = float(getattr(args, "minutes", 10.0))
+    if not minutes > 0:
+        from livepiano import LivepianoError
+
+        raise LivepianoError(f"--minutes must be more than 0, not {minutes:g}.")
     say(f"model        {path}{card_summary(path)}")
     say(f"pianist      {pianist_file().name}, looped; {minutes:g} minutes in continuous mode; "
         f"load average {os.getloadavg()[0]:.2f} at the start")
