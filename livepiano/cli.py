@@ -11,6 +11,7 @@ import logging
 import sys
 
 from livepiano import LivepianoError, __version__
+from livepiano.settings.choices import finite
 
 log = logging.getLogger(__name__)
 
@@ -95,34 +96,34 @@ def _add_train(sub) -> None:
                    help="start a new run (own schedule) from the weights of this checkpoint")
     p.add_argument("--fresh", action="store_true", help="start over even if the checkpoint exists")
     g = p.add_argument_group("budget and schedule")
-    g.add_argument("--minutes", type=float, default=D.minutes, help="stop after this many minutes")
+    g.add_argument("--minutes", type=finite, default=D.minutes, help="stop after this many minutes")
     g.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps")
     g.add_argument("--plan", choices=PLANS, default=D.plan,
                    help="what the learning-rate schedule spans: --epochs of training tokens, or "
                         "the --minutes budget (default: %(default)s)")
-    g.add_argument("--epochs", type=float, default=D.epochs,
+    g.add_argument("--epochs", type=finite, default=D.epochs,
                    help="passes over the train split the schedule spans (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=D.lr,
+    g.add_argument("--lr", type=finite, default=D.lr,
                    help="peak learning rate (default: %(default)s)")
-    g.add_argument("--min-lr-ratio", type=float, default=D.min_lr_ratio,
+    g.add_argument("--min-lr-ratio", type=finite, default=D.min_lr_ratio,
                    help="the floor, as a share of the peak (default: %(default)s)")
-    g.add_argument("--warmup", type=float, default=D.warmup,
+    g.add_argument("--warmup", type=finite, default=D.warmup,
                    help="share of the plan rising to the peak (default: %(default)s)")
     g.add_argument("--decay", choices=DECAYS, default=D.decay, help="default: %(default)s")
-    g.add_argument("--weight-decay", type=float, default=D.weight_decay,
+    g.add_argument("--weight-decay", type=finite, default=D.weight_decay,
                    help="decoupled weight decay of the weight matrices (default: %(default)s)")
     g = p.add_argument_group("model (a new run only)")
     g.add_argument("--hidden", type=int, default=D.hidden, help="default: %(default)s")
     g.add_argument("--layers", type=int, default=D.layers, help="default: %(default)s")
     g.add_argument("--embedding", type=int, default=D.embedding, help="default: %(default)s")
-    g.add_argument("--dropout", type=float, default=D.dropout, help="default: %(default)s")
+    g.add_argument("--dropout", type=finite, default=D.dropout, help="default: %(default)s")
     g.add_argument("--unconditioned", action="store_true", help="no control input")
     g = p.add_argument_group("batches")
     g.add_argument("--batch", type=int, default=D.batch,
                    help="lanes in the whole batch, over all processes (default: %(default)s)")
     g.add_argument("--bptt", type=int, default=D.bptt,
                    help="tokens per truncated-backprop chunk (default: %(default)s)")
-    g.add_argument("--window-seconds", type=float, default=D.window_seconds,
+    g.add_argument("--window-seconds", type=finite, default=D.window_seconds,
                    help="length of a training window (default: %(default)s)")
     g.add_argument("--window-tokens", type=int, default=D.window_tokens,
                    help="a window's most tokens (default: %(default)s; Magenta's 512)")
@@ -133,11 +134,11 @@ def _add_train(sub) -> None:
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
                    help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
     g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
-    g.add_argument("--eval-every", type=float, default=D.eval_every_minutes,
+    g.add_argument("--eval-every", type=finite, default=D.eval_every_minutes,
                    help="minutes between validations (default: %(default)s)")
     g.add_argument("--eval-segments", type=int, default=D.eval_segments,
                    help="default: %(default)s")
-    g.add_argument("--checkpoint-every", type=float, default=D.checkpoint_every_minutes,
+    g.add_argument("--checkpoint-every", type=finite, default=D.checkpoint_every_minutes,
                    help="minutes between checkpoints (default: %(default)s)")
     g.add_argument("--seed", type=int, default=D.seed, help="default: %(default)s")
     p.set_defaults(run=_cmd_train)
@@ -195,7 +196,8 @@ def _cmd_ports(args) -> int:
     api = ports.resolve_api(args.api)
     ins, outs = ports.list_ports(api)
     print(f"MIDI system: {api}")
-    for title, names in (("inputs (--in)", ins), ("outputs (--out)", outs)):
+    builtin = f"{ports.BUILTIN}  (livepiano's built-in synth on the default sound device)"
+    for title, names in (("inputs (--in)", ins), ("outputs (--out)", [*outs, builtin])):
         print(title)
         for name in names or ["(none)"]:
             print(f"  {name}")
@@ -211,7 +213,7 @@ PLAY_OPTIONS = {
     "api": {},
     "mode": {},
     "model": {},
-    "temperature": {"type": float},
+    "temperature": {"type": finite},
     "channel": {"type": int},
     "lookahead_ms": {"type": int},
     "echo": {"action": "store_const", "const": True},
@@ -224,8 +226,8 @@ KNOB_OPTIONS = {
     "takeover": {},
 }
 DUET_OPTIONS = {
-    "wait": {"type": float, "metavar": "S"},
-    "min_call": {"type": float, "metavar": "S"},
+    "wait": {"type": finite, "metavar": "S"},
+    "min_call": {"type": finite, "metavar": "S"},
     "answer": {"metavar": "MIN-MAX"},
     "barge_in": {},
     "follow": {"action": argparse.BooleanOptionalAction},
@@ -319,7 +321,7 @@ def _add_learn(sub) -> None:
                         "virtual port)")
     _add_api_option(p)
     _add_controls_option(p)
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=finite, default=60.0,
                    help="give up after this many seconds (default: 60)")
     p.set_defaults(run=_cmd_learn)
 
@@ -358,6 +360,23 @@ def _cmd_learn(args) -> int:
         return 1
     finally:
         port.close()
+
+
+def _add_recover(sub) -> None:
+    p = sub.add_parser("recover", help="turn the journal of a session that did not end "
+                                       "(killed, crashed) into its MIDI file")
+    p.add_argument("journal", nargs="+", metavar="FILE.mid.journal",
+                   help="a session's journal (play finds and recovers these itself at start)")
+    p.set_defaults(run=_cmd_recover)
+
+
+def _cmd_recover(args) -> int:
+    from livepiano.live.recorder import recover
+
+    for path in args.journal:
+        saved, contents = recover(path)
+        print(f"recovered {contents.seconds():.0f} s from {path}: saved to {saved}")
+    return 0
 
 
 # --- export, eval, generate, bench (the model) ------------------------------------------------
@@ -435,9 +454,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--model", default=None,
                    help="exported .onnx model "
                         "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
-    p.add_argument("--seconds", type=float, default=30.0,
+    p.add_argument("--seconds", type=finite, default=30.0,
                    help="seconds of music to generate (default: 30)")
-    p.add_argument("--temperature", type=float, default=SCHEMA["temperature"].default,
+    p.add_argument("--temperature", type=finite, default=SCHEMA["temperature"].default,
                    help="sampling temperature (default: %(default)s)")
     p.add_argument("--primer", default=None, metavar="FILE.mid",
                    help="a MIDI file the model hears first; it is written to the output as its own "
@@ -456,11 +475,12 @@ def _add_generate(sub) -> None:
 
 def _add_render_options(p) -> None:
     p.add_argument("--wav", default=None, metavar="OUT.wav",
-                   help="also render the MIDI file to audio through FluidSynth (the fluidsynth "
-                        "program or pyfluidsynth)")
+                   help="also render the MIDI file to audio: through FluidSynth where it is "
+                        "installed, else the built-in synth")
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
                    help="soundfont for --wav (default: $LIVEPIANO_SOUNDFONT, else the first "
-                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's share)")
+                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's "
+                        "share, else pretty_midi's TimGM6mb.sf2)")
     p.add_argument("--plot", default=None, metavar="OUT.png",
                    help="also draw the piano roll as a PNG (1200x500)")
 
@@ -487,13 +507,10 @@ def _cmd_generate(args) -> int:
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
-    if args.wav:  # a missing FluidSynth or soundfont is said before generating
-        from livepiano.tools.render import find_fluidsynth, find_soundfont, install_hint
+    if args.wav:  # a missing or broken soundfont is said before generating
+        from livepiano.tools.render import renderer_line
 
-        if find_fluidsynth() is None:
-            raise LivepianoError(f"--wav needs FluidSynth (the fluidsynth program or "
-                                 f"pyfluidsynth), which was not found; install {install_hint()}.")
-        find_soundfont(args.soundfont)
+        renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
     primer = midifile.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
@@ -579,23 +596,27 @@ def _cmd_bench(args) -> int:
 # --- demo (a duet without a keyboard) -----------------------------------------------------
 
 def _add_demo(sub) -> None:
+    from livepiano.live.ports import INPROCESS
+
     p = sub.add_parser("demo", help="hear it without a keyboard: a recorded pianist plays calls, "
                                     "the model answers, live on MIDI ports")
-    p.add_argument("--seconds", type=float, default=45.0,
+    p.add_argument("--seconds", type=finite, default=45.0,
                    help="about how long the duet lasts (default: 45)")
     p.add_argument("-o", "--output-dir", default=".", metavar="DIR",
                    help="where demo.mid, demo.wav and demo.png go (default: this folder)")
     p.add_argument("--plot", action="store_true", help="also draw the piano roll to demo.png")
     p.add_argument("--no-wav", dest="wav", action="store_false",
                    help="do not render demo.wav")
-    p.add_argument("--api", choices=[a for a in _choices("api") if a != "winmm"], default=None,
+    p.add_argument("--api", choices=[*(a for a in _choices("api") if a != "winmm"), INPROCESS],
+                   default=None,
                    help="MIDI system (default: ALSA or CoreMIDI where they open, else a "
-                        "private JACK server)")
+                        "private JACK server, else livepiano's in-process ports)")
     p.add_argument("--model", default=None,
                    help="ONNX model (default: $LIVEPIANO_MODEL, else the shipped one)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
-                   help="soundfont for the audio (default: the first one found)")
+                   help="soundfont for the audio (default: the first one found, else "
+                        "pretty_midi's TimGM6mb.sf2)")
     _add_log_option(p)
     p.set_defaults(run=_cmd_demo)
 
@@ -648,13 +669,20 @@ def _start_logging(path: str | None):
 
 # --- main ---------------------------------------------------------------------------------
 
-_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add_controls,
-             _add_learn,
+_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add_recover,
+             _add_controls, _add_learn,
              _add_export, _add_eval, _add_generate, _add_plot, _add_demo, _add_bench]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is answered in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="livepiano",
         description="A real-time MIDI improvisation instrument: you play, a Performance RNN "
                     "answers.")

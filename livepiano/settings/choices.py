@@ -66,6 +66,21 @@ def whole(lo: int, hi: int, *, integral_floats: bool = False):
     return check
 
 
+def finite(text: str) -> float:
+    """A command line's number: a finite float (``inf`` and ``nan`` parse as floats but no
+    length, rate or temperature can be one)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def choice(*choices):
     """One of ``choices`` (the check's ``choices``, for a command line's options)."""
     def check(v):

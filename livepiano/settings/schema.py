@@ -91,7 +91,9 @@ SCHEMA: dict[str, Setting] = {
     "in": Setting(None, text_or_none, "input port, by any part of its name",
                   "a virtual port named livepiano"),
     "out": Setting(None, text_or_none, "output port, by any part of its name, e.g. "
-                                       "\"FluidSynth\"", "a virtual port named livepiano"),
+                                       "\"FluidSynth\", or builtin: livepiano's own synth on "
+                                       "the default sound device",
+                   "a virtual port named livepiano"),
     "channel": Setting(1, number(1, 16, int), "MIDI channel of the model's notes, 1-16"),
     "mode": Setting("continuous", choice(*MODES), "how the model takes turns with you"),
     "temperature": Setting(1.0, number(0.05, 5.0), "sampling temperature"),
