@@ -133,3 +133,14 @@ def test_a_plan_over_minutes_ends_at_the_floor_when_the_time_is_up(cache, tmp_pa
 def test_a_plan_over_minutes_without_minutes_is_one_clear_line(cache, tmp_path):
     with pytest.raises(LivepianoError, match=r"give --minutes too\.$"):
         train(tiny(cache, tmp_path / "x.pt", plan="minutes"), log=lambda *a: None)
+
+
+def test_windows_drawn_ahead_in_other_processes_train_the_same_weights(cache, tmp_path):
+    # Windows of at most 64 tokens are used up every second step: many draws in 12 steps.
+    inline = train(tiny(cache, tmp_path / "inline.pt", max_steps=12, window_tokens=64,
+                        loader_workers=0), resume=False, log=lambda *a: None)
+    ahead = train(tiny(cache, tmp_path / "ahead.pt", max_steps=12, window_tokens=64,
+                       loader_workers=2), resume=False, log=lambda *a: None)
+    assert inline["tokens"] == ahead["tokens"]
+    for name, tensor in inline["model"].state_dict().items():
+        assert torch.equal(tensor, ahead["model"].state_dict()[name]), name
