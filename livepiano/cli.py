@@ -186,7 +186,8 @@ def _cmd_ports(args) -> int:
     api = ports.resolve_api(args.api)
     ins, outs = ports.list_ports(api)
     print(f"MIDI system: {api}")
-    for title, names in (("inputs (--in)", ins), ("outputs (--out)", outs)):
+    builtin = f"{ports.BUILTIN}  (livepiano's built-in synth on the default sound device)"
+    for title, names in (("inputs (--in)", ins), ("outputs (--out)", [*outs, builtin])):
         print(title)
         for name in names or ["(none)"]:
             print(f"  {name}")
@@ -200,7 +201,8 @@ def _add_play(sub) -> None:
     p.add_argument("--in", dest="in_", metavar="PORT",
                    help="input port, by any part of its name (default: a virtual port)")
     p.add_argument("--out", metavar="PORT",
-                   help="output port, e.g. \"FluidSynth\" (default: a virtual port)")
+                   help="output port, e.g. \"FluidSynth\", or builtin: livepiano's own synth on "
+                        "the default sound device (default: a virtual port)")
     _add_api_option(p)
     p.add_argument("--mode", choices=MODES, default=None, help="default: continuous")
     p.add_argument("--model", default=None,
@@ -456,11 +458,12 @@ def _add_generate(sub) -> None:
 
 def _add_render_options(p) -> None:
     p.add_argument("--wav", default=None, metavar="OUT.wav",
-                   help="also render the MIDI file to audio through FluidSynth (the fluidsynth "
-                        "program or pyfluidsynth)")
+                   help="also render the MIDI file to audio: through FluidSynth where it is "
+                        "installed, else the built-in synth")
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
                    help="soundfont for --wav (default: $LIVEPIANO_SOUNDFONT, else the first "
-                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's share)")
+                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's "
+                        "share, else pretty_midi's TimGM6mb.sf2)")
     p.add_argument("--plot", default=None, metavar="OUT.png",
                    help="also draw the piano roll as a PNG (1200x500)")
 
@@ -487,13 +490,10 @@ def _cmd_generate(args) -> int:
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
-    if args.wav:  # a missing FluidSynth or soundfont is said before generating
-        from livepiano.tools.render import find_fluidsynth, find_soundfont, install_hint
+    if args.wav:  # a missing or broken soundfont is said before generating
+        from livepiano.tools.render import renderer_line
 
-        if find_fluidsynth() is None:
-            raise LivepianoError(f"--wav needs FluidSynth (the fluidsynth program or "
-                                 f"pyfluidsynth), which was not found; install {install_hint()}.")
-        find_soundfont(args.soundfont)
+        renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
     primer = midifile.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
@@ -588,14 +588,15 @@ def _add_demo(sub) -> None:
     p.add_argument("--plot", action="store_true", help="also draw the piano roll to demo.png")
     p.add_argument("--no-wav", dest="wav", action="store_false",
                    help="do not render demo.wav")
-    p.add_argument("--api", choices=("alsa", "jack", "coremidi"), default=None,
+    p.add_argument("--api", choices=("alsa", "jack", "coremidi", "inprocess"), default=None,
                    help="MIDI system (default: ALSA or CoreMIDI where they open, else a "
-                        "private JACK server)")
+                        "private JACK server, else livepiano's in-process ports)")
     p.add_argument("--model", default=None,
                    help="ONNX model (default: $LIVEPIANO_MODEL, else the shipped one)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
-                   help="soundfont for the audio (default: the first one found)")
+                   help="soundfont for the audio (default: the first one found, else "
+                        "pretty_midi's TimGM6mb.sf2)")
     p.set_defaults(run=_cmd_demo)
 
 

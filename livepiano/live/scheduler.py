@@ -119,7 +119,7 @@ class Scheduler:
         One that already left cannot be unsent: if it was a note-on, its note-off goes at
         once, because nobody else knows that the note is sounding any more."""
         tags = set(tags)
-        self.call(lambda scheduler: scheduler._take_back(tags))
+        self.call(lambda _scheduler: self._take_back(tags))
 
     def call(self, fn: Callable) -> None:
         """Run ``fn(scheduler)`` on the scheduler's thread, between two sends (e.g. the duet

@@ -7,17 +7,19 @@ real time, on real MIDI ports.
                                                                                 live synth)
 
 - The MIDI system: ALSA virtual ports where ``/dev/snd/seq`` opens, CoreMIDI on macOS, else a
-  private JACK server (``livepiano.jack``) that the demo starts and always stops, else one line
-  saying what to install.
+  private JACK server (``livepiano.tools.jack``) that the demo starts and always stops, else
+  livepiano's in-process ports (``livepiano.live.inprocess``: the same session code, no MIDI
+  system), with one line saying so and what to install for real ports.
 - The pianist plays the shipped primer (a MAESTRO excerpt, see ``examples/README.md``) in
   calls of a few seconds, each cut where the music breathes, and waits for the answer: until
   the model has played and then been quiet a moment, or a time-out.
 - The ear is a MIDI input port that livepiano plays into: it stamps the model's notes as they
   arrive, for the answer latencies (a call's end -- the moment its last key or the pedal was
-  released -- to the first note of the answer), and forwards them to FluidSynth when the
-  demo plays live audio (ALSA or CoreMIDI with a sound device).
+  released -- to the first note of the answer), and forwards them to what plays live audio
+  where there is a sound device: FluidSynth (ALSA or CoreMIDI), else the built-in synth.
 - Afterwards: ``demo.mid`` (tracks ``player`` and ``livepiano``, written by the session's
-  recorder), ``demo.wav`` (rendered through FluidSynth when it and a soundfont are there),
+  recorder), ``demo.wav`` (rendered through FluidSynth where it is installed, else the
+  built-in synth),
   ``demo.png`` with ``--plot``, and a short report.
 """
 
@@ -148,15 +150,21 @@ def split_calls(events, phrase_s: float = PHRASE_S) -> list[Call]:
 # --- the MIDI system -----------------------------------------------------------------------
 
 def _install_line() -> str:
+    """What to install (or load) for real MIDI ports on this OS."""
     if sys.platform.startswith("win"):
         return ("Windows MIDI has no virtual ports for the demo's pianist; run the demo under "
-                "WSL (`sudo apt install jackd2`), or connect a keyboard and use `livepiano play`.")
+                "WSL with JACK (`sudo apt install jackd2`)")
     if sys.platform == "darwin":
-        return "CoreMIDI refused to open a client; check Audio MIDI Setup, then try again."
-    return ("no MIDI system for the demo: neither an ALSA sequencer (/dev/snd/seq) nor jackd; "
-            "install JACK with `sudo apt install jackd2` (Fedora: `sudo dnf install "
+        return "CoreMIDI refused to open a client; check Audio MIDI Setup"
+    return ("install JACK with `sudo apt install jackd2` (Fedora: `sudo dnf install "
             "jack-audio-connection-kit`; Arch: `sudo pacman -S jack2`), or load the ALSA "
-            "sequencer (`sudo modprobe snd-seq`).")
+            "sequencer (`sudo modprobe snd-seq`)")
+
+
+def fallback_line() -> str:
+    """The one line that says the demo runs on in-process ports, and how to get real ones."""
+    return (f"no MIDI system here (no ALSA sequencer, CoreMIDI or jackd), so the pianist and "
+            f"livepiano meet on in-process ports; for real MIDI ports, {_install_line()}.")
 
 
 def _alsa_seq_present() -> bool:
@@ -165,7 +173,8 @@ def _alsa_seq_present() -> bool:
 
 def choose_system(api: str | None = None):
     """(api, JackServer or None): ALSA virtual ports where the sequencer opens, CoreMIDI on
-    macOS, else a private JACK server (started here; the caller stops it)."""
+    macOS, else a private JACK server (started here; the caller stops it), else in-process
+    ports."""
     from livepiano.live import ports
     from livepiano.tools.jack import JackServer, jackd_path
 
@@ -182,19 +191,22 @@ def choose_system(api: str | None = None):
         if sys.platform.startswith("linux") and _alsa_seq_present() and opens("alsa"):
             return "alsa", None
         if jackd_path() is None:
-            raise LivepianoError(_install_line())
+            return ports.INPROCESS, None
         api = "jack"
     api = ports.resolve_api(api)
+    if api == ports.INPROCESS:
+        return api, None
     if api == "jack":
         if jackd_path() is None:
             raise LivepianoError(f"--api jack needs jackd, which is not installed; "
-                                 f"{_install_line().split('; ', 1)[-1]}")
+                                 f"{_install_line()}.")
         return "jack", JackServer(prefix=CLIENT).start()
     if not opens(api):
         hint = {"alsa": "no ALSA sequencer is reachable (/dev/snd/seq; `sudo modprobe "
                         "snd-seq`)",
                 "coremidi": "CoreMIDI refused to open a client"}.get(api, "it is not there")
-        other = " leave out --api to use a private JACK server," if jackd_path() else ""
+        other = " leave out --api to use a private JACK server," if jackd_path() else (
+            " leave out --api to use in-process ports,")
         raise LivepianoError(f"--api {api}: {hint};{other} or pick another --api.")
     return api, None
 
@@ -498,6 +510,16 @@ class LiveSynth:
         self._end(self.proc)
 
 
+def _builtin_audio(soundfont):
+    """The built-in synth on the default audio device, or None where there is no device."""
+    from livepiano.live.audio import BuiltinSynth
+
+    try:
+        return BuiltinSynth(soundfont).start()
+    except LivepianoError:
+        return None
+
+
 # --- the demo ---------------------------------------------------------------------------------
 
 STUCK_S = 60.0  # beyond --seconds and the last answer: the session is stuck, give up
@@ -527,7 +549,7 @@ class Result:
     midi: Path
     wav: str | None = None
     png: str | None = None
-    live_audio: bool = False
+    live_audio: str | None = None  # what played it live (FluidSynth, the built-in synth)
     stop_reason: str | None = None
     wait: float = DUET_WAIT_S
 
@@ -551,7 +573,7 @@ class Result:
                                                else "not reported"))
         lines.append(f"notes: {self.notes_in} in (the pianist), {self.notes_out} out (the model)")
         if self.live_audio:
-            lines.append("audio: played live through FluidSynth")
+            lines.append(f"audio: played live through {self.live_audio}")
         lines.append(f"midi: {self.midi} (tracks player, livepiano)")
         if self.wav:
             lines.append(f"wav: {self.wav}")
@@ -576,7 +598,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
     from livepiano.live import modes
     from livepiano.live.session import Session
     from livepiano.settings import schema
-    from livepiano.tools.render import find_fluidsynth, find_soundfont
+    from livepiano.tools.render import renderer_line
 
     if not seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {seconds}.")
@@ -589,12 +611,8 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
     from livepiano.runtime.modelfile import resolve_model
 
     model = str(resolve_model(model))  # a missing model is said before any port opens
-    render_wav = wav and find_fluidsynth() is not None
-    if render_wav:
-        try:
-            find_soundfont(soundfont)
-        except LivepianoError:
-            render_wav = False
+    if wav:  # a missing or broken soundfont is said before any port opens
+        renderer_line(soundfont)
     if mode is None:
         mode = "duet" if "duet" in modes.MODES else "continuous"
     elif mode not in modes.MODES:
@@ -605,20 +623,31 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
 
     old_term = signal.signal(signal.SIGTERM, on_term)  # setup and teardown, as Ctrl-C
     jack = synth = ear = pianist = None
+    sound, live_audio = None, None  # where the ear and the pianist send what is heard live
     try:
         api, jack = choose_system(api)
         system = (f"JACK, a private server '{jack.name}'" if jack is not None
-                  else {"alsa": "ALSA", "coremidi": "CoreMIDI"}.get(api, api))
-        # The private JACK server runs on the dummy driver: nothing to hear there.
+                  else {"alsa": "ALSA", "coremidi": "CoreMIDI",
+                        "inprocess": "in-process ports"}.get(api, api))
+        if api == "inprocess":
+            log.write(f"livepiano demo: {fallback_line()}\n")
+        # The private JACK server runs on the dummy driver: FluidSynth has nothing to play
+        # on there; the built-in synth plays on the default audio device where there is one.
         audio = _audio_driver()
         if api in ("alsa", "coremidi") and audio is not None:
             synth = LiveSynth.start(api, soundfont, audio)
-        ear = Ear(api, synth.port if synth else None)
+        if synth is not None:
+            sound, live_audio = synth.port, "FluidSynth"
+        else:
+            synth = _builtin_audio(soundfont)
+            if synth is not None:
+                sound, live_audio = synth, "the built-in synth"
+        ear = Ear(api, sound)
         settings = schema.defaults()
         settings.update({"api": api, "in": CLIENT + "-pianist", "out": CLIENT + "-ear",
                          "mode": mode, "record": str(out_dir / "demo.mid"), "seed": seed,
                          "model": model})
-        pianist = Pianist(api, mode == "duet", ear, synth.port if synth else None,
+        pianist = Pianist(api, mode == "duet", ear, sound,
                           wait=settings.get("wait", DUET_WAIT_S),
                           answer_range=tuple(settings.get("answer",
                                                           (MIN_ANSWER_S, MAX_ANSWER_S))))
@@ -663,19 +692,15 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
     late = play.lateness["lateness_us_p99"] / 1000 if play.lateness else None
     notes_in, notes_out = _track_notes(midi) if midi.is_file() else (0, 0)
     result = Result(code, mode, system, pianist.played, late,
-                    notes_in, notes_out, midi, live_audio=synth is not None,
+                    notes_in, notes_out, midi, live_audio=live_audio,
                     stop_reason=play.stop_reason, wait=pianist.wait)
-    if render_wav and midi.is_file():
+    if wav and midi.is_file():
         from livepiano.tools.render import render_midi
 
         try:
             result.wav = render_midi(midi, out_dir / "demo.wav", soundfont).describe()
         except LivepianoError as e:
             result.wav = f"not rendered ({e})"
-    elif wav:
-        from livepiano.tools.render import install_hint
-
-        result.wav = f"not rendered: FluidSynth and a soundfont are needed ({install_hint()})"
     if plot and midi.is_file():
         from livepiano.tools.pianoroll import plot_midi
 
