@@ -231,9 +231,8 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     model.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.Adam([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": rest, "weight_decay": 0.0}],
-                           lr=cfg.lr, decoupled_weight_decay=True)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
 
     per_rank = cfg.batch // world
     mine = range(rank * per_rank, (rank + 1) * per_rank)
