@@ -42,6 +42,9 @@ def add_arguments(p) -> None:
     p.add_argument("--data", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="cut the calls from this token cache's or MAESTRO folder's test split "
                         "(duet; default: the MAESTRO test-split excerpts in tests/data)")
+    from livepiano.tools.bench import music
+
+    music.add_arguments(p)
     p.add_argument("--json", action="store_true",
                    help="end with one line of JSON holding the figures")
 
@@ -567,7 +570,14 @@ BENCHES: dict[str, Callable] = {
     "timing": bench_timing,
     "duet": bench_duet,
     "knobs": bench_knobs,
+    "music": lambda args: _music(args),
 }
+
+
+def _music(args) -> dict:
+    from livepiano.tools.bench.music import bench_music
+
+    return bench_music(args)
 
 
 def run(which: str, args) -> int:

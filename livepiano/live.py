@@ -192,39 +192,46 @@ class EngineLoop:
         return True
 
     def _loop(self) -> None:
-        clock, inbox, engine = self.clock, self.inbox, self.engine
+        inbox = self.inbox
         while True:
-            try:
-                while True:
-                    if not self._take(inbox.get_nowait()):
-                        return
-            except queue.Empty:
-                pass
-            now = clock()
-            self.mode.tick(now)
-            if not self.mode.may_generate(now):
+            wait = self.turn()
+            if wait is None:
+                return
+            if wait > 0:
                 try:
-                    if not self._take(inbox.get(timeout=self.mode.idle_wait(now))):
+                    if not self._take(inbox.get(timeout=wait)):
                         return
                 except queue.Empty:
                     pass
-                continue
-            ahead = self.stream_time() - now
-            if ahead >= self.lookahead:
-                try:
-                    if not self._take(inbox.get(timeout=ahead - self.lookahead + 0.001)):
-                        return
-                except queue.Empty:
-                    pass
-                continue
-            if ahead < 0:
-                # The model fell behind the clock (start-up, a stall): it hears the silence
-                # that really passed, so that its next events are not already late.
-                behind = int(-ahead / STEP_S + 1)
-                self.caught_up_steps += behind
-                self._pending.clear()
-                engine.prime(codec.shifts(behind))
-            self._step(now)
+
+    def turn(self) -> float | None:
+        """One pass of the engine thread at ``clock()``: take everything in the inbox, tell
+        the mode the time, sample at most one event. Returns how long to wait for the inbox
+        before the next pass (0: go on at once), or None once stopped. ``run`` loops on it;
+        a benchmark on a simulated clock calls it directly, so both run the same code."""
+        inbox, engine = self.inbox, self.engine
+        try:
+            while True:
+                if not self._take(inbox.get_nowait()):
+                    return None
+        except queue.Empty:
+            pass
+        now = self.clock()
+        self.mode.tick(now)
+        if not self.mode.may_generate(now):
+            return self.mode.idle_wait(now)
+        ahead = self.stream_time() - now
+        if ahead >= self.lookahead:
+            return ahead - self.lookahead + 0.001
+        if ahead < 0:
+            # The model fell behind the clock (start-up, a stall): it hears the silence
+            # that really passed, so that its next events are not already late.
+            behind = int(-ahead / STEP_S + 1)
+            self.caught_up_steps += behind
+            self._pending.clear()
+            engine.prime(codec.shifts(behind))
+        self._step(now)
+        return 0.0
 
     def _step(self, now: float) -> None:
         engine, pending = self.engine, self._pending

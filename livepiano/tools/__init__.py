@@ -1,0 +1,1 @@
+"""Commands around the instrument: benchmarks, the demo, rendering and plots."""

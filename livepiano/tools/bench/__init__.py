@@ -1,0 +1,1 @@
+"""The benchmarks of `livepiano bench`, one module each."""
