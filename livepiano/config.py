@@ -126,6 +126,23 @@ SCHEMA: dict[str, Setting] = {
 }
 
 
+# --- sampling that holds up for minutes (runtime.steering) -----------------------------------
+
+SCHEMA.update({
+    "steer": Setting(True, _flag, "keep the model's note density near `density` (and, in "
+                                  "continuous mode, near yours); false: the model's own"),
+    "density": Setting(10.0, _number(0.5, 30.0),
+                       "notes per second the model aims for when it plays alone, and the "
+                       "most it plays when it accompanies you"),
+    "accompany_ratio": Setting(0.8, _number(0.1, 2.0),
+                               "continuous mode: the model's notes per second as a share of "
+                               "yours over the last few seconds"),
+    "top_p": Setting(0.95, _number(0.5, 1.0),
+                     "sample from the smallest set of events holding this much probability "
+                     "(1: all of them)"),
+})
+
+
 # --- duet (issue 5): call and response, `--mode duet` --------------------------------------
 
 def _answer_range(v):

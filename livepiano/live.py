@@ -141,6 +141,8 @@ class EngineLoop:
         self.caught_up_steps = 0  # silence inserted because the model fell behind the clock
         self.mode.attach(self)
         self.velocity_scale = 1.0  # the dynamics knob: scales the model's output velocities
+        # After the player's event, keep the silence the model had chosen (see _keep_silence)
+        self.keep_silence = True
 
     # --- any thread ---------------------------------------------------------------------
 
@@ -185,11 +187,25 @@ class EngineLoop:
             return True
         now = self.clock()
         self.mode.heard(item, now)
+        silence_until = None
         if self.mode.takes_back:
-            self._take_back(now + TAKE_BACK_MARGIN_S)
+            silence_until = self._take_back(now + TAKE_BACK_MARGIN_S)
         tokens = player_tokens(item, StreamPosition.of(self.engine), self.origin)
         self.engine.prime(tokens)
+        if silence_until is not None and self.keep_silence:
+            self._keep_silence(silence_until)
         return True
+
+    def _keep_silence(self, until: float) -> None:
+        """The model had chosen to be silent until ``until`` when the player's event came:
+        it hears the player, then keeps that silence (fed as its own time-shifts) instead of
+        choosing again. Choosing again after every event of the player cut every long
+        silence it chose and kept every immediate note: it played more and more notes."""
+        steps = int(round((until - self.stream_time()) / STEP_S))
+        for tok in codec.shifts(steps) if steps > 0 else ():
+            before = self.engine.snapshot()
+            self.engine.feed(tok)
+            self._pending.append((self.stream_time(), before, ()))
 
     def _loop(self) -> None:
         inbox = self.inbox
@@ -256,12 +272,19 @@ class EngineLoop:
             self.scheduler.schedule(deadline, message, tag)
         pending.append((deadline, before, tags))
 
-    def _take_back(self, cutoff: float) -> None:
-        """Take back the model's events that lie after ``cutoff`` on the clock."""
+    def _take_back(self, cutoff: float) -> float | None:
+        """Take back the model's events that lie after ``cutoff`` on the clock. Returns the
+        time the silence the model had chosen at ``cutoff`` would have ended (the end of
+        the time-shifts that open what is taken back), None when it had chosen none."""
         pending = self._pending
         first = next((i for i, item in enumerate(pending) if item[0] > cutoff), None)
         if first is None:
-            return
+            return None
+        silence_until = None
+        for deadline, before, _tags in itertools.islice(pending, first, None):
+            if deadline <= self.origin + before.steps * STEP_S:
+                break  # not a time-shift: the silence ends here
+            silence_until = deadline
         self.engine.restore(pending[first][1])
         tags = [tag for i in range(first, len(pending)) for tag in pending[i][2]]
         self.taken_back += len(pending) - first
@@ -269,6 +292,7 @@ class EngineLoop:
             pending.pop()
         if tags:
             self.scheduler.take_back(tags)
+        return silence_until
 
 
 # --- recording -----------------------------------------------------------------------------

@@ -463,7 +463,7 @@ def long_duet(model_path, files: Sequence[str], seed: int = 1, seconds: float = 
     settings = dict(config.defaults(), mode="duet")
     performances = [n for n in (_file_notes(Path(f)) for f in files[:6]) if n]
     calls = cut_calls(performances, settings["wait"], seconds)
-    engine = session_engine(model_path, seed)
+    engine = session_engine(model_path, seed, accompany=True)
     mode = make_mode(settings)
     sim = SimSession(engine, mode)
     duet = mode.duet

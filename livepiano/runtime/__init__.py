@@ -1,0 +1,1 @@
+"""Playing a trained model: the engine, its sampling policies, offline generation and scoring."""
