@@ -356,6 +356,10 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
 
     clock = time.monotonic
     engine = Engine(model_path, seed=seed)
+    from livepiano import config
+    from livepiano.runtime import steering
+
+    steering.configure(engine, config.defaults(), accompany=True)  # as play does
     out = _StampingOutput(clock)
     inp = _QueueInput()
     scheduler = Scheduler(out, clock=clock, realtime_mode=realtime_mode)

@@ -444,6 +444,10 @@ def _cmd_generate(args) -> int:
                                  f"pyfluidsynth), which was not found; install {install_hint()}.")
         find_soundfont(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
+    from livepiano import config
+    from livepiano.runtime import steering
+
+    steering.configure(engine, config.defaults())
     primer = data.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
         raise LivepianoError(f"{args.primer} has no notes to prime the model with; "

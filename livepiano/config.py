@@ -137,7 +137,7 @@ SCHEMA.update({
     "accompany_ratio": Setting(0.8, _number(0.1, 2.0),
                                "continuous mode: the model's notes per second as a share of "
                                "yours over the last few seconds"),
-    "top_p": Setting(0.95, _number(0.5, 1.0),
+    "top_p": Setting(1.0, _number(0.5, 1.0),
                      "sample from the smallest set of events holding this much probability "
                      "(1: all of them)"),
 })

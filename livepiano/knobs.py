@@ -76,6 +76,9 @@ def load(settings: dict) -> tuple[ctl.Controls, Path]:
     if "temperature" in settings:
         t = ctl.PARAMS["temperature"].curve
         values["temperature"] = min(max(float(settings["temperature"]), t.lo), t.hi)
+    if "density" in settings:
+        d = ctl.PARAMS["density"].curve
+        values["density"] = min(max(float(settings["density"]), d.lo), d.hi)
     if settings.get("mode") in ctl.MODE_CHOICES:
         values["mode"] = settings["mode"]
     return found.controls(values, settings.get("takeover")), path
@@ -170,6 +173,10 @@ class Knobs:
             engine.temperature = value
             self._rewind()
         elif name in ("density", "key"):
+            if name == "density" and engine.steering is not None:
+                engine.steering.target = float(value)
+                if not engine.conditioned:
+                    self._rewind()
             if engine.conditioned:
                 self._following = self.controls.values["key"] == ctl.FOLLOW
                 self._set_control(engine, rewind=True)

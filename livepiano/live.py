@@ -30,6 +30,7 @@ from livepiano import LivepianoError, codec, knobs
 from livepiano.duet import DuetMode, restore_lookahead
 from livepiano.listener import Listener, PlayerEvent, StreamPosition, player_tokens
 from livepiano.ports import NOTE_OFF, NOTE_ON
+from livepiano.runtime import steering
 from livepiano.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
 
 STEP_S = 1.0 / codec.STEPS_PER_SECOND
@@ -201,7 +202,7 @@ class EngineLoop:
         it hears the player, then keeps that silence (fed as its own time-shifts) instead of
         choosing again. Choosing again after every event of the player cut every long
         silence it chose and kept every immediate note: it played more and more notes."""
-        steps = int(round((until - self.stream_time()) / STEP_S))
+        steps = round((until - self.stream_time()) / STEP_S)
         for tok in codec.shifts(steps) if steps > 0 else ():
             before = self.engine.snapshot()
             self.engine.feed(tok)
@@ -428,6 +429,7 @@ class Session:
             knob_setup.open_port(api)
             model_path = resolve_model(s["model"])
             engine = Engine(model_path, temperature=s["temperature"], seed=s["seed"])
+            steering.configure(engine, s, accompany=True)
         except BaseException:
             outp.close()
             if inp is not None:

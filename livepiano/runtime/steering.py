@@ -1,31 +1,37 @@
 """Sampling policies that keep the model's playing in shape over minutes: density steering
 (a PI controller on the note-on and velocity logits toward a target of notes per second,
-which may follow the player's recent density), a truncated tail (nucleus / min-p), and the
-model's own conditioning. Pure numpy; ``Engine`` calls them through its ``steering`` seam.
+which may follow the player's recent density) with human note lengths, a truncated tail
+(nucleus / min-p), and the model's own conditioning. Pure numpy; ``Engine`` calls them
+through its ``steering`` seam and its ``top_p``.
 
 Why a controller and not just a lower temperature or the conditioning: left alone, the
 model feeds on its own notes and gets busier and busier (`livepiano bench music` measures
 it); a temperature or a control vector shifts where it starts, not where it drifts to.
 The controller counts the engine's own note-ons over the last few seconds of the stream
-and lowers (or raises a little) the logits of every note-on and velocity event -- both,
-because a velocity event is how the model sets up its next note -- until the rate meets
-the target. Everything else (timing, note-offs, which pitch) stays the model's, and the
-controller's state travels with the engine's snapshots, so a take-back restores it too.
-"""
+and lowers (or raises a little) the logits of the note-on and velocity events -- both,
+because a velocity event is how the model sets up its next note -- until the step's first
+note-on: it decides how often something begins; a chord, once begun, is the model's own.
+Held back, the model shortens its notes, so the release of a young note costs and that
+of an old one gains. Timing and which pitch stay the model's. The controller's state
+travels with the engine's snapshots, so a take-back restores it too.
+
+The nucleus is off by default (``top_p`` 1): each of the 100 time-shifts is unlikely on
+its own, so a nucleus cuts the long ones first, and the notes shrank to blips with it."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
 from livepiano import codec
 
 STEPS = codec.STEPS_PER_SECOND
-# The controller's gains, chosen with `livepiano bench music` (README, "Music that holds up"):
-# the rate is measured over WINDOW_S of the stream, the error is relative to the target.
+# Every figure below was chosen with `livepiano bench music` on the shipped model (README,
+# "Music that holds up"). The controller: the engine's rate over WINDOW_S of the stream,
+# its error relative to the target, a PI law, the bias clamped.
 WINDOW_S = 3.0
 GAIN_P = 3.0
 GAIN_I = 1.5
@@ -33,14 +39,18 @@ INTEGRAL_LIMITS = (-2.0, 8.0)
 BIAS_LIMITS = (-16.0, 2.0)
 # Following the player: their note-ons over this much of the stream set the target.
 FOLLOW_WINDOW_S = 5.0
-OFF_SHARE = 0.0
-NOTE_SHARE = 1.0
-TEMPO_SHARE = 0.0
-MIN_NOTE_S = 0.3
-YOUNG_SHARE = 1.0
-GATE = True
-GATE_OFFS = True
 FOLLOW_FLOOR = 1.0  # notes/s: an accompanist that follows a sparse player still plays
+# Notes a step may begin before the bias applies again (a chord is the model's own), and
+# the share of the bias on re-striking a pitch released in the same step.
+CHORD_NOTES = 4
+RESTRIKE_SHARE = 0.5
+# Note lengths: held back, the model fell into a dry staccato (median 0.08 s); its release
+# of a note younger than MIN_NOTE_S costs YOUNG_PENALTY, and the release of one older than
+# OLD_S gains OLD_GAIN per second past it (else more notes ran to the engine's 5-s cap).
+MIN_NOTE_S = 0.3
+YOUNG_PENALTY = -4.0
+OLD_S = 2.0
+OLD_GAIN = 4.0
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,9 @@ class SteeringState:
     player: tuple
     integral: float
     last_step: int
-    young: dict
-    onset: bool
+    sounding: dict
+    step_ons: int
+    released: tuple
 
 
 class DensitySteering:
@@ -59,20 +70,13 @@ class DensitySteering:
     alone after FOLLOW_WINDOW_S of the player's silence). Owned by the engine's thread, as
     the engine is; ``target`` and ``follow`` may be swapped from a knob between samples."""
 
-    def __init__(self, target: float, follow: float | None = None, offs: float = OFF_SHARE,
-                 notes: float = NOTE_SHARE, tempo: float = TEMPO_SHARE):
+    def __init__(self, target: float, follow: float | None = None):
         self.target = float(target)
         self.follow = None if follow is None else float(follow)
         on_vel = np.zeros(codec.VOCAB_SIZE, np.float32)
-        on_vel[codec.NOTE_ON:codec.NOTE_OFF] = notes
-        on_vel[codec.NOTE_OFF:codec.TIME_SHIFT] = offs
-        on_vel[codec.VELOCITY:] = notes
-        # a negative bias favours the long time-shifts: the model's own tempo slows down
-        on_vel[codec.TIME_SHIFT:codec.VELOCITY] = -tempo * np.log(
-            np.arange(1, codec.MAX_SHIFT_STEPS + 1))
+        on_vel[codec.NOTE_ON:codec.NOTE_OFF] = 1.0
+        on_vel[codec.VELOCITY:] = 1.0
         self._on_vel = on_vel
-        self._gate = np.ones(codec.VOCAB_SIZE, np.float32)
-        self._gate[codec.TIME_SHIFT:codec.VELOCITY] = 0.0
         self._zero = np.zeros(codec.VOCAB_SIZE, np.float32)
         self.reset()
 
@@ -81,18 +85,26 @@ class DensitySteering:
         self._player: deque = deque()
         self._integral = 0.0
         self._last_step = 0
-        self._young: dict[int, int] = {}  # pitch -> start step of the engine's latest voice
-        self._onset = True  # the next event is the first of its step
+        # pitch -> start step of the engine's latest voice of it (a re-struck pitch's
+        # release ends the entry: its older voice is the engine's 5-s cap's business)
+        self._sounding: dict[int, int] = {}
+        self._step_ons = 0  # note-ons in the current step so far
+        self._released: tuple = ()  # pitches the engine released in the current step
 
     def heard(self, token: int, step: int, own: bool) -> None:
         """An event fed to the model at stream ``step`` (``own``: sampled by the engine)."""
         if token < codec.NOTE_OFF:
             (self._own if own else self._player).append(step)
+            self._step_ons += 1
             if own:
-                self._young[token] = step
-        elif token < codec.TIME_SHIFT and own:
-            self._young.pop(token - codec.NOTE_OFF, None)
-        self._onset = codec.TIME_SHIFT <= token < codec.VELOCITY
+                self._sounding[token] = step
+        elif token < codec.TIME_SHIFT:
+            if own:
+                self._sounding.pop(token - codec.NOTE_OFF, None)
+                self._released += (token - codec.NOTE_OFF,)
+        elif token < codec.VELOCITY:
+            self._step_ons = 0
+            self._released = ()
 
     def goal(self, step: int) -> float:
         """The target in notes/s at ``step``."""
@@ -129,29 +141,42 @@ class DensitySteering:
         return min(max(b, BIAS_LIMITS[0]), BIAS_LIMITS[1])
 
     def logits_offset(self, step: int, update: bool = True) -> np.ndarray:
-        """``bias`` as an offset of the 388 logits."""
+        """The offset of the 388 logits at ``step``: ``bias`` on note-ons and velocity
+        events until the step's first note-on, and again from its CHORD_NOTES-th (a
+        re-strike of a pitch just released gets RESTRIKE_SHARE of it); the note lengths'
+        costs on the release of the engine's notes."""
         b = self.bias(step, update)
-        if not self._onset:
+        ons = self._step_ons
+        if ons >= CHORD_NOTES or (ons == 0 and not self._released):
+            out = self._on_vel * np.float32(b)
+        elif ons == 0:
+            out = self._on_vel * np.float32(b)
+            out[codec.VELOCITY:] = b * RESTRIKE_SHARE
+            for pitch in self._released:
+                out[codec.NOTE_ON + pitch] = b * RESTRIKE_SHARE
+        elif self._sounding:
+            out = self._zero.copy()
+        else:
             return self._zero
-        out = self._on_vel * np.float32(b)
-        if b < 0.0 and self._young:
-            # while it holds the notes back, it holds back cutting its young notes short
-            # too: the model's way to make room for a note is to release one
-            horizon = step - int(MIN_NOTE_S * STEPS)
-            for pitch, start in self._young.items():
-                if start > horizon:
-                    out[codec.NOTE_OFF + pitch] = b * YOUNG_SHARE
+        young = step - int(MIN_NOTE_S * STEPS)
+        old = step - int(OLD_S * STEPS)
+        for pitch, start in self._sounding.items():
+            if start > young:
+                out[codec.NOTE_OFF + pitch] = YOUNG_PENALTY
+            elif start < old:
+                out[codec.NOTE_OFF + pitch] = OLD_GAIN * (old - start) / STEPS
         return out
 
     def snapshot(self) -> SteeringState:
         return SteeringState(tuple(self._own), tuple(self._player), self._integral,
-                             self._last_step, dict(self._young), self._onset)
+                             self._last_step, dict(self._sounding), self._step_ons,
+                             self._released)
 
     def restore(self, state: SteeringState) -> None:
         self._own, self._player = deque(state.own), deque(state.player)
         self._integral, self._last_step = state.integral, state.last_step
-        self._young = dict(state.young)
-        self._onset = state.onset
+        self._sounding = dict(state.sounding)
+        self._step_ons, self._released = state.step_ons, state.released
 
 
 def truncate(weights: np.ndarray, top_p: float = 1.0, min_p: float = 0.0) -> None:

@@ -27,12 +27,12 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from livepiano import LivepianoError, codec
+from livepiano import LivepianoError
 
 WINDOW_S = 10.0
 HELD_S = 5.0  # a note this long or longer counts as held
