@@ -97,7 +97,7 @@ def test_steering_state_is_part_of_the_snapshot(eager):
 def test_truncate_keeps_the_nucleus():
     w = np.array([1.0, 0.5, 0.3, 0.1, 0.05, 0.0])
     steering.truncate(w, top_p=0.8)
-    assert w.tolist() == [1.0, 0.5, 0.0, 0.0, 0.0, 0.0]
+    assert w.tolist() == [1.0, 0.5, 0.3, 0.0, 0.0, 0.0]  # 1.5 of 1.95 is under 80 %
     w = np.array([1.0, 0.5, 0.3, 0.1, 0.05])
     steering.truncate(w, min_p=0.2)
     assert w.tolist() == [1.0, 0.5, 0.3, 0.0, 0.0]
@@ -135,16 +135,16 @@ def test_take_backs_and_kept_silences_leave_no_stuck_note():
     sim = _session(seed=3)
     sim.run_until(20.0, music._player_events(notes))
     assert sim.loop.taken_back > 100  # the take-back path really ran
-    sounding: dict[int, float] = {}
+    sounding: dict[int, list[float]] = {}  # pitch -> start times of its voices, oldest first
     longest = 0.0
     for t, m in sorted(sim.out.sent, key=lambda x: x[0]):
         if m[0] & 0xF0 == 0x90 and m[2] > 0:
-            assert m[1] not in sounding, f"pitch {m[1]} struck again while sounding"
-            sounding[m[1]] = t
-        elif m[1] in sounding:
-            longest = max(longest, t - sounding.pop(m[1]))
+            sounding.setdefault(m[1], []).append(t)
+        elif sounding.get(m[1]):
+            longest = max(longest, t - sounding[m[1]].pop(0))
     # what still sounds at the end started less than the engine's cap ago
-    assert all(sim.now - t <= 5.0 + 0.11 for t in sounding.values()), sounding
+    left = [t for ts in sounding.values() for t in ts]
+    assert all(sim.now - t <= 5.0 + 0.11 for t in left), sounding
     assert longest <= 5.0 + 0.11
 
 

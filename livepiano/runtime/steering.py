@@ -78,6 +78,7 @@ class DensitySteering:
         on_vel[codec.VELOCITY:] = 1.0
         self._on_vel = on_vel
         self._zero = np.zeros(codec.VOCAB_SIZE, np.float32)
+        self._out = np.zeros(codec.VOCAB_SIZE, np.float32)  # reused: read it before the next call
         self.reset()
 
     def reset(self) -> None:
@@ -147,15 +148,15 @@ class DensitySteering:
         costs on the release of the engine's notes."""
         b = self.bias(step, update)
         ons = self._step_ons
-        if ons >= CHORD_NOTES or (ons == 0 and not self._released):
-            out = self._on_vel * np.float32(b)
-        elif ons == 0:
-            out = self._on_vel * np.float32(b)
-            out[codec.VELOCITY:] = b * RESTRIKE_SHARE
-            for pitch in self._released:
-                out[codec.NOTE_ON + pitch] = b * RESTRIKE_SHARE
+        out = self._out
+        if ons >= CHORD_NOTES or ons == 0:
+            np.multiply(self._on_vel, np.float32(b), out=out)
+            if ons == 0 and self._released:
+                out[codec.VELOCITY:] = b * RESTRIKE_SHARE
+                for pitch in self._released:
+                    out[codec.NOTE_ON + pitch] = b * RESTRIKE_SHARE
         elif self._sounding:
-            out = self._zero.copy()
+            out.fill(0.0)
         else:
             return self._zero
         young = step - int(MIN_NOTE_S * STEPS)
