@@ -11,7 +11,6 @@ import sys
 
 from livepiano import LivepianoError, __version__
 
-
 # --- inspect ------------------------------------------------------------------------------
 
 def _add_inspect(sub) -> None:
@@ -23,9 +22,9 @@ def _add_inspect(sub) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    from livepiano import codec, data
+    from livepiano.core import codec, midifile
 
-    notes = data.midi_file_notes(args.file)
+    notes = midifile.midi_file_notes(args.file)
     if not notes:
         raise LivepianoError(f"{args.file} is a MIDI file with no notes in it.")
     tokens = codec.notes_to_tokens(notes)
@@ -51,7 +50,8 @@ def _cmd_inspect(args) -> int:
 
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="encode a folder of MIDI files into a token cache")
-    p.add_argument("data_dir", help="folder of MIDI files (MAESTRO's CSV split is used when present)")
+    p.add_argument("data_dir",
+                   help="folder of MIDI files (MAESTRO's CSV split is used when present)")
     p.add_argument("-o", "--output", required=True, help="cache folder to write")
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     p.set_defaults(run=_cmd_prepare)
@@ -60,12 +60,12 @@ def _add_prepare(sub) -> None:
 def _cmd_prepare(args) -> int:
     import time
 
-    from livepiano import data
+    from livepiano.learn import dataset
 
     t0 = time.monotonic()
-    report = data.prepare(args.data_dir, args.output, workers=args.workers)
+    report = dataset.prepare(args.data_dir, args.output, workers=args.workers)
     took = time.monotonic() - t0
-    for split in data.SPLITS:
+    for split in dataset.SPLITS:
         print(f"{split:<11} {report.files[split]:>5} files  {report.tokens[split]:>11,} tokens  "
               f"{report.seconds[split] / 3600:7.2f} h")
     if report.skipped:
@@ -79,10 +79,12 @@ def _cmd_prepare(args) -> int:
 # --- train ------------------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train Performance RNN on a token cache (needs the [train] extra)")
+    p = sub.add_parser("train",
+                       help="train Performance RNN on a token cache (needs the [train] extra)")
     p.add_argument("cache", help="token cache made by `livepiano prepare`")
     p.add_argument("-o", "--out", default="checkpoints/run.pt",
-                   help="checkpoint to write, and to resume from when it exists (default: %(default)s)")
+                   help="checkpoint to write, and to resume from when it exists "
+                        "(default: %(default)s)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--epochs", type=float, default=1.0,
@@ -106,7 +108,7 @@ def _add_train(sub) -> None:
 
 def _cmd_train(args) -> int:
     try:
-        from livepiano.train import TrainConfig, train
+        from livepiano.learn.train import TrainConfig, train
     except ImportError as e:
         raise LivepianoError(f"training needs torch ({e.name} is missing); "
                              f"install it with `pip install -e \".[train]\"`.") from None
@@ -135,7 +137,7 @@ def _add_ports(sub) -> None:
 
 
 def _cmd_ports(args) -> int:
-    from livepiano import ports
+    from livepiano.live import ports
 
     api = ports.resolve_api(args.api)
     ins, outs = ports.list_ports(api)
@@ -148,7 +150,7 @@ def _cmd_ports(args) -> int:
 
 
 def _add_play(sub) -> None:
-    from livepiano.config import MODES, REALTIME
+    from livepiano.settings.choices import MODES, REALTIME
 
     p = sub.add_parser("play", help="play live: your notes in, the model's notes out")
     p.add_argument("--in", dest="in_", metavar="PORT",
@@ -183,9 +185,10 @@ def _add_play(sub) -> None:
 
 
 def _cmd_play(args) -> int:
-    from livepiano import config, live
+    from livepiano.live import session
+    from livepiano.settings import files
 
-    settings = config.for_play(args.config, {
+    settings = files.for_play(args.config, {
         "in": args.in_, "out": args.out, "api": args.api, "mode": args.mode,
         "model": args.model, "temperature": args.temperature, "channel": args.channel,
         "lookahead_ms": args.lookahead_ms, "echo": args.echo, "record": args.record,
@@ -193,7 +196,7 @@ def _cmd_play(args) -> int:
         "controls": args.controls, "control_in": args.control_in, "takeover": args.takeover,
         "wait": args.wait, "min_call": args.min_call, "answer": args.answer,
         "barge_in": args.barge_in, "follow": args.follow, "end_of_call_cc": args.end_of_call_cc})
-    return live.Session(settings, status=args.status).run()
+    return session.Session(settings, status=args.status).run()
 
 
 def _add_duet_options(p) -> None:
@@ -217,7 +220,7 @@ def _add_duet_options(p) -> None:
                         "learned end_of_call knob works too)")
 
 
-# --- knobs: controls, learn (issue 6) ------------------------------------------------------
+# --- knobs: controls, learn ---------------------------------------------------------------
 
 def _add_controls_option(p) -> None:
     p.add_argument("--controls", metavar="FILE.yaml", default=None,
@@ -227,7 +230,7 @@ def _add_controls_option(p) -> None:
 
 
 def _add_knob_options(p) -> None:
-    from livepiano.config import TAKEOVERS
+    from livepiano.settings.choices import TAKEOVERS
 
     _add_controls_option(p)
     p.add_argument("--control-in", metavar="PORT", default=None,
@@ -247,9 +250,10 @@ def _add_controls(sub) -> None:
 def _cmd_controls(args) -> int:
     from pathlib import Path
 
-    from livepiano import config, controls
+    from livepiano.live import controls
+    from livepiano.settings import files, params
 
-    settings = config.for_play(None, {"controls": args.controls})  # what `play` would use
+    settings = files.for_play(None, {"controls": args.controls})  # what `play` would use
     path = Path(settings["controls"])
     ctl = controls.Controls(settings["bindings"], takeover=settings["takeover"])
     print(f"file           {path}" + ("" if path.exists() else " (not there yet)"))
@@ -257,14 +261,14 @@ def _cmd_controls(args) -> int:
     lines = ctl.describe()
     if not lines:
         print("no bindings yet: bind a knob with `livepiano learn temperature --in "
-              "\"Controller\"` (parameters: " + ", ".join(controls.PARAMS) + ")")
+              "\"Controller\"` (parameters: " + ", ".join(params.PARAMS) + ")")
     for line in lines:
         print(line)
     return 0
 
 
 def _add_learn(sub) -> None:
-    from livepiano.controls import PARAMS
+    from livepiano.settings.params import PARAMS
 
     p = sub.add_parser("learn", help="bind the next knob, fader or pad you move to a parameter")
     p.add_argument("param", help="what to bind: " + ", ".join(PARAMS))
@@ -281,9 +285,10 @@ def _add_learn(sub) -> None:
 def _cmd_learn(args) -> int:
     import time
 
-    from livepiano import config, controls, ports
+    from livepiano.live import controls, ports
+    from livepiano.settings import bindings, files
 
-    path = config.bindings_path(args.controls)
+    path = files.bindings_path(args.controls)
     ctl = controls.load(path)  # a bad file fails before the port opens
     start = ctl.start_learn(args.param)  # so does an unknown parameter
     api = ports.resolve_api(args.api)
@@ -300,7 +305,7 @@ def _cmd_learn(args) -> int:
                 continue
             for change in ctl.handle(item[0]):
                 if change.param == "bound":
-                    saved = controls.save(path, ctl.bindings.values())
+                    saved = bindings.save(path, ctl.bindings.values())
                     print(f"{change.text}; saved to {saved}")
                     return 0
         print(f"livepiano: no control moved in {args.timeout:g} s; nothing bound.",
@@ -337,7 +342,7 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
-    from livepiano import export
+    from livepiano.learn import export
 
     export.export(args.checkpoint, args.output, eval_data=args.eval_data, split=args.split,
                   limit=args.limit, int8=args.int8, threads=args.threads)
@@ -365,7 +370,7 @@ def _add_eval(sub) -> None:
 def _cmd_eval(args) -> int:
     import json
 
-    from livepiano.engine import evaluate
+    from livepiano.learn.evaluate import evaluate
 
     r = evaluate(args.model, args.data, split=args.split, limit=args.limit, batch=args.batch,
                  threads=args.threads, progress=True)
@@ -395,6 +400,9 @@ def _add_generate(sub) -> None:
                         "track, 'primer', and generation continues after its end on track "
                         "'livepiano'")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
+    p.add_argument("--density", type=float, default=None, metavar="NOTES_PER_S",
+                   help="notes per second the model's playing is steered toward (default: the "
+                        "`density` setting's default)")
     p.add_argument("--compare", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="also print the same figures for real playing: the median over the "
                         "30-second segments of this cache's test split or folder of MIDI files")
@@ -419,11 +427,11 @@ def _add_render_options(p) -> None:
 def _render_outputs(args, midi_path) -> None:
     """--wav and --plot of a command that has written ``midi_path``."""
     if args.plot:
-        from livepiano.pianoroll import plot_midi
+        from livepiano.tools.pianoroll import plot_midi
 
         print(f"plot         {plot_midi(midi_path, args.plot).describe()}")
     if args.wav:
-        from livepiano.render import render_midi
+        from livepiano.tools.render import render_midi
 
         print(f"wav          {render_midi(midi_path, args.wav, args.soundfont).describe()}")
 
@@ -431,24 +439,26 @@ def _render_outputs(args, midi_path) -> None:
 def _cmd_generate(args) -> int:
     import time
 
-    from livepiano import data
-    from livepiano.engine import Engine, describe_notes, generate, resolve_model
+    from livepiano.core import midifile
+    from livepiano.runtime.engine import Engine
+    from livepiano.runtime.modelfile import resolve_model
+    from livepiano.runtime.offline import describe_notes, generate
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
     if args.wav:  # a missing FluidSynth or soundfont is said before generating
-        from livepiano.render import find_fluidsynth, find_soundfont, install_hint
+        from livepiano.tools.render import find_fluidsynth, find_soundfont, install_hint
 
         if find_fluidsynth() is None:
             raise LivepianoError(f"--wav needs FluidSynth (the fluidsynth program or "
                                  f"pyfluidsynth), which was not found; install {install_hint()}.")
         find_soundfont(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
-    from livepiano import config
     from livepiano.runtime import steering
+    from livepiano.settings import schema
 
-    steering.configure(engine, config.defaults())
-    primer = data.midi_file_tokens(args.primer) if args.primer else []
+    steering.configure(engine, schema.merge(schema.defaults(), {"density": args.density}))
+    primer = midifile.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
         raise LivepianoError(f"{args.primer} has no notes to prime the model with; "
                              f"give another primer.")
@@ -466,7 +476,7 @@ def _cmd_generate(args) -> int:
           f"({took:.1f} s wall, {args.seconds / max(took, 1e-9):.0f}x real time)")
     real = None
     if args.compare:
-        from livepiano.engine import describe_data
+        from livepiano.learn.evaluate import describe_data
 
         real = describe_data(args.compare, "test", args.compare_limit)
         where = f"{real['split']} split" if real["split"] else "all files"
@@ -501,7 +511,7 @@ def _add_plot(sub) -> None:
 def _cmd_plot(args) -> int:
     from pathlib import Path
 
-    from livepiano.pianoroll import plot_midi
+    from livepiano.tools.pianoroll import plot_midi
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -515,7 +525,7 @@ def _cmd_plot(args) -> int:
 
 
 def _add_bench(sub) -> None:
-    from livepiano import bench
+    from livepiano.tools import bench
 
     p = sub.add_parser("bench", help="benchmarks: " + ", ".join(sorted(bench.BENCHES)))
     p.add_argument("which", choices=sorted(bench.BENCHES), help="which benchmark to run")
@@ -524,7 +534,7 @@ def _add_bench(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from livepiano import bench
+    from livepiano.tools import bench
 
     return bench.run(args.which, args)
 
@@ -553,7 +563,7 @@ def _add_demo(sub) -> None:
 
 
 def _cmd_demo(args) -> int:
-    from livepiano import demo
+    from livepiano.tools import demo
 
     result = demo.run(args.seconds, args.output_dir, plot=args.plot, api=args.api,
                       model=args.model, seed=args.seed, soundfont=args.soundfont, wav=args.wav)
@@ -572,7 +582,8 @@ _COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livepiano",
-        description="A real-time MIDI improvisation instrument: you play, a Performance RNN answers.")
+        description="A real-time MIDI improvisation instrument: you play, a Performance RNN "
+                    "answers.")
     parser.add_argument("--version", action="version", version=f"livepiano {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from livepiano.jack import JackServer as _PackageJackServer, die_with_parent
-from livepiano.jack import jackd_path
+from livepiano.tools.jack import JackServer as _PackageJackServer
+from livepiano.tools.jack import die_with_parent, jackd_path
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -241,10 +241,10 @@ def train_tiny_model(out: Path, steps: int = 150, seed: int = 0) -> Path:
     import numpy as np
     import torch
 
-    from livepiano import codec
-    from livepiano.data import midi_file_tokens
-    from livepiano.export import write_onnx
-    from livepiano.model import ModelConfig, PerformanceRNN
+    from livepiano.core import codec
+    from livepiano.core.midifile import midi_file_tokens
+    from livepiano.learn.export import write_onnx
+    from livepiano.learn.network import ModelConfig, PerformanceRNN
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from livepiano import codec
+from livepiano.core import codec
 
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = sorted(DATA.glob("*.mid")) + sorted((DATA / "tricky").glob("*.mid"))

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livepiano import codec
-from livepiano.data import midi_file_tokens
-from livepiano.codec import Note
+from livepiano.core import codec
+from livepiano.core.codec import Note
+from livepiano.core.midifile import midi_file_tokens
 
 DATA = Path(__file__).resolve().parent / "data"
 MAESTRO = sorted(DATA.glob("*.mid"))

@@ -2,55 +2,58 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livepiano import LivepianoError, config
+from livepiano import LivepianoError
+from livepiano.settings import choices, files, schema
 
 
 def test_defaults_come_from_the_schema():
-    d = config.defaults()
-    assert set(d) == set(config.SCHEMA)
+    d = schema.defaults()
+    assert set(d) == set(schema.SCHEMA)
     assert d["mode"] == "continuous" and d["temperature"] == 1.0 and d["lookahead_ms"] == 100
 
 
 def test_a_bad_value_names_the_key_and_what_is_allowed():
     with pytest.raises(LivepianoError, match="'temperature' is 'hot' but must be a number"):
-        config.validate({"temperature": "hot"})
+        schema.validate({"temperature": "hot"})
     with pytest.raises(LivepianoError, match="'mode' .* one of continuous"):
-        config.validate({"mode": "jazz"})
+        schema.validate({"mode": "jazz"})
     with pytest.raises(LivepianoError, match="unknown setting 'tempo'"):
-        config.validate({"tempo": 3})
+        schema.validate({"tempo": 3})
 
 
 def test_merge_keeps_what_was_not_given():
-    base = config.validate({"temperature": 0.8})
-    merged = config.merge(base, {"temperature": None, "channel": 10})
+    base = schema.validate({"temperature": 0.8})
+    merged = schema.merge(base, {"temperature": None, "channel": 10})
     assert merged["temperature"] == 0.8 and merged["channel"] == 10
     with pytest.raises(LivepianoError, match="'channel'"):
-        config.merge(base, {"channel": 17})
+        schema.merge(base, {"channel": 17})
 
 
 def test_a_yaml_file_error_gives_the_line(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("temperature: 0.9\nout: FluidSynth\necho: true\n")
-    s = config.load(good)
+    s = files.load(good)
     assert s["temperature"] == 0.9 and s["out"] == "FluidSynth" and s["echo"] is True
     bad = tmp_path / "bad.yaml"
     bad.write_text("temperature: 0.9\nlookahead_ms: 5000\n")
     with pytest.raises(LivepianoError, match=r"bad.yaml line 2: setting 'lookahead_ms'"):
-        config.load(bad)
+        files.load(bad)
     broken = tmp_path / "broken.yaml"
     broken.write_text("temperature: [1\n")
     with pytest.raises(LivepianoError, match="not valid YAML"):
-        config.load(broken)
+        files.load(broken)
 
 
 def test_every_mode_the_schema_allows_is_one_the_session_knows():
-    from livepiano import live
+    from livepiano.live import modes
 
-    assert set(config.MODES) == set(live.MODES)
+    assert set(choices.MODES) == set(modes.MODES)
 
 
 # --- one schema for settings and knob bindings ---------------------------------------------
@@ -77,27 +80,27 @@ answer: 2-8
 
 
 def _binding(kind, channel, number, param, takeover=None):
-    from livepiano.controls import Binding, Control
+    from livepiano.settings.params import Binding, Control
 
     return Binding(Control(kind, channel, number), param, takeover)
 
 
 def test_the_knob_keys_and_their_defaults_are_in_the_schema():
-    d = config.defaults()
-    assert d["takeover"] == config.SCHEMA["takeover"].default == "jump"
-    assert d["bindings"] == config.SCHEMA["bindings"].default == ()
+    d = schema.defaults()
+    assert d["takeover"] == schema.SCHEMA["takeover"].default == "jump"
+    assert d["bindings"] == schema.SCHEMA["bindings"].default == ()
     assert d["controls"] is None
     # the controls module takes its defaults from there, not from a copy
-    from livepiano import controls
+    from livepiano.settings import bindings
 
-    assert controls.ControlsFile("x").takeover == d["takeover"]
-    assert controls.read("/nonexistent/livepiano.yaml").bindings == list(d["bindings"])
+    assert bindings.ControlsFile("x").takeover == d["takeover"]
+    assert bindings.read("/nonexistent/livepiano.yaml").bindings == list(d["bindings"])
 
 
 def test_a_settings_and_bindings_file_round_trips(tmp_path):
     path = tmp_path / "livepiano.yaml"
     path.write_text(SETTINGS_AND_BINDINGS)
-    s = config.load(path)
+    s = files.load(path)
     assert (s["temperature"], s["mode"], s["out"], s["answer"]) == (0.9, "duet", "FluidSynth",
                                                                     (2.0, 8.0))
     assert s["takeover"] == "pickup"
@@ -105,27 +108,28 @@ def test_a_settings_and_bindings_file_round_trips(tmp_path):
                              _binding("cc", 1, 73, "dynamics"),
                              _binding("note", 10, 43, "panic"))
     assert s["channel"] == 1  # not in the file: the default
-    from livepiano import controls
+    from livepiano.settings import bindings
 
-    controls.save(path, s["bindings"], s["takeover"])  # written back as they are
+    bindings.save(path, s["bindings"], s["takeover"])  # written back as they are
     assert path.read_text() == SETTINGS_AND_BINDINGS
-    assert config.load(path) == s
+    assert files.load(path) == s
 
 
 def test_saving_bindings_keeps_every_other_key_and_every_comment(tmp_path):
-    from livepiano import controls
+    from livepiano.live import controls
+    from livepiano.settings import bindings, params
 
     path = tmp_path / "livepiano.yaml"
     path.write_text(SETTINGS_AND_BINDINGS)
-    before = config.load(path)
+    before = files.load(path)
     c = controls.load(path)
     c.start_learn("key")
     c.handle([0xB0, 22, 1])
     c.handle([0xB0, 22, 5])  # moved: bound
-    c.bind(controls.Control("cc", 1, 73), "density")  # a control rebound to another parameter
-    controls.save(path, c.bindings.values())
+    c.bind(params.Control("cc", 1, 73), "density")  # a control rebound to another parameter
+    bindings.save(path, c.bindings.values())
     text = path.read_text()
-    after = config.load(path)
+    after = files.load(path)
     assert {k: v for k, v in after.items() if k != "bindings"} == \
         {k: v for k, v in before.items() if k != "bindings"}
     assert set(after["bindings"]) == {_binding("cc", 1, 70, "temperature"),
@@ -147,28 +151,28 @@ def test_saving_bindings_keeps_every_other_key_and_every_comment(tmp_path):
 
 
 def test_saving_into_a_settings_file_without_bindings_appends_them(tmp_path):
-    from livepiano import controls
+    from livepiano.settings import bindings
 
     path = tmp_path / "livepiano.yaml"
     original = "# just settings\ntemperature: 1.2\nrecord: ~/s.mid   # keep me\n"
     path.write_text(original)
     path.chmod(0o640)
-    controls.save(path, [_binding("cc", 2, 7, "dynamics")])
+    bindings.save(path, [_binding("cc", 2, 7, "dynamics")])
     text = path.read_text()
     assert text.startswith(original) and text.endswith(
         "bindings:\n  - {param: dynamics, cc: 7, channel: 2}\n")
     assert "takeover" not in text  # only what was given is written
-    s = config.load(path)
+    s = files.load(path)
     assert s["temperature"] == 1.2 and s["record"] == "~/s.mid"
     assert path.stat().st_mode & 0o777 == 0o640  # the user's permissions stay
     # a file with no newline at its end, and a takeover added: each on its own line
     path.write_text("temperature: 1.2")
-    controls.save(path, [], "scale")
-    assert config.read(path).values == {"temperature": 1.2, "takeover": "scale", "bindings": ()}
+    bindings.save(path, [], "scale")
+    assert files.read(path).values == {"temperature": 1.2, "takeover": "scale", "bindings": ()}
 
 
 def test_a_file_that_cannot_be_read_back_is_never_overwritten(tmp_path):
-    from livepiano import controls
+    from livepiano.settings import bindings
 
     path = tmp_path / "livepiano.yaml"
     for body, pattern in (("temperature: [0.9\nbindings: []\n", "line 2: not valid YAML"),
@@ -176,36 +180,36 @@ def test_a_file_that_cannot_be_read_back_is_never_overwritten(tmp_path):
                           ("{temperature: 1, bindings: []}\n", "one-line")):
         path.write_text(body)
         with pytest.raises(LivepianoError, match=pattern):
-            controls.save(path, [_binding("cc", 1, 5, "temperature")])
+            bindings.save(path, [_binding("cc", 1, 5, "temperature")])
         assert path.read_text() == body
     assert [p.name for p in tmp_path.iterdir()] == ["livepiano.yaml"]  # no temporary left
 
 
 def test_saving_through_a_symlink_writes_its_target(tmp_path):
-    from livepiano import controls
+    from livepiano.settings import bindings
 
     target = tmp_path / "dotfiles" / "livepiano.yaml"
     target.parent.mkdir()
     target.write_text("mode: duet\n")
     link = tmp_path / "livepiano.yaml"
     link.symlink_to(target)
-    controls.save(link, [_binding("cc", 1, 5, "temperature")])
+    bindings.save(link, [_binding("cc", 1, 5, "temperature")])
     assert link.is_symlink()
-    assert config.load(target)["bindings"] == (_binding("cc", 1, 5, "temperature"),)
-    assert config.load(target)["mode"] == "duet"
+    assert files.load(target)["bindings"] == (_binding("cc", 1, 5, "temperature"),)
+    assert files.load(target)["mode"] == "duet"
 
 
 def test_an_error_in_a_binding_names_its_line_in_a_settings_file(tmp_path):
     path = tmp_path / "livepiano.yaml"
     path.write_text(SETTINGS_AND_BINDINGS.replace("cc: 73", "cc: 130"))
     with pytest.raises(LivepianoError) as info:
-        config.load(path)
+        files.load(path)
     assert str(info.value) == (f"{path} line 11: 'cc' is 130 but must be a whole number from "
                                f"0 to 119.")
     # outside a file the same check speaks of the entry
     with pytest.raises(LivepianoError, match=r"^CC 5 on channel 1 is bound twice \(here and "
                                              r"on entry 1\)"):
-        config.validate({"bindings": [{"param": "panic", "cc": 5},
+        schema.validate({"bindings": [{"param": "panic", "cc": 5},
                                       {"param": "learn", "cc": 5}]})
 
 
@@ -215,22 +219,22 @@ def _env(tmp_path, **extra):
 
 def test_play_reads_the_default_file_when_it_is_there(tmp_path):
     env = _env(tmp_path)
-    s = config.for_play(None, {}, env)
-    assert s == dict(config.defaults(), controls=str(tmp_path / "xdg/livepiano/livepiano.yaml"))
+    s = files.for_play(None, {}, env)
+    assert s == dict(schema.defaults(), controls=str(tmp_path / "xdg/livepiano/livepiano.yaml"))
     default = tmp_path / "xdg" / "livepiano" / "livepiano.yaml"
     default.parent.mkdir(parents=True)
     default.write_text(SETTINGS_AND_BINDINGS)
-    s = config.for_play(None, {"temperature": 1.5, "mode": None}, env)
+    s = files.for_play(None, {"temperature": 1.5, "mode": None}, env)
     assert s["temperature"] == 1.5 and s["mode"] == "duet"  # the command line wins
     assert len(s["bindings"]) == 3 and s["controls"] == str(default)
     # $LIVEPIANO_CONFIG names another default; --config a file that must be there
     other = tmp_path / "other.yaml"
     other.write_text("mode: continuous\n")
-    s = config.for_play(None, {}, _env(tmp_path, LIVEPIANO_CONFIG=str(other)))
+    s = files.for_play(None, {}, _env(tmp_path, LIVEPIANO_CONFIG=str(other)))
     assert s["mode"] == "continuous" and s["bindings"] == () and s["controls"] == str(other)
-    assert config.for_play(other, {}, env)["controls"] == str(other)
+    assert files.for_play(other, {}, env)["controls"] == str(other)
     with pytest.raises(LivepianoError, match=r"missing.yaml: there is no such settings file"):
-        config.for_play(tmp_path / "missing.yaml", {}, env)
+        files.for_play(tmp_path / "missing.yaml", {}, env)
 
 
 def test_the_bindings_file_can_be_another_one(tmp_path):
@@ -241,40 +245,40 @@ def test_the_bindings_file_can_be_another_one(tmp_path):
     knobs.write_text("bindings:\n  - {param: temperature, cc: 70}\n")
     env = _env(tmp_path)
     # --controls: the bindings from there; the takeover the settings file's, as that has none
-    s = config.for_play(settings, {"controls": str(knobs)}, env)
+    s = files.for_play(settings, {"controls": str(knobs)}, env)
     assert s["temperature"] == 0.7 and s["takeover"] == "scale"
     assert s["bindings"] == (_binding("cc", 1, 70, "temperature"),)
     assert s["controls"] == str(knobs)
     knobs.write_text("takeover: jump\nbindings: []\n")  # its own takeover travels with it
-    assert config.for_play(settings, {"controls": str(knobs)}, env)["takeover"] == "jump"
-    s = config.for_play(settings, {"controls": str(knobs), "takeover": "pickup"}, env)
+    assert files.for_play(settings, {"controls": str(knobs)}, env)["takeover"] == "jump"
+    s = files.for_play(settings, {"controls": str(knobs), "takeover": "pickup"}, env)
     assert s["takeover"] == "pickup"  # and --takeover wins over both
     # $LIVEPIANO_CONTROLS, under --controls
     env_knobs = tmp_path / "env.yaml"
     env = _env(tmp_path, LIVEPIANO_CONTROLS=str(env_knobs))
-    assert config.for_play(settings, {}, env)["controls"] == str(env_knobs)
-    assert config.for_play(settings, {}, env)["bindings"] == ()  # not there yet: none
-    assert config.for_play(settings, {"controls": str(knobs)}, env)["controls"] == str(knobs)
+    assert files.for_play(settings, {}, env)["controls"] == str(env_knobs)
+    assert files.for_play(settings, {}, env)["bindings"] == ()  # not there yet: none
+    assert files.for_play(settings, {"controls": str(knobs)}, env)["controls"] == str(knobs)
     # a controls: key, relative to the settings file
     (tmp_path / "conf").mkdir()
     inner = tmp_path / "conf" / "s.yaml"
     inner.write_text("controls: pads.yaml\n")
     (tmp_path / "conf" / "pads.yaml").write_text("bindings:\n  - {param: panic, note: 1, "
                                                  "channel: 10}\n")
-    s = config.for_play(inner, {}, _env(tmp_path))
+    s = files.for_play(inner, {}, _env(tmp_path))
     assert s["controls"] == str(tmp_path / "conf" / "pads.yaml")
     assert s["bindings"] == (_binding("note", 10, 1, "panic"),)
 
 
 def test_a_controls_file_is_a_settings_file_that_holds_only_the_knobs():
-    from livepiano import controls
+    from livepiano.settings import params
 
-    example = config.read(config.Path(__file__).resolve().parent.parent / "examples" /
+    example = files.read(Path(__file__).resolve().parent.parent / "examples" /
                           "controls.yaml")
     assert set(example.values) == {"takeover", "bindings"}
-    settings = config.load(config.Path(__file__).resolve().parent.parent / "examples" /
+    settings = files.load(Path(__file__).resolve().parent.parent / "examples" /
                            "settings.yaml")
-    assert settings["bindings"] and all(isinstance(b, controls.Binding)
+    assert settings["bindings"] and all(isinstance(b, params.Binding)
                                         for b in settings["bindings"])
 
 
@@ -284,18 +288,19 @@ def test_a_controls_file_is_a_settings_file_that_holds_only_the_knobs():
                 min_size=1, max_size=6))
 def test_property_learning_again_and_again_never_loses_a_setting_or_a_comment(tmp_path_factory,
                                                                               learned):
-    from livepiano import controls
+    from livepiano.live import controls
+    from livepiano.settings import bindings, params
 
     path = tmp_path_factory.mktemp("p") / "livepiano.yaml"
     path.write_text(SETTINGS_AND_BINDINGS)
-    before = config.load(path)
+    before = files.load(path)
     comments = [line for line in SETTINGS_AND_BINDINGS.splitlines()
                 if line.lstrip().startswith("#")]
     c = controls.load(path)
     for number, param in learned:  # one save per learned knob, as `learn` does
-        c.bind(controls.Control("cc", 3, number), param)
-        controls.save(path, c.bindings.values())
-        after = config.load(path)
+        c.bind(params.Control("cc", 3, number), param)
+        bindings.save(path, c.bindings.values())
+        after = files.load(path)
         assert set(after["bindings"]) == set(c.bindings.values())
         assert {k: v for k, v in after.items() if k != "bindings"} == \
             {k: v for k, v in before.items() if k != "bindings"}

@@ -10,12 +10,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livepiano import LivepianoError, codec, config
-from livepiano import controls as C
-from livepiano.controls import Binding, Control, Controls
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.live import controls
+from livepiano.live.controls import Controls
+from livepiano.settings import bindings, files, params
+from livepiano.settings.params import Binding, Control
 
-KNOBS = [n for n, p in C.PARAMS.items() if p.kind == C.KNOB]
-NUMERIC = [n for n in KNOBS if C.PARAMS[n].curve is not None]
+KNOBS = [n for n, p in params.PARAMS.items() if p.kind == params.KNOB]
+NUMERIC = [n for n in KNOBS if params.PARAMS[n].curve is not None]
 
 
 def cc(number, value, channel=0):
@@ -45,7 +48,7 @@ def turn(controls, number, values, channel=0):
 # --- curves ---------------------------------------------------------------------------------
 
 def test_temperature_curve_ends_and_exact_centre():
-    t = C.PARAMS["temperature"]
+    t = params.PARAMS["temperature"]
     assert t.value_at(0) == 0.1
     assert t.value_at(127) == 2.0
     assert t.value_at(64) == 1.0
@@ -53,7 +56,7 @@ def test_temperature_curve_ends_and_exact_centre():
 
 
 def test_temperature_curve_is_strictly_monotonic_and_broad_in_the_middle():
-    t = C.PARAMS["temperature"]
+    t = params.PARAMS["temperature"]
     values = [t.value_at(q) for q in range(128)]
     assert all(a < b for a, b in zip(values, values[1:]))
     # the centre is easy to find by hand: five steps either side stay within 1.5 % of 1.0
@@ -65,32 +68,33 @@ def test_temperature_curve_is_strictly_monotonic_and_broad_in_the_middle():
 
 def test_every_knob_has_its_range_at_the_ends_and_its_default_inside():
     for name in NUMERIC:
-        p = C.PARAMS[name]
+        p = params.PARAMS[name]
         assert p.value_at(0) == p.curve.lo and p.value_at(127) == p.curve.hi
         assert p.curve.lo <= p.default <= p.curve.hi
-    assert C.PARAMS["dynamics"].value_at(64) == 1.0
-    assert C.PARAMS["duet_wait"].value_at(64) == 0.6  # the duet's default wait at the centre
-    assert (C.PARAMS["dynamics"].curve.lo, C.PARAMS["dynamics"].curve.hi) == (0.5, 1.5)
-    assert (C.PARAMS["duet_wait"].curve.lo, C.PARAMS["duet_wait"].curve.hi) == (0.2, 3.0)
-    assert (C.PARAMS["answer_length"].curve.lo, C.PARAMS["answer_length"].curve.hi) == (2, 16)
+    assert params.PARAMS["dynamics"].value_at(64) == 1.0
+    assert params.PARAMS["duet_wait"].value_at(64) == 0.6  # the duet's default wait at the centre
+    assert (params.PARAMS["dynamics"].curve.lo, params.PARAMS["dynamics"].curve.hi) == (0.5, 1.5)
+    assert (params.PARAMS["duet_wait"].curve.lo, params.PARAMS["duet_wait"].curve.hi) == (0.2, 3.0)
+    curve = params.PARAMS["answer_length"].curve
+    assert (curve.lo, curve.hi) == (2, 16)
 
 
 def test_key_knob_steps_through_every_preset_in_order():
-    key = C.PARAMS["key"]
+    key = params.PARAMS["key"]
     seen = []
     for q in range(128):
         v = key.value_at(q)
         if not seen or seen[-1] != v:
             seen.append(v)
-    assert seen == list(C.KEYS)
-    assert C.KEYS[0] == "follow" and "C major" in C.KEYS and "A minor" in C.KEYS
-    assert all(key.value_at(round(key.position(k))) == k for k in C.KEYS)
+    assert seen == list(params.KEYS)
+    assert params.KEYS[0] == "follow" and "C major" in params.KEYS and "A minor" in params.KEYS
+    assert all(key.value_at(round(key.position(k))) == k for k in params.KEYS)
 
 
 @settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from(NUMERIC), a=st.floats(0, 127), b=st.floats(0, 127))
 def test_property_curves_are_monotonic_within_range_and_invertible(name, a, b):
-    p = C.PARAMS[name]
+    p = params.PARAMS[name]
     lo, hi = sorted((a, b))
     va, vb = p.value_at(lo), p.value_at(hi)
     assert p.curve.lo <= va <= vb <= p.curve.hi
@@ -98,19 +102,19 @@ def test_property_curves_are_monotonic_within_range_and_invertible(name, a, b):
 
 
 def test_control_vector_follows_the_codec_layout():
-    v = C.control_vector(5.0, "C major")
-    assert C.DENSITY_SCALE == codec.DENSITY_SCALE  # controls may not import codec
+    v = params.control_vector(5.0, "C major")
+    assert params.DENSITY_SCALE == codec.DENSITY_SCALE  # controls may not import codec
     assert len(v) == codec.CONTROL_DIM and v[0] == pytest.approx(0.5)
     hist = v[1:]
     assert sum(hist) == pytest.approx(1.0)
     assert hist[0] == max(hist) and hist[7] == max(hist)  # tonic and fifth
     assert hist[1] == hist[3] == hist[6] == hist[8] == hist[10] == 0.0
-    a_minor = C.key_histogram("A minor")
+    a_minor = params.key_histogram("A minor")
     assert [i for i, x in enumerate(a_minor) if x] == [i for i, x in enumerate(hist) if x]
-    assert C.control_vector(100.0, "C major")[0] == 3.0  # the codec's cap
-    follow = C.key_histogram("follow", heard=[60, 64, 67, 72])
+    assert params.control_vector(100.0, "C major")[0] == 3.0  # the codec's cap
+    follow = params.key_histogram("follow", heard=[60, 64, 67, 72])
     assert follow[0] == pytest.approx(0.5) and follow[4] == pytest.approx(0.25)
-    assert C.key_histogram("follow") == [pytest.approx(1 / 12)] * 12
+    assert params.key_histogram("follow") == [pytest.approx(1 / 12)] * 12
 
 
 # --- learn and bindings ---------------------------------------------------------------------
@@ -151,7 +155,7 @@ def test_learn_a_pad_for_a_button_but_never_for_a_knob():
     assert c.handle(pad_off(36)) == []  # a release is not a press
     [bound] = c.handle(pad(36))
     assert bound.value == Binding(Control("note", 10, 36), "panic")
-    assert c.handle(pad(36)) == [C.Change("panic", True, "panic")]
+    assert c.handle(pad(36)) == [controls.Change("panic", True, "panic")]
     with pytest.raises(LivepianoError, match="pad .* only buttons"):
         c.bind(Control("note", 10, 40), "temperature")
 
@@ -183,11 +187,11 @@ def test_rebinding_a_control_replaces_and_names_the_old_parameter():
 def test_learn_button_steps_through_the_parameters_and_panic_still_works():
     c = Controls([Binding(knob(100), "learn"), Binding(Control("note", 10, 37), "panic")])
     [ch] = turn(c, 100, [127])
-    assert ch.param == "learn" and ch.value == C.LEARN_ORDER[0] == "temperature"
+    assert ch.param == "learn" and ch.value == params.LEARN_ORDER[0] == "temperature"
     assert turn(c, 100, [0]) == []  # release
     [ch] = turn(c, 100, [127])
     assert ch.value == "density"
-    assert c.handle(pad(37)) == [C.Change("panic", True, "panic")]  # not learned
+    assert c.handle(pad(37)) == [controls.Change("panic", True, "panic")]  # not learned
     assert c.learning == "density"
     turn(c, 5, [10])
     [bound] = turn(c, 5, [11])
@@ -195,9 +199,9 @@ def test_learn_button_steps_through_the_parameters_and_panic_still_works():
     # the next press starts again where we were; pressing past the last one stops learning
     turn(c, 100, [0, 127])
     assert c.learning == "density"
-    for _ in range(len(C.LEARN_ORDER) - 2):
+    for _ in range(len(params.LEARN_ORDER) - 2):
         turn(c, 100, [0, 127])
-    assert c.learning == C.LEARN_ORDER[-1]
+    assert c.learning == params.LEARN_ORDER[-1]
     [ch] = turn(c, 100, [0, 127])
     assert ch.value is None and c.learning is None
     assert c.cancel_learn().value is None
@@ -223,33 +227,33 @@ def test_pickup_ignores_the_knob_until_it_crosses_the_value():
     assert turn(c, 21, [64]) == []  # reaches it: caught (the value is already there)
     assert c.hint is None
     [ch] = turn(c, 21, [70])  # now it drives
-    assert ch.value == C.PARAMS["temperature"].value_at(70)
+    assert ch.value == params.PARAMS["temperature"].value_at(70)
 
 
 def test_pickup_engages_on_a_fast_turn_across_the_value():
     c = Controls([Binding(knob(21), "temperature")], takeover="pickup")
     c.set("temperature", 1.5)  # between two CC positions
-    here = C.PARAMS["temperature"].position(1.5)
+    here = params.PARAMS["temperature"].position(1.5)
     assert here != int(here)
     assert turn(c, 21, [5, 40]) == []
     [ch] = turn(c, 21, [120])  # one message from below the value to above it
-    assert ch.value == C.PARAMS["temperature"].value_at(120)
+    assert ch.value == params.PARAMS["temperature"].value_at(120)
     # from above, back down across it: the knob is already caught and drives at once
     [ch] = turn(c, 21, [10])
-    assert ch.value == C.PARAMS["temperature"].value_at(10)
+    assert ch.value == params.PARAMS["temperature"].value_at(10)
 
 
 def test_pickup_lets_go_when_the_value_is_set_elsewhere():
     c = Controls([Binding(knob(21), "temperature"), Binding(knob(22), "temperature")],
                  takeover="pickup")
     turn(c, 21, [60, 70, 80])  # caught at 64, now at 80
-    assert c.values["temperature"] == C.PARAMS["temperature"].value_at(80)
+    assert c.values["temperature"] == params.PARAMS["temperature"].value_at(80)
     c.set("temperature", 0.5)  # e.g. a terminal key
     assert turn(c, 21, [90, 100]) == []  # must come back down to 0.5 first
-    here = C.PARAMS["temperature"].position(0.5)
+    here = params.PARAMS["temperature"].position(0.5)
     assert turn(c, 21, [int(here) + 2]) == []
     [ch] = turn(c, 21, [int(here) - 1])
-    assert ch.value == C.PARAMS["temperature"].value_at(int(here) - 1)
+    assert ch.value == params.PARAMS["temperature"].value_at(int(here) - 1)
     # the second knob on the same parameter changes it: the first lets go
     turn(c, 22, [0, 120, 127])
     assert c.values["temperature"] == 2.0
@@ -276,12 +280,12 @@ def test_scale_moves_from_the_value_toward_the_end_the_knob_turns_to():
     [ch] = turn(c, 21, [110])
     # the value (at 64) moves by (127 - 64) / (127 - 100) of the knob's 10 steps
     expected = 64 + 10 * (127 - 64) / (127 - 100)
-    assert ch.value == pytest.approx(C.PARAMS["temperature"].value_at(expected))
+    assert ch.value == pytest.approx(params.PARAMS["temperature"].value_at(expected))
     [ch] = turn(c, 21, [127])
     assert ch.value == 2.0  # both reach the end together
     # down from the top: 127 -> 0 takes the value to the bottom, half-way halves the position
     [ch] = turn(c, 21, [63])
-    assert C.PARAMS["temperature"].position(ch.value) == pytest.approx(127 * 63 / 127)
+    assert params.PARAMS["temperature"].position(ch.value) == pytest.approx(127 * 63 / 127)
     [ch] = turn(c, 21, [0])
     assert ch.value == 0.1
 
@@ -290,7 +294,7 @@ def test_scale_keeps_small_steps_on_a_stepped_knob():
     c = Controls([Binding(knob(21), "key")], takeover="scale", values={"key": "follow"})
     turn(c, 21, [0])
     changes = turn(c, 21, range(1, 128))
-    assert [ch.value for ch in changes] == list(C.KEYS[1:])
+    assert [ch.value for ch in changes] == list(params.KEYS[1:])
 
 
 def test_a_binding_may_override_the_takeover():
@@ -304,7 +308,7 @@ def test_a_binding_may_override_the_takeover():
 @given(start=st.floats(0.1, 2.0), first=st.integers(0, 127),
        moves=st.lists(st.integers(0, 127), max_size=30))
 def test_property_pickup_never_changes_the_value_before_a_crossing(start, first, moves):
-    p = C.PARAMS["temperature"]
+    p = params.PARAMS["temperature"]
     c = Controls([Binding(knob(21), "temperature")], takeover="pickup")
     c.set("temperature", start)
     here = p.position(start)
@@ -329,7 +333,7 @@ def test_property_pickup_never_changes_the_value_before_a_crossing(start, first,
 @given(name=st.sampled_from(NUMERIC), start=st.floats(0, 1),
        moves=st.lists(st.integers(0, 127), min_size=1, max_size=30))
 def test_property_scale_follows_the_direction_and_stays_in_range(name, start, moves):
-    p = C.PARAMS[name]
+    p = params.PARAMS[name]
     c = Controls([Binding(knob(21), name)], takeover="scale")
     c.set(name, p.curve.value(start))
     for prev, v in zip([None] + moves, moves):
@@ -365,9 +369,9 @@ def test_a_toggle_button_flips_on_each_press():
 
 def test_momentary_buttons_act_on_the_press_only():
     c = Controls([Binding(knob(20), "end_of_call"), Binding(knob(19), "panic")])
-    assert turn(c, 20, [127]) == [C.Change("end_of_call", True, "end of call")]
+    assert turn(c, 20, [127]) == [controls.Change("end_of_call", True, "end of call")]
     assert turn(c, 20, [0]) == []
-    assert turn(c, 19, [100, 0, 0, 90]) == [C.Change("panic", True, "panic")] * 2
+    assert turn(c, 19, [100, 0, 0, 90]) == [controls.Change("panic", True, "panic")] * 2
 
 
 def test_pads_press_on_note_on_and_ignore_releases():
@@ -377,7 +381,7 @@ def test_pads_press_on_note_on_and_ignore_releases():
     assert c.handle(pad_off(36)) == []
     assert c.handle(pad(36, velocity=0)) == []  # a note-on with velocity 0 is a release
     assert c.handle(pad(36))[0].value == "continuous"
-    assert c.handle(pad(38)) == [C.Change("end_of_call", True, "end of call")]
+    assert c.handle(pad(38)) == [controls.Change("end_of_call", True, "end of call")]
     assert c.handle(pad(38, channel=0)) == []  # channel 1: not bound
 
 
@@ -393,7 +397,7 @@ def test_raw_bytes_and_mido_messages_mean_the_same():
 
 def test_set_checks_the_value_and_names_the_parameter():
     c = Controls()
-    assert c.set("temperature", 0.8) == C.Change("temperature", 0.8, "temperature 0.80")
+    assert c.set("temperature", 0.8) == controls.Change("temperature", 0.8, "temperature 0.80")
     with pytest.raises(LivepianoError, match="'temperature' is 3 but must be a number from "
                                              "0.1 to 2"):
         c.set("temperature", 3)
@@ -418,7 +422,7 @@ def test_yaml_round_trip_through_a_real_file(tmp_path):
     text = path.read_text()
     assert text.startswith("# livepiano: settings and knob bindings")
     assert yaml.safe_load(text)["takeover"] == "pickup"
-    again = C.load(path)
+    again = controls.load(path)
     assert again.bindings == c.bindings and again.takeover == "pickup"
     assert again.describe() == c.describe()
     assert again.describe()[0].startswith("temperature") and "(pickup)" in again.describe()[0]
@@ -426,22 +430,22 @@ def test_yaml_round_trip_through_a_real_file(tmp_path):
     # learn, save, load: the binding persists (what `livepiano learn` does)
     again.start_learn("key")
     turn(again, 22, [1, 2])
-    C.save(path, again.bindings.values())
-    assert C.load(path).bindings[knob(22)].param == "key"
-    assert C.load(path).takeover == "pickup"  # saving the bindings alone keeps the takeover
+    bindings.save(path, again.bindings.values())
+    assert controls.load(path).bindings[knob(22)].param == "key"
+    assert controls.load(path).takeover == "pickup"  # saving the bindings alone keeps the takeover
     assert list(tmp_path.joinpath("deep").iterdir()) == [path]  # no temporary left behind
 
 
 def test_an_empty_or_missing_file_has_no_bindings(tmp_path):
-    assert C.load(tmp_path / "nothing.yaml").bindings == {}
-    assert C.read(tmp_path / "nothing.yaml").exists is False
+    assert controls.load(tmp_path / "nothing.yaml").bindings == {}
+    assert bindings.read(tmp_path / "nothing.yaml").exists is False
     with pytest.raises(LivepianoError, match="no such controls file"):
-        C.read(tmp_path / "nothing.yaml", missing_ok=False)
+        bindings.read(tmp_path / "nothing.yaml", missing_ok=False)
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing yet\n")
-    assert C.load(empty).bindings == {} and C.load(empty).takeover == "jump"
+    assert controls.load(empty).bindings == {} and controls.load(empty).takeover == "jump"
     path = Controls().save(tmp_path / "none.yaml")
-    assert C.load(path).bindings == {}
+    assert controls.load(path).bindings == {}
     assert "bindings: []" in path.read_text()
 
 
@@ -449,7 +453,7 @@ def test_a_file_with_settings_and_bindings_gives_the_bindings(tmp_path):
     path = tmp_path / "livepiano.yaml"
     path.write_text("temperature: 0.8\nmode: duet\ntakeover: scale\n"
                     "bindings:\n  - {param: panic, note: 43, channel: 10}\n")
-    found = C.read(path)
+    found = bindings.read(path)
     assert found.takeover == "scale"
     assert found.bindings == [Binding(Control("note", 10, 43), "panic")]
 
@@ -495,7 +499,7 @@ def test_a_bad_file_names_the_line_the_key_and_what_is_allowed(tmp_path, body, p
     path = tmp_path / "controls.yaml"
     path.write_text(body)
     with pytest.raises(LivepianoError, match=pattern) as info:
-        C.load(path)
+        controls.load(path)
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
 
@@ -504,27 +508,27 @@ def test_an_unreadable_file_is_one_clear_line(tmp_path):
     path = tmp_path / "controls.yaml"
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(LivepianoError, match="cannot read the controls file"):
-        C.load(path)
+        controls.load(path)
     with pytest.raises(LivepianoError, match="cannot save the knob bindings"):
-        C.save(path, [])  # not UTF-8: left alone, not overwritten
+        bindings.save(path, [])  # not UTF-8: left alone, not overwritten
     assert path.read_bytes() == b"\xff\xfe\x00bad"
     with pytest.raises(LivepianoError, match="cannot save the knob bindings"):
-        C.save(path / "below-a-file.yaml", [])
+        bindings.save(path / "below-a-file.yaml", [])
 
 
 def test_the_default_file_is_the_settings_file_in_the_users_config_folder(tmp_path):
     home = Path("/home/ann")
-    assert C.default_path({}, "linux", home) == home / ".config/livepiano/livepiano.yaml"
-    assert C.default_path({"XDG_CONFIG_HOME": "/x"}, "linux", home) == \
+    assert bindings.default_path({}, "linux", home) == home / ".config/livepiano/livepiano.yaml"
+    assert bindings.default_path({"XDG_CONFIG_HOME": "/x"}, "linux", home) == \
         Path("/x/livepiano/livepiano.yaml")
-    assert C.default_path({}, "darwin", home) == \
+    assert bindings.default_path({}, "darwin", home) == \
         home / "Library/Application Support/livepiano/livepiano.yaml"
-    assert C.default_path({"APPDATA": "C:/Users/ann/AppData/Roaming"}, "win32", home) == \
+    assert bindings.default_path({"APPDATA": "C:/Users/ann/AppData/Roaming"}, "win32", home) == \
         Path("C:/Users/ann/AppData/Roaming/livepiano/livepiano.yaml")
-    assert C.default_path({"LIVEPIANO_CONFIG": str(tmp_path / "s.yaml")}, "linux", home) == \
+    assert bindings.default_path({"LIVEPIANO_CONFIG": str(tmp_path / "s.yaml")}, "linux", home) == \
         tmp_path / "s.yaml"
     # the bindings elsewhere: $LIVEPIANO_CONTROLS wins over $LIVEPIANO_CONFIG
-    assert C.default_path({"LIVEPIANO_CONFIG": str(tmp_path / "s.yaml"),
+    assert bindings.default_path({"LIVEPIANO_CONFIG": str(tmp_path / "s.yaml"),
                            "LIVEPIANO_CONTROLS": str(tmp_path / "c.yaml")}, "linux", home) == \
         tmp_path / "c.yaml"
 
@@ -533,23 +537,23 @@ def test_load_uses_the_default_path(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("LIVEPIANO_CONTROLS", raising=False)
     monkeypatch.delenv("LIVEPIANO_CONFIG", raising=False)
-    monkeypatch.setattr(config.sys, "platform", "linux")
-    Controls([Binding(knob(21), "temperature")]).save(C.default_path())
+    monkeypatch.setattr(files.sys, "platform", "linux")
+    Controls([Binding(knob(21), "temperature")]).save(bindings.default_path())
     assert (tmp_path / "livepiano" / "livepiano.yaml").is_file()
-    assert C.load().bindings[knob(21)].param == "temperature"
+    assert controls.load().bindings[knob(21)].param == "temperature"
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["cc", "note"]), st.integers(1, 16),
-                          st.integers(0, 119), st.sampled_from(list(C.PARAMS)),
-                          st.sampled_from([None, *C.TAKEOVERS])), max_size=12),
-       st.sampled_from(C.TAKEOVERS))
+                          st.integers(0, 119), st.sampled_from(list(params.PARAMS)),
+                          st.sampled_from([None, *controls.TAKEOVERS])), max_size=12),
+       st.sampled_from(controls.TAKEOVERS))
 def test_property_any_bindings_survive_the_file(tmp_path_factory, rows, takeover):
     c = Controls(takeover=takeover)
     for kind, channel, number, name, how in rows:
-        if kind == "note" and C.PARAMS[name].kind == C.KNOB:
+        if kind == "note" and params.PARAMS[name].kind == params.KNOB:
             continue
         c.bind(Control(kind, channel, number), name, how)
     path = c.save(tmp_path_factory.mktemp("c") / "controls.yaml")
-    again = C.load(path)
+    again = controls.load(path)
     assert again.bindings == c.bindings and again.takeover == takeover

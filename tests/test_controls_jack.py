@@ -18,10 +18,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from jackserver import (
+    Capture,
+    JackServer,
+    Pianist,
+    jackd_available,
+    livepiano_env,
+    need,
+    start_livepiano,
+    tiny_model,  # noqa: F401 (a fixture)
+)
 
-from jackserver import (need, Capture, JackServer, Pianist, jackd_available, livepiano_env, start_livepiano,
-                        tiny_model)  # noqa: F401 (a fixture)
-from livepiano import controls as C
+from livepiano.settings import bindings, params
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.jack
@@ -150,9 +158,9 @@ def _bits(counts: Counter) -> float:
 
 def test_a_temperature_sweep_by_cc_changes_what_the_model_plays(jack, tiny_model, tmp_path):
     controls = tmp_path / "controls.yaml"
-    C.save(controls, [C.Binding(C.Control("cc", 1, 21), "temperature")])
+    bindings.save(controls, [params.Binding(params.Control("cc", 1, 21), "temperature")])
     record = tmp_path / "sweep.mid"
-    p = C.PARAMS["temperature"]
+    p = params.PARAMS["temperature"]
     low, mid, high = (round(p.position(t)) for t in (0.2, 1.0, 2.0))
     pianist, cap = Pianist("sweeper", "keys"), Capture("sweep-capture", jack.env)
     proc = _livepiano(jack, "play", "--api", "jack", "--in", "sweeper", "--out", "sweep-capture",
@@ -224,14 +232,14 @@ def test_a_temperature_sweep_by_cc_changes_what_the_model_plays(jack, tiny_model
 
 def test_pickup_ignores_a_knob_until_it_crosses_the_value(jack, tiny_model, tmp_path):
     controls = tmp_path / "controls.yaml"
-    C.save(controls, [C.Binding(C.Control("cc", 1, 21), "temperature")])
+    bindings.save(controls, [params.Binding(params.Control("cc", 1, 21), "temperature")])
     knobs = Pianist("knobbox", "out")
     cap = Capture("pickup-capture", jack.env)
     proc = _livepiano(jack, "play", "--api", "jack", "--out", "pickup-capture",
                       "--control-in", "knobbox", "--takeover", "pickup", "--model", tiny_model,
                       "--record", tmp_path / "p.mid", "--seed", 6, "--controls", controls)
     lines = Lines(proc)
-    p = C.PARAMS["temperature"]
+    p = params.PARAMS["temperature"]
     try:
         lines.wait_for("playing (")
         assert "takeover pickup" in lines.wait_for_line("knobs:")[1]

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepiano import LivepianoError, codec, data
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.learn import dataset
 
 DATA = Path(__file__).resolve().parent / "data"
 MAESTRO = sorted(DATA.glob("*.mid"))
@@ -46,7 +48,7 @@ def _golden_of(rel_name: str) -> np.ndarray:
 
 def test_prepare_skips_bad_files_and_caches_the_rest(corpus, tmp_path):
     out = tmp_path / "cache"
-    report = data.prepare(corpus, out, workers=1, show_progress=False)
+    report = dataset.prepare(corpus, out, workers=1, show_progress=False)
 
     assert {name: why for name, why in report.skipped}.keys() == BAD.keys()
     for name, why in report.skipped:
@@ -57,7 +59,7 @@ def test_prepare_skips_bad_files_and_caches_the_rest(corpus, tmp_path):
     assert index["vocab_size"] == codec.VOCAB_SIZE and index["split_from"] == "name hash"
     assert sorted(s["name"] for s in index["skipped"]) == sorted(BAD)
     seen = []
-    for split in data.SPLITS:
+    for split in dataset.SPLITS:
         flat = np.load(out / f"{split}.npy")
         assert flat.dtype == np.uint16
         entries = index["splits"][split]["files"]
@@ -68,36 +70,36 @@ def test_prepare_skips_bad_files_and_caches_the_rest(corpus, tmp_path):
             tokens = flat[e["offset"]:e["offset"] + e["length"]]
             assert tokens.tolist() == _golden_of(e["name"]).tolist(), e["name"]
             assert e["seconds"] == pytest.approx(codec.duration_steps(tokens.tolist()) / 100)
-            assert data.hashed_split(e["name"]) == split
+            assert dataset.hashed_split(e["name"]) == split
             offset += e["length"]
             seen.append(e["name"])
         assert offset == len(flat)
     assert f"sub/{MAESTRO[-1].stem}.midi" in seen
 
-    cache = data.TokenCache(out)
-    for split in data.SPLITS:
+    cache = dataset.TokenCache(out)
+    for split in dataset.SPLITS:
         for e, tokens in zip(cache.files(split), cache.file_tokens(split)):
             assert tokens.tolist() == _golden_of(e["name"]).tolist()
 
 
 def test_prepare_is_deterministic(corpus, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    data.prepare(corpus, a, workers=1, show_progress=False)
-    data.prepare(corpus, b, workers=2, show_progress=False)
+    dataset.prepare(corpus, a, workers=1, show_progress=False)
+    dataset.prepare(corpus, b, workers=2, show_progress=False)
     ia, ib = (json.loads((p / "index.json").read_text()) for p in (a, b))
     assert ia["splits"] == ib["splits"] and ia["skipped"] == ib["skipped"]
-    for split in data.SPLITS:
+    for split in dataset.SPLITS:
         assert (a / f"{split}.npy").read_bytes() == (b / f"{split}.npy").read_bytes()
 
 
 def test_hashed_split_is_stable_and_roughly_80_10_10():
     # Pinned: a file must keep its split across runs, machines and Python hash seeds.
-    assert [data.hashed_split(n) for n in ("a.mid", "d.mid", "song3.mid", "2004/y.midi")] \
+    assert [dataset.hashed_split(n) for n in ("a.mid", "d.mid", "song3.mid", "2004/y.midi")] \
         == ["train", "validation", "test", "validation"]
     names = [f"piece_{i:04d}.mid" for i in range(2000)]
-    counts = {s: 0 for s in data.SPLITS}
+    counts = {s: 0 for s in dataset.SPLITS}
     for n in names:
-        counts[data.hashed_split(n)] += 1
+        counts[dataset.hashed_split(n)] += 1
     assert 1500 < counts["train"] < 1700 and 120 < counts["validation"] < 280 \
         and 120 < counts["test"] < 280
 
@@ -106,7 +108,7 @@ def test_maestro_csv_decides_splits(corpus, tmp_path):
     wanted = {MAESTRO[0].name: "test", MAESTRO[1].name: "validation", MAESTRO[2].name: "test",
               f"sub/{MAESTRO[-1].stem}.midi": "train", "t09_pedal_restrike.mid": "validation"}
     # the CSV must overrule the hash for at least one file, or this test proves nothing
-    assert any(data.hashed_split(n) != s for n, s in wanted.items())
+    assert any(dataset.hashed_split(n) != s for n, s in wanted.items())
     with open(corpus / "maestro-v3.0.0.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["canonical_composer", "canonical_title", "split", "year",
                                "midi_filename", "audio_filename", "duration"])
@@ -116,33 +118,33 @@ def test_maestro_csv_decides_splits(corpus, tmp_path):
                         "year": 2004, "midi_filename": name, "audio_filename": "a.wav",
                         "duration": 1.0})
     out = tmp_path / "cache"
-    data.prepare(corpus, out, workers=1, show_progress=False)
+    dataset.prepare(corpus, out, workers=1, show_progress=False)
     index = json.loads((out / "index.json").read_text())
     assert index["split_from"] == "csv"
-    got = {e["name"]: split for split in data.SPLITS for e in index["splits"][split]["files"]}
+    got = {e["name"]: split for split in dataset.SPLITS for e in index["splits"][split]["files"]}
     for name, split in wanted.items():
         assert got[name] == split, name
     # files the CSV does not name fall back to the hash
     for name in ("t02_tracks_channels.mid", "t31_random_dense.mid"):
-        assert got[name] == data.hashed_split(name)
+        assert got[name] == dataset.hashed_split(name)
 
 
 def test_prepare_errors(tmp_path, write_bad_midi):
     with pytest.raises(LivepianoError, match="no .mid or .midi"):
-        data.prepare(tmp_path, tmp_path / "c", workers=1, show_progress=False)
+        dataset.prepare(tmp_path, tmp_path / "c", workers=1, show_progress=False)
     with pytest.raises(LivepianoError, match="not a folder"):
-        data.prepare(tmp_path / "missing", tmp_path / "c", workers=1, show_progress=False)
+        dataset.prepare(tmp_path / "missing", tmp_path / "c", workers=1, show_progress=False)
     write_bad_midi(tmp_path)
     with pytest.raises(LivepianoError, match="none of the 4"):
-        data.prepare(tmp_path, tmp_path / "c", workers=1, show_progress=False)
+        dataset.prepare(tmp_path, tmp_path / "c", workers=1, show_progress=False)
 
 
 def test_token_cache_rejects_a_non_cache(tmp_path):
     with pytest.raises(LivepianoError, match="not a token cache"):
-        data.TokenCache(tmp_path)
+        dataset.TokenCache(tmp_path)
     (tmp_path / "index.json").write_text("{nope")
     with pytest.raises(LivepianoError, match="unreadable"):
-        data.TokenCache(tmp_path)
+        dataset.TokenCache(tmp_path)
 
 
 # --- the command line, as a user runs it ------------------------------------------------------
@@ -160,7 +162,7 @@ def test_cli_prepare_reports_splits_and_skipped_files(corpus, tmp_path, run_live
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     index = json.loads((out / "index.json").read_text())
-    for split in data.SPLITS:
+    for split in dataset.SPLITS:
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(split))
         assert f"{index['splits'][split]['tokens']:,} tokens" in line
     assert f"skipped {len(BAD)} file(s)" in proc.stdout
@@ -187,24 +189,24 @@ def test_cli_prepare_folder_of_only_bad_files_fails_cleanly(tmp_path, run_livepi
 
 def test_segments_cut_30_second_pieces():
     tokens = np.concatenate([_golden(p) for p in MAESTRO])  # about 97 s of music
-    pieces = data.segments(tokens)
+    pieces = dataset.segments(tokens)
     total = codec.duration_steps(tokens.tolist())
-    assert len(pieces) == -(-total // data.SEGMENT_STEPS)
+    assert len(pieces) == -(-total // dataset.SEGMENT_STEPS)
     assert np.concatenate(pieces).tolist() == tokens.tolist()
     elapsed = 0
     for k, piece in enumerate(pieces):
-        before = elapsed + data.elapsed_steps(piece)[:-1]
+        before = elapsed + dataset.elapsed_steps(piece)[:-1]
         # every event of piece k happens in [30 k, 30 (k + 1)) seconds
-        assert before.min() >= k * data.SEGMENT_STEPS
-        assert before.max() < (k + 1) * data.SEGMENT_STEPS
+        assert before.min() >= k * dataset.SEGMENT_STEPS
+        assert before.max() < (k + 1) * dataset.SEGMENT_STEPS
         elapsed += codec.duration_steps(piece.tolist())
 
 
 def test_segments_small_cases():
-    assert data.segments(np.array([], dtype=np.int64)) == []
+    assert dataset.segments(np.array([], dtype=np.int64)) == []
     tokens = np.array([codec.velocity_event(3), codec.note_on(60), *codec.shifts(250),
                        codec.note_off(60)])
-    pieces = data.segments(tokens, steps=100)
+    pieces = dataset.segments(tokens, steps=100)
     # events at 0 s and 2.5 s in 1 s pieces: the second piece would be a lone 1 s shift and
     # is dropped; the third starts with the 0.5 s that passes in it before the note-off
     assert [p.tolist() for p in pieces] == [[codec.velocity_event(3), codec.note_on(60),
@@ -213,7 +215,7 @@ def test_segments_small_cases():
     # an event at 0.99 s is in the first piece, one at exactly 1 s in the second
     tokens = np.array([codec.velocity_event(3), codec.note_on(60), codec.shift(99),
                        codec.note_on(62), codec.shift(1), codec.note_off(60), codec.note_off(62)])
-    assert [p.tolist() for p in data.segments(tokens, steps=100)] == [tokens[:5].tolist(),
+    assert [p.tolist() for p in dataset.segments(tokens, steps=100)] == [tokens[:5].tolist(),
                                                                        tokens[5:].tolist()]
 
 
@@ -256,9 +258,9 @@ def sources():
 
 def test_windows_stay_in_one_file_and_are_deterministic(sources):
     flat, files = _files_flat(sources)
-    a = data.WindowSampler(flat, files, seed=7)
-    b = data.WindowSampler(flat, files, seed=7)
-    c = data.WindowSampler(flat, files, seed=8)
+    a = dataset.WindowSampler(flat, files, seed=7)
+    b = dataset.WindowSampler(flat, files, seed=7)
+    c = dataset.WindowSampler(flat, files, seed=8)
     wa = [a.window() for _ in range(25)]
     wb = [b.window() for _ in range(25)]
     wc = [c.window() for _ in range(25)]
@@ -276,7 +278,7 @@ def test_windows_stay_in_one_file_and_are_deterministic(sources):
 
 def test_window_state_replays():
     flat, files = _files_flat([_golden(p) for p in MAESTRO])
-    s = data.WindowSampler(flat, files, seed=3)
+    s = dataset.WindowSampler(flat, files, seed=3)
     s.window()
     state = s.state()
     first = [s.window().tolist() for _ in range(3)]
@@ -286,7 +288,7 @@ def test_window_state_replays():
 
 def test_windows_without_augmentation_are_exact_slices(sources):
     flat, files = _files_flat(sources)
-    s = data.WindowSampler(flat, files, seed=1, stretch=None, transpose=0)
+    s = dataset.WindowSampler(flat, files, seed=1, stretch=None, transpose=0)
     for _ in range(30):
         w = s.window()
         assert any(w.tolist() == flat[e["offset"]:e["offset"] + e["length"]][i:i + len(w)].tolist()
@@ -297,21 +299,21 @@ def test_windows_without_augmentation_are_exact_slices(sources):
 @pytest.mark.parametrize("stretch", [(0.95, 1.05), None], ids=["stretched", "plain"])
 def test_window_events_happen_within_30_seconds(stretch, sources):
     flat, files = _files_flat(sources)
-    s = data.WindowSampler(flat, files, seed=5, stretch=stretch, steps=1000)
+    s = dataset.WindowSampler(flat, files, seed=5, stretch=stretch, steps=1000)
     longest = 0
     for _ in range(60):
         w = s.window()
-        before = data.elapsed_steps(w)[:-1]
+        before = dataset.elapsed_steps(w)[:-1]
         events = before[w < codec.TIME_SHIFT]
         assert events.size == 0 or events.max() <= 1000
-        longest = max(longest, int(data.elapsed_steps(w)[-1]))
+        longest = max(longest, int(dataset.elapsed_steps(w)[-1]))
     assert longest > 900  # windows are as long as asked, not short pieces
 
 
 def test_windows_last_at_most_the_asked_time(sources):
     flat, files = _files_flat(sources)
     for stretch in ((0.95, 1.05), None):
-        s = data.WindowSampler(flat, files, seed=5, stretch=stretch, steps=1000)
+        s = dataset.WindowSampler(flat, files, seed=5, stretch=stretch, steps=1000)
         assert max(codec.duration_steps(s.window().tolist()) for _ in range(60)) <= 1000
 
 
@@ -325,7 +327,7 @@ def test_window_transpositions_keep_notes_on_the_piano():
     high = piece([108, 90, 70, 95] * 30)      # may only go down
     mid = piece([60, 64, 67, 72] * 30)        # anything within +-4
     flat, files = _files_flat([low, high, mid])
-    s = data.WindowSampler(flat, files, seed=11, steps=1000, transpose=4)
+    s = dataset.WindowSampler(flat, files, seed=11, steps=1000, transpose=4)
     edge = {21: set(), 108: set()}
     middle = set()
     for _ in range(200):
@@ -351,7 +353,7 @@ def test_windows_with_cache_dtype_and_no_stretch_transpose_down():
     tokens = [codec.velocity_event(10), codec.note_on(100), codec.shift(30),
               codec.note_off(100)] * 50
     flat, files = _files_flat([tokens])
-    s = data.WindowSampler(flat, files, seed=0, stretch=None, steps=500, transpose=4)
+    s = dataset.WindowSampler(flat, files, seed=0, stretch=None, steps=500, transpose=4)
     seen = set()
     for _ in range(40):
         w = s.window()

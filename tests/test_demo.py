@@ -20,11 +20,10 @@ from pathlib import Path
 
 import mido
 import pytest
-
 from jackserver import livepiano_env, need
 
-from livepiano import demo
-from livepiano.render import wav_levels
+from livepiano.tools import demo
+from livepiano.tools.render import wav_levels
 
 REPO = Path(__file__).resolve().parent.parent
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -110,7 +109,8 @@ def test_the_primer_is_found_and_cut_into_released_calls():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux choice of systems")
 def test_without_a_midi_system_one_line_says_what_to_install(monkeypatch):
-    from livepiano import LivepianoError, jack
+    from livepiano import LivepianoError
+    from livepiano.tools import jack
 
     monkeypatch.setattr(jack, "jackd_path", lambda: None)
     monkeypatch.setattr(demo, "_alsa_seq_present", lambda: False)
@@ -204,7 +204,7 @@ def test_ctrl_c_stops_the_demo_and_its_jack_server(tmp_path):
 
 
 def test_the_pianists_idea_of_the_duet_is_the_duets():
-    from livepiano.duet import DuetSettings
+    from livepiano.live.duet import DuetSettings
 
     d = DuetSettings()
     assert (demo.DUET_WAIT_S, demo.MIN_ANSWER_S, demo.MAX_ANSWER_S, demo.GRACE_S) == \

@@ -13,12 +13,23 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-
 from jackserver import tiny_model  # noqa: F401 (a fixture)
-from livepiano import LivepianoError, codec
-from livepiano.data import midi_file_notes, midi_file_tokens
-from livepiano.duet import (ANSWER, BARGE_IN, ENDING, LISTEN, Duet, DuetSettings, IgnoreCall,
-                            Listen, StartAnswer, StopAnswer)
+
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.core.midifile import midi_file_notes, midi_file_tokens
+from livepiano.live.duet import (
+    ANSWER,
+    BARGE_IN,
+    ENDING,
+    LISTEN,
+    Duet,
+    DuetSettings,
+    IgnoreCall,
+    Listen,
+    StartAnswer,
+    StopAnswer,
+)
 
 DATA = Path(__file__).parent / "data"
 EXCERPTS = sorted(DATA.glob("*.mid"))
@@ -661,7 +672,7 @@ def test_follow_with_keys_still_down_at_the_control():
 
 
 def test_player_events_from_the_listener():
-    from livepiano.listener import PedalEncoder
+    from livepiano.live.listener import PedalEncoder
 
     enc = PedalEncoder()
     duet = Duet()
@@ -940,8 +951,8 @@ def test_a_real_engine_answers_in_turn(tiny_model):
     player's events prime the engine; at StartAnswer the silence is primed and time-shifts
     are masked until the answer's first note; each sampled token goes to the duet, and the
     one that ends the answer is taken back; at the cap the sounding voices are released."""
-    from livepiano.engine import Engine
-    from livepiano.listener import PlayerEvent, StreamPosition, player_tokens
+    from livepiano.live.listener import PlayerEvent, StreamPosition, player_tokens
+    from livepiano.runtime.engine import Engine
 
     for seed, path in [(1, EXCERPTS[0]), (2, EXCERPTS[3])]:
         engine = Engine(tiny_model, seed=seed)
@@ -1032,10 +1043,10 @@ def _sim_duet(model, events, until, *, settings=None, pedal=(), seed=3):
     engine thread would drive it: player events (time, kind, pitch, velocity) through the
     loop's inbox handling, pedal (time, down) through the mode's hook, sampling while the
     stream is less than the look-ahead ahead. Returns (mode, messages sent)."""
-    from livepiano.duet import DuetMode
-    from livepiano.engine import Engine
-    from livepiano.listener import PlayerEvent
-    from livepiano.live import EngineLoop
+    from livepiano.live.duet_mode import DuetMode
+    from livepiano.live.listener import PlayerEvent
+    from livepiano.live.loop import EngineLoop
+    from livepiano.runtime.engine import Engine
 
     now = [0.0]
     clock = lambda: now[0]  # noqa: E731
@@ -1060,7 +1071,7 @@ def _sim_duet(model, events, until, *, settings=None, pedal=(), seed=3):
         mode.tick(t)
         while mode.may_generate(t) and loop.stream_time() - t < loop.lookahead:
             if loop.stream_time() < t:
-                loop._pending.clear()
+                loop.forget_pending()
                 loop.engine.prime(codec.shifts(int((t - loop.stream_time()) / STEP + 1)))
             loop._step(t)
     sched.run_until(until + 10)
@@ -1161,10 +1172,10 @@ def test_duet_mode_barge_in_at_any_moment_leaves_nothing_hanging(tiny_model, bar
 
 
 def test_play_settings_reach_the_duet_mode():
-    from livepiano import config
-    from livepiano.live import make_mode
+    from livepiano.live.modes import make_mode
+    from livepiano.settings import schema
 
-    s = config.merge(config.defaults(), {"mode": "duet", "wait": 0.8, "min_call": 0.5,
+    s = schema.merge(schema.defaults(), {"mode": "duet", "wait": 0.8, "min_call": 0.5,
                                          "answer": "3-10", "barge_in": "finish",
                                          "follow": False})
     mode = make_mode(s)
@@ -1172,19 +1183,19 @@ def test_play_settings_reach_the_duet_mode():
     assert (mode.settings.wait, mode.settings.min_call_s, mode.settings.min_answer,
             mode.settings.max_answer, mode.settings.barge_in, mode.settings.follow) == \
         (0.8, 0.5, 3.0, 10.0, "finish", False)
-    assert make_mode(config.defaults()).name == "continuous"
-    assert config.validate({"answer": [2, 16]})["answer"] == (2.0, 16.0)
+    assert make_mode(schema.defaults()).name == "continuous"
+    assert schema.validate({"answer": [2, 16]})["answer"] == (2.0, 16.0)
     for bad in ("16-2", "2", "a-b", "0.1-3"):
         with pytest.raises(LivepianoError, match="'answer' .* MIN-MAX seconds"):
-            config.validate({"answer": bad})
+            schema.validate({"answer": bad})
     with pytest.raises(LivepianoError, match="'end_of_call_cc'"):
-        config.validate({"end_of_call_cc": 120})
+        schema.validate({"end_of_call_cc": 120})
 
 
 def test_follow_asked_of_an_unconditioned_model_says_so_once(tiny_model):
-    from livepiano.duet import DuetMode
-    from livepiano.engine import Engine
-    from livepiano.live import EngineLoop
+    from livepiano.live.duet_mode import DuetMode
+    from livepiano.live.loop import EngineLoop
+    from livepiano.runtime.engine import Engine
 
     said = []
     mode = DuetMode(DuetSettings(), follow=True, say=said.append)
@@ -1198,7 +1209,7 @@ def test_follow_asked_of_an_unconditioned_model_says_so_once(tiny_model):
 
 
 def test_end_of_call_cc_acts_on_the_press_and_passes_every_cc_on():
-    from livepiano.live import _end_of_call_cc
+    from livepiano.live.session import _end_of_call_cc
 
     class Loop:
         def __init__(self):
@@ -1218,7 +1229,7 @@ def test_end_of_call_cc_acts_on_the_press_and_passes_every_cc_on():
 
 
 def test_switching_modes_during_an_opening_gives_the_loop_its_look_ahead_back(tiny_model):
-    from livepiano.live import Continuous
+    from livepiano.live.modes import Continuous
 
     notes = cut(EXCERPTS[0], 1.0, 2.0)
     events = timeline(notes, 0.5)
@@ -1233,7 +1244,7 @@ def test_switching_modes_during_an_opening_gives_the_loop_its_look_ahead_back(ti
 
 @pytest.mark.parametrize("follow", [True, False])
 def test_follow_steers_the_answer_by_the_calls_pitch_classes_then_lets_go(tiny_model, follow):
-    from livepiano.duet import pitch_classes
+    from livepiano.live.duet import pitch_classes
 
     notes = cut(EXCERPTS[0], 1.0, 3.0)
     events = timeline(notes, 0.5)

@@ -13,10 +13,17 @@ import time
 from collections import Counter
 
 import pytest
-
-from jackserver import (need, DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
-                        start_livepiano,
-                        sounding_after, tiny_model)  # noqa: F401 (a fixture)
+from jackserver import (
+    DATA,
+    Capture,
+    JackServer,
+    Pianist,
+    excerpt,
+    jackd_available,
+    need,
+    sounding_after,  # noqa: F401 (a fixture)
+    start_livepiano,
+)
 
 pytestmark = pytest.mark.jack
 JACK_LOSS = 3  # messages a loaded, shared VM's JACK may drop between two clients in a test

@@ -13,11 +13,11 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-
-from livepiano import LivepianoError, codec
-from livepiano.data import midi_file_notes, midi_file_tokens
-
 from test_export import PATTERN, build, write_pattern_midis  # noqa: E402  (tests/ is on sys.path)
+
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.core.midifile import midi_file_notes, midi_file_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -39,7 +39,7 @@ def cond(tiny_models):
 
 
 def _engine(path, **kw):
-    from livepiano.engine import Engine
+    from livepiano.runtime.engine import Engine
 
     return Engine(path, **kw)
 
@@ -126,7 +126,7 @@ def test_long_prime_in_pieces_equals_one_call(unc, monkeypatch):
 
 def test_sample_feeds_its_event_back(unc):
     """sample() = choose, then one step: the next logits are those of a session fed that event."""
-    from livepiano.engine import open_session
+    from livepiano.runtime.modelfile import open_session
 
     e = _engine(unc, seed=5)
     e.prime(PATTERN)
@@ -322,7 +322,7 @@ def test_control_is_applied_and_checked(cond, unc):
 
 
 def test_key_bias_steers_note_ons_and_leaves_the_model_alone(unc):
-    from livepiano import engine as E
+    from livepiano.runtime import engine as E
 
     c_and_e = [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]  # PATTERN is a C major triad: G is out
     e = _engine(unc, seed=0, pitch_range=(0, 127))
@@ -364,7 +364,7 @@ def test_key_bias_steers_note_ons_and_leaves_the_model_alone(unc):
 # --- model path -----------------------------------------------------------------------------
 
 def test_default_model_path(monkeypatch, unc, tmp_path):
-    from livepiano.engine import default_model_path, resolve_model
+    from livepiano.runtime.modelfile import default_model_path, resolve_model
 
     monkeypatch.setenv("LIVEPIANO_MODEL", str(unc))
     assert default_model_path() == Path(unc)
@@ -383,7 +383,8 @@ def test_default_model_path(monkeypatch, unc, tmp_path):
 # --- eval -------------------------------------------------------------------------------------
 
 def test_batched_scoring_equals_one_segment_at_a_time(unc):
-    from livepiano.engine import open_session, score_segments
+    from livepiano.learn.evaluate import score_segments
+    from livepiano.runtime.modelfile import open_session
 
     rng = np.random.default_rng(0)
     segs = [np.asarray((PATTERN * 10)[int(rng.integers(0, 11)):][:n])
@@ -403,8 +404,8 @@ def test_batched_scoring_equals_one_segment_at_a_time(unc):
 
 
 def test_eval_beats_uniform_on_a_folder_and_a_cache(tiny_models, unc, tmp_path):
-    from livepiano import data
-    from livepiano.engine import evaluate
+    from livepiano.learn import dataset
+    from livepiano.learn.evaluate import evaluate
 
     folder = tiny_models["midis"]
     r = evaluate(unc, folder, limit=2)
@@ -415,7 +416,7 @@ def test_eval_beats_uniform_on_a_folder_and_a_cache(tiny_models, unc, tmp_path):
     src = write_pattern_midis(tmp_path / "maestro", count=2, repeats=80)
     (src / "maestro.csv").write_text(
         "midi_filename,split\npattern_0.mid,test\npattern_1.mid,train\n")
-    data.prepare(src, tmp_path / "cache", workers=1, show_progress=False)
+    dataset.prepare(src, tmp_path / "cache", workers=1, show_progress=False)
     r = evaluate(unc, tmp_path / "cache", split="test")
     assert r.files == 1 and r.split == "test" and r.nll < 1.5
     r_csv = evaluate(unc, src, split="test")  # the MIDI folder itself: its CSV's split
@@ -460,7 +461,7 @@ def _released(path: Path) -> tuple[int, list[str]]:
 
 
 def test_generate_api_releases_everything(unc):
-    from livepiano.engine import describe_notes, generate
+    from livepiano.runtime.offline import describe_notes, generate
 
     e = _engine(unc, seed=9, temperature=1.0)
     g = generate(e, 4.0, PATTERN[:2])  # the primer leaves 60 sounding: the player's note
@@ -502,7 +503,7 @@ def test_cli_generate_compares_with_real_playing(unc, run_livepiano, tmp_path):
 
 
 def test_describe_data_gives_each_segment_its_velocity(tmp_path):
-    from livepiano.engine import describe_data
+    from livepiano.learn.evaluate import describe_data
 
     # 40 s of one velocity (bin 25 = 97), set once at the start: the second segment has no
     # velocity event of its own and must not fall back to a default.

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepiano import LivepianoError, codec
+from livepiano import LivepianoError
+from livepiano.core import codec
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -29,7 +30,7 @@ _BUILT: dict = {}
 
 def train_tiny(control_dim: int, steps: int = TRAIN_STEPS, seed: int = 0):
     """(eval-mode model, checkpoint dict) of a 2x32 LSTM trained on PATTERN."""
-    from livepiano.model import ModelConfig, PerformanceRNN
+    from livepiano.learn.network import ModelConfig, PerformanceRNN
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -76,7 +77,7 @@ def build(tmp_root: Path) -> dict:
     """{'unc'|'cond': {'onnx', 'yaml', 'ckpt', 'model', 'card'}} built once per process."""
     if _BUILT:
         return _BUILT
-    from livepiano.export import export
+    from livepiano.learn.export import export
 
     midis = write_pattern_midis(tmp_root / "pattern_midi")
     threads = torch.get_num_threads()
@@ -109,7 +110,7 @@ def tiny_models(tmp_path_factory):
 
 
 def _session(path):
-    from livepiano.engine import open_session
+    from livepiano.runtime.modelfile import open_session
 
     return open_session(path, 1)
 
@@ -257,7 +258,7 @@ def test_trained_model_learnt_the_pattern(tiny_models):
 # --- the parity check itself ----------------------------------------------------------------
 
 def test_parity_check_catches_a_wrong_export(tiny_models, tmp_path):
-    from livepiano.export import TOLERANCE, load_checkpoint, parity
+    from livepiano.learn.export import TOLERANCE, load_checkpoint, parity
 
     model, _ = load_checkpoint(tiny_models["unc"]["ckpt"])
     good = parity(model, tiny_models["unc"]["onnx"])
@@ -271,7 +272,7 @@ def test_parity_check_catches_a_wrong_export(tiny_models, tmp_path):
 
 def test_export_in_train_mode_checkpoint_is_still_eval(tiny_models, tmp_path):
     """Dropout is off in the file even though the model was saved from training."""
-    from livepiano.export import load_checkpoint
+    from livepiano.learn.export import load_checkpoint
 
     model, ckpt = load_checkpoint(tiny_models["cond"]["ckpt"])
     assert not model.training
@@ -315,7 +316,7 @@ def test_yaml_card(tiny_models):
 def test_a_validation_score_is_never_recorded_as_the_test_nll(tiny_models, tmp_path):
     import yaml
 
-    from livepiano.export import export
+    from livepiano.learn.export import export
 
     src = write_pattern_midis(tmp_path / "maestro", count=2, repeats=40)
     (src / "maestro.csv").write_text(
@@ -333,7 +334,7 @@ def test_a_validation_score_is_never_recorded_as_the_test_nll(tiny_models, tmp_p
 # --- errors -----------------------------------------------------------------------------------
 
 def test_bad_checkpoint_is_one_clear_error(tmp_path):
-    from livepiano.export import export
+    from livepiano.learn.export import export
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
@@ -365,8 +366,8 @@ def test_int8_export(tiny_models, tmp_path):
     """--int8: the same contract, a smaller file, next-event distributions close to float32."""
     import yaml
 
-    from livepiano.engine import evaluate
-    from livepiano.export import export
+    from livepiano.learn.evaluate import evaluate
+    from livepiano.learn.export import export
 
     out = tmp_path / "tiny_int8.onnx"
     card = export(tiny_models["cond"]["ckpt"], out, int8=True, log=lambda *_: None)

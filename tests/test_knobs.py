@@ -8,16 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from jackserver import tiny_model  # noqa: F401 (a fixture)
-from livepiano import LivepianoError, config, knobs
-from livepiano import controls as C
-from livepiano.live import Continuous, EngineLoop
-from livepiano.scheduler import Scheduler
+
+from livepiano import LivepianoError
+from livepiano.live import controls, knobs
+from livepiano.live.loop import EngineLoop
+from livepiano.live.modes import Continuous
+from livepiano.live.scheduler import Scheduler
+from livepiano.settings import bindings, files, params, schema
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "controls.yaml"
-KNOB = C.Control("cc", 1, 21)
+KNOB = params.Control("cc", 1, 21)
 
 
 class Out:
@@ -38,16 +40,16 @@ class Clock:
 
 def rig(model, bindings=(), tmp_path=None, **kw):
     """(knobs, loop, scheduler, out, clock): nothing runs; ``run(loop)`` drains its inbox."""
-    from livepiano.engine import Engine
+    from livepiano.runtime.engine import Engine
 
     clock = Clock()
     out = Out()
     scheduler = Scheduler(out, clock=clock)
     loop = EngineLoop(Engine(model, seed=3), scheduler, origin=0.0, lookahead=0.1, clock=clock)
-    controls = C.Controls([C.Binding(c, p) for c, p in bindings] or
-                          [C.Binding(KNOB, "temperature")], **kw)
+    ctl = controls.Controls([params.Binding(c, p) for c, p in bindings] or
+                     [params.Binding(KNOB, "temperature")], **kw)
     path = tmp_path / "controls.yaml" if tmp_path is not None else None
-    return knobs.Knobs(controls, loop, path=path, clock=clock), loop, scheduler, out, clock
+    return knobs.Knobs(ctl, loop, path=path, clock=clock), loop, scheduler, out, clock
 
 
 def drain(loop):
@@ -68,14 +70,14 @@ def generate_ahead(loop, seconds):
 
 
 def test_the_example_controls_file_loads():
-    found = C.read(EXAMPLE, missing_ok=False)
+    found = bindings.read(EXAMPLE, missing_ok=False)
     assert found.takeover == "jump"
-    params = {b.param: b.control for b in found.bindings}
-    assert params["temperature"] == C.Control("cc", 1, 70)
-    assert params["panic"] == C.Control("note", 10, 43)
+    bound = {b.param: b.control for b in found.bindings}
+    assert bound["temperature"] == params.Control("cc", 1, 70)
+    assert bound["panic"] == params.Control("note", 10, 43)
     assert {b.param for b in found.bindings} >= {"temperature", "density", "key", "dynamics",
                                                   "mode", "end_of_call", "panic", "learn"}
-    assert len(found.controls().describe()) == len(found.bindings)
+    assert len(controls.from_file(found).describe()) == len(found.bindings)
 
 
 def test_a_temperature_knob_rewinds_the_unheard_look_ahead_without_a_reset(tiny_model):
@@ -110,8 +112,8 @@ def test_a_knob_change_wakes_the_main_thread_to_show_it(tiny_model):
 
 
 def test_density_and_key_on_an_unconditioned_model_say_so_once(tiny_model):
-    kn, loop, *_ = rig(tiny_model, [(C.Control("cc", 1, 22), "density"),
-                                    (C.Control("cc", 1, 23), "key")])
+    kn, loop, *_ = rig(tiny_model, [(params.Control("cc", 1, 22), "density"),
+                                    (params.Control("cc", 1, 23), "key")])
     assert not loop.engine.conditioned
     for number, value in ((22, 10), (22, 20), (23, 70)):
         kn.message([0xB0, number, value])
@@ -123,7 +125,7 @@ def test_density_and_key_on_an_unconditioned_model_say_so_once(tiny_model):
 
 
 def test_dynamics_scales_the_velocities_the_loop_sends(tiny_model):
-    kn, loop, scheduler, *_ = rig(tiny_model, [(C.Control("cc", 1, 24), "dynamics")])
+    kn, loop, scheduler, *_ = rig(tiny_model, [(params.Control("cc", 1, 24), "dynamics")])
     kn.message([0xB0, 24, 0])
     drain(loop)
     assert loop.velocity_scale == 0.5
@@ -134,7 +136,7 @@ def test_dynamics_scales_the_velocities_the_loop_sends(tiny_model):
 
 
 def test_panic_releases_what_sounds_and_the_session_goes_on(tiny_model):
-    kn, loop, scheduler, out, clock = rig(tiny_model, [(C.Control("note", 10, 43), "panic")])
+    kn, loop, scheduler, out, clock = rig(tiny_model, [(params.Control("note", 10, 43), "panic")])
     scheduler._take((None, [0x90, 60, 100], None))  # sounding now (an echoed note)
     generate_ahead(loop, 2.0)
     drain_scheduler(scheduler)
@@ -162,9 +164,9 @@ def test_a_binding_learned_during_play_is_saved_from_the_main_thread(tiny_model,
     lines = kn.tick()
     assert lines[0] == ("learn dynamics: move a knob or fader", True)
     assert lines[1][0].endswith(f"saved to {tmp_path / 'controls.yaml'}") and lines[1][1]
-    saved = C.read(tmp_path / "controls.yaml")
+    saved = bindings.read(tmp_path / "controls.yaml")
     assert {(b.control, b.param) for b in saved.bindings} == {
-        (KNOB, "temperature"), (C.Control("cc", 1, 30), "dynamics")}
+        (KNOB, "temperature"), (params.Control("cc", 1, 30), "dynamics")}
 
 
 def test_the_mode_toggle_swaps_the_loops_mode(tiny_model):
@@ -177,7 +179,7 @@ def test_the_mode_toggle_swaps_the_loops_mode(tiny_model):
         made.append(name)
         return Other() if name == "duet" else Continuous()
 
-    kn, loop, *_ = rig(tiny_model, [(C.Control("note", 10, 36), "mode")])
+    kn, loop, *_ = rig(tiny_model, [(params.Control("note", 10, 36), "mode")])
     kn.make_mode = make
     kn.message([0x99, 36, 100])
     drain(loop)
@@ -196,7 +198,7 @@ def test_pickup_ignores_the_knob_and_the_status_line_says_how_to_catch_it(tiny_m
     assert "turn CC 21 on channel 1 up" in kn.status()
     kn.message([0xB0, 21, 70])  # crosses the centre (1.0)
     drain(loop)
-    assert loop.engine.temperature == pytest.approx(C.PARAMS["temperature"].value_at(70))
+    assert loop.engine.temperature == pytest.approx(params.PARAMS["temperature"].value_at(70))
     assert kn.status().startswith("temperature")
 
 
@@ -215,37 +217,37 @@ def test_terminal_keys_l_then_a_number_learn_that_parameter(tiny_model):
 
 
 def test_the_settings_schema_has_the_knob_keys(tmp_path):
-    s = config.validate({"controls": "~/c.yaml", "control_in": "MPK", "takeover": "pickup",
+    s = schema.validate({"controls": "~/c.yaml", "control_in": "MPK", "takeover": "pickup",
                          "bindings": [{"param": "panic", "note": 43, "channel": 10}]})
     assert (s["controls"], s["control_in"], s["takeover"]) == ("~/c.yaml", "MPK", "pickup")
-    assert s["bindings"] == (C.Binding(C.Control("note", 10, 43), "panic"),)
+    assert s["bindings"] == (params.Binding(params.Control("note", 10, 43), "panic"),)
     bad = tmp_path / "s.yaml"
     bad.write_text("temperature: 0.9\ntakeover: sideways\n")
     with pytest.raises(LivepianoError, match=r"s.yaml line 2: setting 'takeover' is 'sideways' "
                                              r"but must be one of jump, pickup, scale\.$"):
-        config.load(bad)
+        files.load(bad)
     listed = tmp_path / "l.yaml"
     listed.write_text("- temperature\n")
     with pytest.raises(LivepianoError, match="l.yaml line 1: a settings file is a mapping"):
-        config.load(listed)
+        files.load(listed)
 
 
 def test_the_session_loads_the_bindings_file_first(tmp_path):
     broken = tmp_path / "c.yaml"
     broken.write_text("takeover: jump\nbindings:\n  - {param: tempo, cc: 1}\n")
-    settings = dict(config.defaults(), controls=str(broken))
+    settings = dict(schema.defaults(), controls=str(broken))
     with pytest.raises(LivepianoError, match=r"c.yaml line 3: 'param' is 'tempo'"):
         knobs.SessionKnobs(settings)
     good = tmp_path / "g.yaml"
     good.write_text("takeover: scale\nbindings:\n  - {param: key, cc: 3}\n")
-    sk = knobs.SessionKnobs(config.for_play(good, {"temperature": 3.0}, {}))
+    sk = knobs.SessionKnobs(files.for_play(good, {"temperature": 3.0}, {}))
     assert sk.controls.takeover == "scale" and sk.controls.values["temperature"] == 2.0
-    assert sk.path == good and list(sk.controls.bindings) == [C.Control("cc", 1, 3)]
-    sk = knobs.SessionKnobs(config.for_play(good, {"takeover": "pickup"}, {}))
+    assert sk.path == good and list(sk.controls.bindings) == [params.Control("cc", 1, 3)]
+    sk = knobs.SessionKnobs(files.for_play(good, {"takeover": "pickup"}, {}))
     assert sk.controls.takeover == "pickup"
     # what a save merges into is what the session starts from: the file, not the dict
-    sk = knobs.SessionKnobs(dict(config.defaults(), controls=str(good)))
-    assert list(sk.controls.bindings) == [C.Control("cc", 1, 3)]
+    sk = knobs.SessionKnobs(dict(schema.defaults(), controls=str(good)))
+    assert list(sk.controls.bindings) == [params.Control("cc", 1, 3)]
 
 
 def test_learning_during_play_saves_into_the_settings_file_and_keeps_it(tiny_model, tmp_path):
@@ -254,7 +256,7 @@ def test_learning_during_play_saves_into_the_settings_file_and_keeps_it(tiny_mod
             "bindings:\n  - {param: temperature, cc: 21, channel: 1}   # the big knob\n"
             "out: fluid\n")
     path.write_text(body)
-    settings = config.for_play(path, {"takeover": "pickup"}, {})  # --takeover: tonight only
+    settings = files.for_play(path, {"takeover": "pickup"}, {})  # --takeover: tonight only
     sk = knobs.SessionKnobs(settings)
     kn, loop, *_ = rig(tiny_model)
     kn = knobs.Knobs(sk.controls, loop, path=sk.path, clock=kn.clock)
@@ -267,7 +269,7 @@ def test_learning_during_play_saves_into_the_settings_file_and_keeps_it(tiny_mod
     text = path.read_text()
     assert text == body.replace("\nout: fluid", "\n  - {param: dynamics, cc: 30, channel: 1}"
                                                "\nout: fluid")
-    again = config.load(path)
+    again = files.load(path)
     assert again["takeover"] == "scale"  # the session's --takeover was not saved
     assert (again["temperature"], again["mode"], again["out"]) == (0.8, "duet", "fluid")
 
@@ -335,7 +337,7 @@ def conditioned_model(tmp_path_factory):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from livepiano import codec
+    from livepiano.core import codec
 
     rng = np.random.default_rng(0)
     V, L, H, K = codec.VOCAB_SIZE, 1, 4, codec.CONTROL_DIM
@@ -364,18 +366,18 @@ def conditioned_model(tmp_path_factory):
 
 
 def test_density_and_key_steer_a_conditioned_model_and_follow_listens(conditioned_model):
-    from livepiano.listener import PlayerEvent
+    from livepiano.live.listener import PlayerEvent
 
-    kn, loop, _, _, clock = rig(conditioned_model, [(C.Control("cc", 1, 22), "density"),
-                                                    (C.Control("cc", 1, 23), "key")])
+    kn, loop, _, _, clock = rig(conditioned_model, [(params.Control("cc", 1, 22), "density"),
+                                                    (params.Control("cc", 1, 23), "key")])
     assert loop.engine.conditioned and loop.engine.control is None
     generate_ahead(loop, 2.0)
-    key = C.PARAMS["key"]
+    key = params.PARAMS["key"]
     kn.message([0xB0, 23, 1])
     kn.message([0xB0, 23, round(key.position("A minor"))])
     drain(loop)
     assert kn.controls.values["key"] == "A minor"
-    expected = C.control_vector(C.PARAMS["density"].default, "A minor")
+    expected = params.control_vector(params.PARAMS["density"].default, "A minor")
     assert np.allclose(loop.engine.control, expected)
     assert loop.stream_time() <= clock.t + loop.lookahead  # rewound, as for the temperature
     kn.message([0xB0, 22, 127])
@@ -384,7 +386,7 @@ def test_density_and_key_steer_a_conditioned_model_and_follow_listens(conditione
     # follow: the player's recent note-ons make the histogram
     kn.message([0xB0, 23, 0])
     drain(loop)
-    assert kn.controls.values["key"] == C.FOLLOW
+    assert kn.controls.values["key"] == params.FOLLOW
     clock.t = 1.0
     kn.heard([PlayerEvent(1.0, True, 60, 80), PlayerEvent(1.0, True, 64, 80),
               PlayerEvent(1.1, False, 60, 0)])
@@ -402,7 +404,7 @@ def test_a_mode_that_cannot_be_built_is_said_and_the_toggle_stays(tiny_model):
     def make(name, say):
         raise LivepianoError("no duet here")
 
-    kn, loop, *_ = rig(tiny_model, [(C.Control("note", 10, 36), "mode")])
+    kn, loop, *_ = rig(tiny_model, [(params.Control("note", 10, 36), "mode")])
     kn.make_mode = make
     kn.message([0x99, 36, 100])
     drain(loop)

@@ -17,10 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from jackserver import (need, DATA, Capture, JackServer, Pianist, excerpt, jackd_available,
-                        start_livepiano,
-                        sounding_after, tiny_model)  # noqa: F401 (a fixture)
+from jackserver import (
+    DATA,
+    Capture,
+    JackServer,
+    Pianist,
+    excerpt,
+    jackd_available,
+    need,
+    sounding_after,  # noqa: F401 (a fixture)
+    start_livepiano,
+)
 
 pytestmark = pytest.mark.jack
 EXCERPT = DATA / "chopin_op10_12.mid"
@@ -126,7 +133,7 @@ def test_plays_back_releases_everything_and_records(jack, tiny_model, tmp_path):
     # The recording: the player's track holds the excerpt's notes, the model's what it sent.
     import mido
 
-    from livepiano.data import midi_file_notes
+    from livepiano.core.midifile import midi_file_notes
 
     mid = mido.MidiFile(str(record))
     assert [t.name for t in mid.tracks] == ["player", "livepiano"]

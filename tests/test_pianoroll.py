@@ -10,9 +10,18 @@ import zlib
 import numpy as np
 import pytest
 
-from livepiano import codec
-from livepiano.pianoroll import (BACKGROUND, HUES, MODEL, OTHER_HUES, PLAYER, layout_for,
-                                 plot_midi, read_tracks, track_color)
+from livepiano.core import codec
+from livepiano.tools.pianoroll import (
+    BACKGROUND,
+    HUES,
+    MODEL,
+    OTHER_HUES,
+    PLAYER,
+    layout_for,
+    plot_midi,
+    read_tracks,
+    track_color,
+)
 
 
 def read_png(path) -> np.ndarray:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from livepiano import LivepianoError, ports
-
+from livepiano import LivepianoError
+from livepiano.live import ports
 
 FLUID = "FLUID Synth (1234):Synth input port (1234:0) 128:0"
 THROUGH = "Midi Through:Midi Through Port-0 14:0"

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepiano import LivepianoError, codec
-from livepiano.render import find_fluidsynth, find_soundfont, render_midi, wav_levels
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.tools.render import find_fluidsynth, find_soundfont, render_midi, wav_levels
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -199,7 +200,7 @@ def _random_model(onnx, path: Path) -> Path:
 def test_render_errors_are_one_line(tmp_path):
     r = _cli(["plot", tmp_path / "none.mid"], {}, tmp_path)
     _one_line_error(r)
-    from livepiano.render import render_midi as rm
+    from livepiano.tools.render import render_midi as rm
 
     with pytest.raises(LivepianoError, match="does not exist"):
         rm(_small_midi(tmp_path / "b.mid"), tmp_path / "no" / "such" / "b.wav")
@@ -221,7 +222,7 @@ def _pyfluidsynth_importable() -> bool:
 def test_pyfluidsynth_path_renders_the_same_music(tmp_path):
     """The pyfluidsynth path (used where the fluidsynth program is missing) plays the file
     event by event: about the same length and level as the program."""
-    from livepiano import render
+    from livepiano.tools import render
 
     mid = _small_midi(tmp_path / "p.mid")
     render._render_pyfluidsynth(mid, tmp_path / "p.wav", find_soundfont(), 44100, render.GAIN)

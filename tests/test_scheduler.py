@@ -6,13 +6,14 @@ import threading
 import time
 
 import pytest
-
 from jackserver import DATA, tiny_model  # noqa: F401 (a fixture)
-from livepiano import codec
-from livepiano.data import midi_file_tokens
-from livepiano.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
-from livepiano.live import EngineLoop, Recorder
-from livepiano.scheduler import Scheduler
+
+from livepiano.core import codec
+from livepiano.core.midifile import midi_file_tokens
+from livepiano.live.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
+from livepiano.live.loop import EngineLoop
+from livepiano.live.recorder import Recorder
+from livepiano.live.scheduler import Scheduler
 
 
 class FakeOut:
@@ -220,7 +221,7 @@ class RecordingScheduler:
 
 
 def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model):
-    from livepiano.engine import Engine
+    from livepiano.runtime.engine import Engine
 
     engine = Engine(tiny_model, seed=3)
     sched = RecordingScheduler()
@@ -275,7 +276,7 @@ def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model)
     import random
     from collections import Counter
 
-    from livepiano.engine import Engine
+    from livepiano.runtime.engine import Engine
 
     out = FakeOut()
     sched = Scheduler(out)

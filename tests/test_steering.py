@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livepiano import codec, config
-from livepiano.engine import Engine, generate
-from livepiano.listener import PlayerEvent
-from livepiano.live import Continuous
+from livepiano.core import codec
+from livepiano.live.listener import PlayerEvent
+from livepiano.live.mode import Continuous
+from livepiano.runtime.engine import Engine
+from livepiano.runtime.offline import generate
+from livepiano.settings import schema
 from livepiano.runtime import steering
 from livepiano.tools.bench import music
 
@@ -105,7 +107,7 @@ def test_truncate_keeps_the_nucleus():
 
 def test_configure_reads_the_settings_schema(eager):
     engine = Engine(eager, seed=0)
-    s = config.defaults()
+    s = schema.defaults()
     steering.configure(engine, s, accompany=True)
     assert engine.steering.target == s["density"]
     assert engine.steering.follow == s["accompany_ratio"]
@@ -126,7 +128,7 @@ def _pianist(rate: float, seconds: float, start: float = 0.0, pitch0: int = 60):
 
 def _session(seed: int, accompany: bool = True, steer: bool = True):
     engine = Engine(SHIPPED, seed=seed)
-    steering.configure(engine, dict(config.defaults(), steer=steer), accompany=accompany)
+    steering.configure(engine, dict(schema.defaults(), steer=steer), accompany=accompany)
     return music.SimSession(engine, Continuous())
 
 
@@ -160,7 +162,7 @@ def test_the_accompanist_follows_the_pianists_density():
 
 
 def steering_target() -> float:
-    return float(config.defaults()["density"])
+    return float(schema.defaults()["density"])
 
 
 def test_take_back_no_longer_pushes_density():

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from livepiano import data  # noqa: E402
-from livepiano.train import TrainConfig, lr_at, train  # noqa: E402
+from livepiano.learn import dataset  # noqa: E402 (after the skip when torch is missing)
+from livepiano.learn.train import TrainConfig, lr_at, train  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -26,7 +26,7 @@ def cache(tmp_path_factory) -> Path:
                                       for i, n in enumerate(names)]
     (src / "splits.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path_factory.mktemp("cache")
-    data.prepare(src, out, workers=1, show_progress=False)
+    dataset.prepare(src, out, workers=1, show_progress=False)
     return out
 
 
@@ -78,7 +78,7 @@ def test_a_few_dozen_steps_beat_the_uniform_guess(cache, tmp_path):
 def test_stops_after_the_scheduled_epochs(cache, tmp_path):
     cfg = tiny(cache, tmp_path / "epoch.pt", epochs=0.05)
     result = train(cfg, resume=False, log=lambda *a: None)
-    train_tokens = data.TokenCache(cache).index["splits"]["train"]["tokens"]
+    train_tokens = dataset.TokenCache(cache).index["splits"]["train"]["tokens"]
     assert result["tokens"] >= 0.05 * train_tokens
     assert result["tokens"] < 0.05 * train_tokens + cfg.batch * cfg.bptt + 1
 

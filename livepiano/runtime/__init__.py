@@ -1,1 +1,2 @@
-"""Playing a trained model: the engine, its sampling policies, offline generation and scoring."""
+"""The model at play time through onnxruntime (no torch): the model file and card, the
+``Engine`` that steps it, scoring and offline generation."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livepiano import codec
+from livepiano.core import codec
 
 STEPS = codec.STEPS_PER_SECOND
 # Every figure below was chosen with `livepiano bench music` on the shipped model (README,

@@ -1,1 +1,2 @@
-"""Commands around the instrument: benchmarks, the demo, rendering and plots."""
+"""Tools around the instrument: benchmarks, the demo, rendering to audio, piano rolls, a
+private JACK server."""

@@ -1,1 +1,64 @@
-"""The benchmarks of `livepiano bench`, one module each."""
+"""The benchmarks: ``livepiano bench WHICH``.
+
+Each benchmark is a module of this package with a function ``bench(args) -> dict``, named in
+``BENCHES``; the command
+prints a readable report and, with ``--json``, ends with one line holding the dict as JSON.
+Arguments shared by the benchmarks are declared in ``add_arguments``. This module imports
+only the standard library at the top, so building the command line stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=None,
+                   help="exported .onnx model "
+                        "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
+    p.add_argument("--steps", type=int, default=3000,
+                   help="timed model steps after warm-up (model; at least 2000)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (model)")
+    p.add_argument("--rt", action="store_true",
+                   help="time the steps under SCHED_FIFO where allowed, to separate the model's "
+                        "own latency from other processes' interference (model)")
+    p.add_argument("--load", action="store_true",
+                   help="a busy loop on the other core while measuring (timing)")
+    p.add_argument("--realtime", choices=("auto", "fifo", "switch", "off"), default="auto",
+                   help="scheduler timing mechanism, as `play --realtime` (timing)")
+    p.add_argument("--deadlines", type=int, default=2000,
+                   help="scheduler deadlines to measure (timing; at least 2000)")
+    p.add_argument("--changes", type=int, default=200,
+                   help="knob changes to measure (knobs; at least 200)")
+    p.add_argument("--wait", type=float, default=0.6,
+                   help="silence that ends a call, seconds (duet; default: 0.6)")
+    p.add_argument("--calls", type=int, default=21,
+                   help="held-out calls to play (duet; at least 20)")
+    p.add_argument("--data", default=None, metavar="CACHE_OR_MIDI_DIR",
+                   help="cut the calls from this token cache's or MAESTRO folder's test split "
+                        "(duet; default: the MAESTRO test-split excerpts in tests/data)")
+    from livepiano.tools.bench import music
+
+    music.add_arguments(p)
+    p.add_argument("--json", action="store_true",
+                   help="end with one line of JSON holding the figures")
+
+
+# Each benchmark lives in its own module of this package, as a function ``bench(args) -> dict``;
+# it is imported only when asked for, so the command line stays cheap to build.
+BENCHES = ("model", "timing", "duet", "knobs", "music")
+
+
+def run(which: str, args) -> int:
+    from livepiano import LivepianoError
+
+    if which not in BENCHES:
+        raise LivepianoError(f"no benchmark called {which!r}; "
+                             f"pick one of {', '.join(sorted(BENCHES))}.")
+    result = importlib.import_module(f"{__name__}.{which}").bench(args)
+    if getattr(args, "json", False):
+        print(json.dumps(result), flush=True)
+    return 0
+
+

@@ -110,10 +110,10 @@ def data_folder(reference: str | None) -> Path:
 
 def reference_files(root: Path, count: int = REFERENCE_FILES) -> list[Path]:
     """A fixed-seed sample of the validation split (of every file without a MAESTRO CSV)."""
-    from livepiano import data
+    from livepiano.learn.dataset import find_midi_files, maestro_splits
 
-    files = data.find_midi_files(root)
-    splits = data.maestro_splits(root)
+    files = find_midi_files(root)
+    splits = maestro_splits(root)
     if splits is not None:
         files = [p for p in files if splits.get(p.relative_to(root).as_posix()) == "validation"]
     if not files:
@@ -124,9 +124,9 @@ def reference_files(root: Path, count: int = REFERENCE_FILES) -> list[Path]:
 
 
 def _file_notes(path: Path) -> list[tuple[float, float, int, int]]:
-    from livepiano import data
+    from livepiano.core.midifile import midi_file_notes
 
-    notes = data.midi_file_notes(path)
+    notes = midi_file_notes(path)
     return sorted((n.start, n.end, n.pitch, n.velocity) for n in notes if n.end > n.start)
 
 
@@ -212,23 +212,14 @@ def real_reference(root: Path, say: Callable[[str], None] = print) -> dict:
 
 def session_engine(model_path, seed: int | None, *, accompany: bool = False):
     """An ``Engine`` with the settings' defaults, as `play` and `generate` build theirs."""
-    from livepiano import config
-    from livepiano.engine import Engine
+    from livepiano.runtime import steering
+    from livepiano.runtime.engine import Engine
+    from livepiano.settings import schema
 
-    s = config.defaults()
+    s = schema.defaults()
     engine = Engine(model_path, temperature=s["temperature"], seed=seed)
-    configure = _configure()
-    if configure is not None:
-        configure(engine, s, accompany=accompany)
+    steering.configure(engine, s, accompany=accompany)
     return engine
-
-
-def _configure():
-    try:
-        from livepiano.runtime import steering
-    except ImportError:
-        return None
-    return steering.configure
 
 
 # --- free generation ------------------------------------------------------------------------
@@ -236,7 +227,7 @@ def _configure():
 def free_generation(model_path, seconds: float, seeds: Sequence[int],
                     make_engine: Callable | None = None) -> dict:
     """``gen_*`` figures of ``seeds`` free generations of ``seconds`` each."""
-    from livepiano.engine import generate
+    from livepiano.runtime.offline import generate
 
     make_engine = make_engine or (lambda seed: session_engine(model_path, seed))
     runs, notes_all, us = [], [], []
@@ -277,7 +268,7 @@ def free_generation(model_path, seconds: float, seeds: Sequence[int],
 def steering_cost(tokens: Sequence[int]) -> float:
     """Microseconds per event that the density steering adds to a sample (its logits offset,
     the sum with the logits, and hearing the event), over a real stream of events."""
-    from livepiano import codec
+    from livepiano.core import codec
     from livepiano.runtime.steering import DensitySteering
 
     st = DensitySteering(10.0)
@@ -356,7 +347,7 @@ class SimSession:
     times and ``EngineLoop.turn`` runs until it would wait, then the clock moves on."""
 
     def __init__(self, engine, mode, lookahead: float = 0.1):
-        from livepiano.live import EngineLoop
+        from livepiano.live.loop import EngineLoop
 
         self.now = 0.0
         self.out = SimOutput(lambda: self.now)
@@ -393,7 +384,7 @@ class SimSession:
 
 
 def _player_events(notes, offset: float = 0.0):
-    from livepiano.listener import PlayerEvent
+    from livepiano.live.listener import PlayerEvent
 
     evs = [PlayerEvent(a + offset, True, p, v) for a, _, p, v in notes]
     evs += [PlayerEvent(b + offset, False, p, 0) for _, b, p, _ in notes]
@@ -403,15 +394,15 @@ def _player_events(notes, offset: float = 0.0):
 def accompaniment(model_path, pianist: dict, seed: int = 1, seconds: float = ACCOMPANY_S) -> dict:
     """``acc_*`` figures: continuous mode with ``seconds`` of a real performance as the
     pianist."""
-    from livepiano import config
-    from livepiano.live import make_mode
+    from livepiano.live.modes import make_mode
+    from livepiano.settings import schema
 
     notes = _file_notes(Path(pianist["file"]))
     a = pianist["start_s"]
     part = [(s - a, min(e, a + seconds + 2.0) - a, p, v) for s, e, p, v in notes
             if a <= s < a + seconds]
     engine = session_engine(model_path, seed, accompany=True)
-    sim = SimSession(engine, make_mode(dict(config.defaults(), mode="continuous")))
+    sim = SimSession(engine, make_mode(dict(schema.defaults(), mode="continuous")))
     t0 = time.perf_counter()
     sim.run_until(seconds, _player_events(part))
     took = time.perf_counter() - t0
@@ -478,10 +469,10 @@ def cut_calls(performances: Sequence[list], wait: float, total: float) -> list[l
 def long_duet(model_path, files: Sequence[str], seed: int = 1, seconds: float = DUET_S) -> dict:
     """``duet_*`` figures: calls and answers for ``seconds`` on the simulated clock, one
     engine and one ``DuetMode`` throughout (the state kept across calls, as in play)."""
-    from livepiano import config
-    from livepiano.live import make_mode
+    from livepiano.live.modes import make_mode
+    from livepiano.settings import schema
 
-    settings = dict(config.defaults(), mode="duet")
+    settings = dict(schema.defaults(), mode="duet")
     performances = [n for n in (_file_notes(Path(f)) for f in files[:6]) if n]
     calls = cut_calls(performances, settings["wait"], seconds)
     engine = session_engine(model_path, seed, accompany=True)
@@ -532,8 +523,8 @@ def long_duet(model_path, files: Sequence[str], seed: int = 1, seconds: float = 
 
 # --- the command ----------------------------------------------------------------------------
 
-def bench_music(args) -> dict:
-    from livepiano.engine import resolve_model
+def bench(args) -> dict:
+    from livepiano.runtime.modelfile import resolve_model
 
     say = getattr(args, "say", print)
     path = resolve_model(getattr(args, "model", None))

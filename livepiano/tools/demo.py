@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from livepiano import LivepianoError
+from livepiano.core.shipped import shipped_file
 
 PRIMER = "primer.mid"
 CLIENT = "livepiano-demo"  # the demo's MIDI clients: CLIENT-pianist, CLIENT-ear
@@ -54,13 +55,11 @@ POLL_S = 0.001
 def primer_path() -> Path:
     """The shipped primer: inside the installed package (``livepiano/examples``), else in the
     repository's ``examples/``."""
-    here = Path(__file__).resolve().parent
-    candidates = [here / "examples" / PRIMER, here.parent / "examples" / PRIMER]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise LivepianoError(f"the demo's primer is missing (looked for {candidates[0]} and "
-                         f"{candidates[1]}); reinstall livepiano.")
+    path = shipped_file("examples", PRIMER)
+    if path is None:
+        raise LivepianoError(f"the demo's primer examples/{PRIMER} is missing; reinstall "
+                             f"livepiano.")
+    return path
 
 
 @dataclass
@@ -167,8 +166,8 @@ def _alsa_seq_present() -> bool:
 def choose_system(api: str | None = None):
     """(api, JackServer or None): ALSA virtual ports where the sequencer opens, CoreMIDI on
     macOS, else a private JACK server (started here; the caller stops it)."""
-    from livepiano import ports
-    from livepiano.jack import JackServer, jackd_path
+    from livepiano.live import ports
+    from livepiano.tools.jack import JackServer, jackd_path
 
     def opens(name: str) -> bool:
         try:
@@ -213,7 +212,7 @@ class Ear:
     messages as they arrive and forwards them to ``synth`` (a MidiOut) when there is one."""
 
     def __init__(self, api: str, synth=None):
-        from livepiano import ports
+        from livepiano.live import ports
 
         self.client = ports.open_client("in", api, CLIENT + "-ear")
         self.client.ignore_types(sysex=True, timing=True, active_sense=True)
@@ -297,7 +296,7 @@ class Pianist:
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
-        from livepiano import ports
+        from livepiano.live import ports
 
         self.client = ports.open_client("out", self.api, CLIENT + "-pianist")
         self.client.open_virtual_port(_port_name(self.api, "-pianist", "keys"))
@@ -443,8 +442,8 @@ class LiveSynth:
         default audio driver); None where it does not come up."""
         import subprocess
 
-        from livepiano import ports
-        from livepiano.render import GAIN, find_fluidsynth, find_soundfont
+        from livepiano.live import ports
+        from livepiano.tools.render import GAIN, find_fluidsynth, find_soundfont
 
         found = find_fluidsynth()
         if found is None or found[0] != "cli":
@@ -606,8 +605,9 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         api: str | None = None, model: str | None = None, seed: int | None = None,
         soundfont: str | None = None, wav: bool = True, mode: str | None = None,
         log=sys.stderr) -> Result:
-    from livepiano import config, live
-    from livepiano.render import find_fluidsynth, find_soundfont
+    from livepiano.live import modes, session
+    from livepiano.settings import schema
+    from livepiano.tools.render import find_fluidsynth, find_soundfont
 
     if not seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {seconds}.")
@@ -617,7 +617,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
     except OSError as e:
         raise LivepianoError(f"cannot create the folder {out_dir} ({e.strerror}).") from None
     calls = split_calls(primer_events(primer_path()))
-    from livepiano.engine import resolve_model
+    from livepiano.runtime.modelfile import resolve_model
 
     model = str(resolve_model(model))  # a missing model is said before any port opens
     render_wav = wav and find_fluidsynth() is not None
@@ -627,9 +627,9 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         except LivepianoError:
             render_wav = False
     if mode is None:
-        mode = "duet" if "duet" in live.MODES else "continuous"
-    elif mode not in live.MODES:
-        raise LivepianoError(f"the demo's mode is one of {', '.join(live.MODES)}, not {mode!r}.")
+        mode = "duet" if "duet" in modes.MODES else "continuous"
+    elif mode not in modes.MODES:
+        raise LivepianoError(f"the demo's mode is one of {', '.join(modes.MODES)}, not {mode!r}.")
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -645,7 +645,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         if api in ("alsa", "coremidi") and audio is not None:
             synth = LiveSynth.start(api, soundfont, audio)
         ear = Ear(api, synth.port if synth else None)
-        settings = config.defaults()
+        settings = schema.defaults()
         settings.update({"api": api, "in": CLIENT + "-pianist", "out": CLIENT + "-ear",
                          "mode": mode, "record": str(out_dir / "demo.mid"), "seed": seed,
                          "model": model})
@@ -655,7 +655,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
                                                           (MIN_ANSWER_S, MAX_ANSWER_S))))
         ready = threading.Event()
         tee = _Tee(log, ready)
-        session = live.Session(settings, out=tee, status=log.isatty())
+        session = session.Session(settings, out=tee, status=log.isatty())
         pianist.say = session.say
 
         def perform():
@@ -699,18 +699,18 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
                     notes_in, notes_out, midi, live_audio=synth is not None,
                     stop_reason=session.stop_reason, wait=pianist.wait)
     if render_wav and midi.is_file():
-        from livepiano.render import render_midi
+        from livepiano.tools.render import render_midi
 
         try:
             result.wav = render_midi(midi, out_dir / "demo.wav", soundfont).describe()
         except LivepianoError as e:
             result.wav = f"not rendered ({e})"
     elif wav:
-        from livepiano.render import install_hint
+        from livepiano.tools.render import install_hint
 
         result.wav = f"not rendered: FluidSynth and a soundfont are needed ({install_hint()})"
     if plot and midi.is_file():
-        from livepiano.pianoroll import plot_midi
+        from livepiano.tools.pianoroll import plot_midi
 
         result.png = plot_midi(midi, out_dir / "demo.png").describe()
     return result

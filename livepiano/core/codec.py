@@ -584,7 +584,8 @@ def control_vector(tokens) -> np.ndarray:
 
 # --- augmentation on tokens --------------------------------------------------------------
 
-def transpose(tokens: np.ndarray, semitones: int, low: int = 0, high: int = 127) -> np.ndarray | None:
+def transpose(tokens: np.ndarray, semitones: int, low: int = 0,
+              high: int = 127) -> np.ndarray | None:
     """Tokens with every note moved by ``semitones``, or None when a note would leave
     [low, high] (the caller then picks another interval)."""
     tokens = np.asarray(tokens, dtype=np.int64)  # uint16 (the cache's dtype) cannot go down

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from livepiano import LivepianoError, codec
+from livepiano import LivepianoError
+from livepiano.core import codec
 
 OPSET = 17
 TOLERANCE = 1e-3
@@ -36,7 +37,7 @@ def load_checkpoint(path: str | os.PathLike):
     """(model in eval mode, checkpoint dict) of a checkpoint written by `livepiano train`."""
     import torch
 
-    from livepiano.model import ModelConfig, PerformanceRNN
+    from livepiano.learn.network import ModelConfig, PerformanceRNN
 
     path = Path(path)
     if not path.is_file():
@@ -150,7 +151,7 @@ def parity(model, onnx_path: str | os.PathLike, shapes=PARITY_SHAPES, seed: int 
     zero and from a random state."""
     import torch
 
-    from livepiano.engine import open_session
+    from livepiano.runtime.modelfile import open_session
 
     session = open_session(onnx_path, 1)
     rng = np.random.default_rng(seed)
@@ -209,7 +210,7 @@ def int8_drift(model, onnx_path: str | os.PathLike, tokens: int = 512, seed: int
         x = torch.tensor([stream])
         h0, c0 = model.zero_state(1)
         ref = model(x, h0, c0)[0][0].double()
-    from livepiano.engine import open_session
+    from livepiano.runtime.modelfile import open_session
 
     session = open_session(onnx_path, 1)
     feeds = {"token": x.numpy(), "h": h0.numpy(), "c": c0.numpy()}
@@ -350,7 +351,7 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, eval_dat
     os.replace(tmp, output)
     test = None
     if eval_data is not None:
-        from livepiano.engine import evaluate
+        from livepiano.learn.evaluate import evaluate
 
         result = evaluate(output, eval_data, split=split, limit=limit, threads=threads)
         test = result.to_dict()

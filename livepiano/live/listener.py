@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 from typing import Callable, NamedTuple
 
-from livepiano import codec
-from livepiano.ports import CONTROL, NOTE_OFF, NOTE_ON
+from livepiano.core import codec
+from livepiano.core.messages import CONTROL, NOTE_OFF, NOTE_ON
 
 
 class PlayerEvent(NamedTuple):

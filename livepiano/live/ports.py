@@ -20,10 +20,6 @@ import tempfile
 
 from livepiano import LivepianoError
 
-# MIDI status bytes (channel in the low nibble) and the controllers livepiano sends.
-NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
-ALL_NOTES_OFF, SUSTAIN = 123, 64
-
 CLIENT_NAME = "livepiano"
 API_ENV = "LIVEPIANO_MIDI_API"
 API_NAMES = ("alsa", "jack", "coremidi", "winmm")

@@ -28,7 +28,8 @@ import time
 from collections import Counter, deque
 from typing import Callable
 
-from livepiano.ports import ALL_NOTES_OFF, CONTROL, NOTE_OFF, NOTE_ON, SUSTAIN
+from livepiano.core import messages
+from livepiano.core.messages import NOTE_OFF, NOTE_ON
 
 # Wake this long before a deadline, then spin. Under SCHED_FIFO a wake-up is punctual to tens
 # of µs, and a long spin only holds the GIL that the engine thread then takes back after a
@@ -233,12 +234,7 @@ class Scheduler:
         with self._lock:
             if self._panicked:
                 return []
-            messages = [[NOTE_OFF | ch, pitch, 0]
-                        for (ch, pitch), voices in sorted(self.sounding.items())
-                        for _ in range(voices)]
-            for ch in sorted({ch for ch, _ in self.sounding} | {self.channel}):
-                messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
-                messages.append([CONTROL | ch, SUSTAIN, 0])
+            messages = self._release_messages()
             for m in messages:
                 self.out.send_message(m)
             now = self.clock()
@@ -250,6 +246,10 @@ class Scheduler:
                 self.on_sent(now, m)
         return messages
 
+    def _release_messages(self) -> list[list[int]]:
+        voices = [key for key, n in self.sounding.items() for _ in range(n)]
+        return messages.release(voices, (self.channel,))
+
     def panic(self) -> list[list[int]]:
         """Note-off for every sounding note, then All Notes Off and pedal up; nothing is sent
         after this. Safe to call more than once and from any thread once ``run`` has ended."""
@@ -257,13 +257,7 @@ class Scheduler:
             if self._panicked:
                 return []
             self._panicked = True
-            messages = [[NOTE_OFF | ch, pitch, 0]  # one per voice: each note-on gets its own
-                        for (ch, pitch), voices in sorted(self.sounding.items())
-                        for _ in range(voices)]
-            channels = sorted({ch for ch, _ in self.sounding} | {self.channel})
-            for ch in channels:
-                messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
-                messages.append([CONTROL | ch, SUSTAIN, 0])
+            messages = self._release_messages()
             for m in messages:
                 try:
                     self.out.send_message(m)

@@ -17,43 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm import tqdm
 
-from livepiano import LivepianoError, codec
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.core.midifile import midi_file_tokens
 
 if TYPE_CHECKING:
-    import mido
+    pass
 
 SPLITS = ("train", "validation", "test")
 SEGMENT_STEPS = 30 * codec.STEPS_PER_SECOND  # 30-second examples, as Magenta's pipeline
 MIDI_SUFFIXES = (".mid", ".midi")
 CACHE_VERSION = 1
-
-
-def read_midi_file(path: str | os.PathLike) -> bytes:
-    """The bytes of a MIDI file, or a one-line CodecError saying why they cannot be read."""
-    name = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except IsADirectoryError:
-        raise codec.CodecError(f"{name} is a folder; give a MIDI file.") from None
-    except OSError as e:
-        raise codec.CodecError(f"{name}: cannot read the file ({e.strerror or e}).") from None
-
-
-def open_midi_file(path: str | os.PathLike) -> "mido.MidiFile":
-    """A MIDI file from disk as a ``mido.MidiFile``, or a one-line CodecError."""
-    return codec.parse_midi(read_midi_file(path), os.fspath(path))
-
-
-def midi_file_notes(path: str | os.PathLike) -> list[codec.Note]:
-    """The notes of a MIDI file on disk, sustain pedal applied (``codec.midi_to_notes``)."""
-    return codec.midi_to_notes(read_midi_file(path), os.fspath(path))
-
-
-def midi_file_tokens(path: str | os.PathLike) -> list[int]:
-    """The token ids of a MIDI file on disk (``codec.midi_to_tokens``)."""
-    return codec.midi_to_tokens(read_midi_file(path), os.fspath(path))
 
 
 def find_midi_files(root: Path) -> list[Path]:
@@ -101,14 +77,14 @@ class PrepareReport:
 
 def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, workers: int | None = None,
             show_progress: bool = True) -> PrepareReport:
-    from livepiano.progress import Progress
 
     root = Path(data_dir)
     if not root.is_dir():
         raise LivepianoError(f"{root} is not a folder; give the folder that holds the MIDI files.")
     files = find_midi_files(root)
     if not files:
-        raise LivepianoError(f"no .mid or .midi files under {root}; point prepare at a folder of MIDI files.")
+        raise LivepianoError(f"no .mid or .midi files under {root}; point prepare at a folder "
+                             f"of MIDI files.")
     csv_splits = maestro_splits(root)
     rel = {p: p.relative_to(root).as_posix() for p in files}
 
@@ -122,7 +98,7 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, workers: 
     results: dict[Path, np.ndarray] = {}
     skipped: list[tuple[str, str]] = []
     workers = workers or min(2, os.cpu_count() or 1)
-    bar = Progress(len(files), "prepare") if show_progress else None
+    bar = tqdm(total=len(files), desc="prepare", unit="file", disable=not show_progress)
     done = 0
     total_tokens = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -133,10 +109,10 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, workers: 
             else:
                 results[Path(path)] = tokens
                 total_tokens += len(tokens)
-            if bar:
-                bar.update(done, f"{total_tokens / 1e6:.1f}M tokens, {len(skipped)} skipped")
-    if bar:
-        bar.close(done, f"{total_tokens / 1e6:.1f}M tokens, {len(skipped)} skipped")
+            bar.set_postfix_str(f"{total_tokens / 1e6:.1f}M tokens, {len(skipped)} skipped",
+                                refresh=False)
+            bar.update(1)
+    bar.close()
     if not results:
         raise LivepianoError(f"none of the {len(files)} MIDI files under {root} could be read; "
                              f"see the list of skipped files above.")
@@ -178,14 +154,16 @@ class TokenCache:
         try:
             self.index = json.loads(index_path.read_text())
         except (OSError, ValueError) as e:
-            raise LivepianoError(f"{index_path} is unreadable ({e}); run `livepiano prepare` again.") from None
+            raise LivepianoError(f"{index_path} is unreadable ({e}); run `livepiano prepare` "
+                                 f"again.") from None
         if self.index.get("version") != CACHE_VERSION:
             raise LivepianoError(f"{self.path} was made by another version of livepiano; "
                                  f"run `livepiano prepare` again.")
 
     def tokens(self, split: str) -> np.ndarray:
         if split not in self.index["splits"]:
-            raise LivepianoError(f"the cache has no split {split!r}; it has {', '.join(self.index['splits'])}.")
+            raise LivepianoError(f"the cache has no split {split!r}; it has "
+                                 f"{', '.join(self.index['splits'])}.")
         return np.load(self.path / f"{split}.npy", mmap_mode="r")
 
     def files(self, split: str) -> list[dict]:

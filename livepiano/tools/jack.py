@@ -95,7 +95,7 @@ class JackServer:
         return self
 
     def _wait_up(self, timeout: float) -> None:
-        from livepiano import ports
+        from livepiano.live import ports
 
         deadline = time.monotonic() + timeout
         while True:

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from livepiano import codec
-
-from livepiano.codec import CONTROL_DIM, CONTROL_LAYOUT  # noqa: F401  (re-exported for export)
+from livepiano.core import codec
+from livepiano.core.codec import CONTROL_DIM
 
 
 @dataclass

@@ -163,7 +163,7 @@ def read_tracks(path: str | os.PathLike) -> list[Track]:
     """The notes of each track of a MIDI file that has notes, with times in seconds (tempo
     changes of any track applied). A note lasts from its note-on to the first note-off of its
     channel and pitch (oldest voice first); a note never released ends with its track."""
-    from livepiano.data import open_midi_file
+    from livepiano.core.midifile import open_midi_file
 
     mid = open_midi_file(path)
     if mid.type == 2:

@@ -2,8 +2,8 @@
 to the engine, the engine loop, the scheduler and the duet.
 
     piano's CCs (listener thread, on_control) --+
-    --control-in port (its own polling thread) --+-- EngineLoop.call --> Knobs.handle (engine thread)
-    terminal keys (`l`, then a number)         --+        Controls.handle -> [Change, ...] -> apply
+    --control-in port (its polling thread)    --+-- EngineLoop.call --> Knobs.handle (engine)
+    terminal keys (`l`, then a number)         --+     Controls.handle -> [Change, ...] -> apply
     main thread: Knobs.tick() says the changes, saves new bindings, feeds the status line
 
 The engine thread owns the ``Controls`` object (its bindings, values and takeover state) as it
@@ -15,11 +15,8 @@ Applying a change never resets the model's state. Temperature, density and key *
 unheard look-ahead instead: the events sampled for after ``now + lookahead`` are taken back
 (as when the player plays), so the first event sampled with the new value lies within the
 look-ahead -- without that, a sampled silence (a time-shift of up to 1 s) could keep the old
-value audible for up to a second. Measured with `livepiano bench knobs` (the interim model, two
-loaded cores): CC to the first event sampled with the new temperature p99 7-46 ms over
-several runs with the rewind (most of it the wait for the engine thread to wake), 146 ms
-without; CC to where that event begins in the stream p99 101 ms (the 100 ms
-look-ahead) with it, 242 ms without.
+value audible for up to a second (`livepiano bench knobs` measures it; the README has the
+figures).
 """
 
 from __future__ import annotations
@@ -34,8 +31,9 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from livepiano import config
-from livepiano import controls as ctl
+from livepiano.live import controls, modes
+from livepiano.live.controls import Controls
+from livepiano.settings import bindings, choices, files, params
 
 FOLLOW_S = 10.0  # key "follow": the player's note-ons of the last this many seconds
 FOLLOW_EVERY_S = 0.5  # ... recomputed at most this often
@@ -48,12 +46,7 @@ DUET_FIELDS = {"duet_wait": "wait", "answer_length": "max_answer"}
 def build_mode(settings: dict, name: str, say: Callable[[str], None]):
     """A new mode called ``name`` for the session with these settings (the mode knob), built
     as the session builds its first one."""
-    from livepiano import live
-
-    make = getattr(live, "make_mode", None)
-    if make is not None:
-        return make(dict(settings, mode=name), say)
-    return live.MODES[name]()
+    return modes.make_mode(dict(settings, mode=name), say)
 
 
 def controls_path(settings: dict) -> Path:
@@ -61,27 +54,27 @@ def controls_path(settings: dict) -> Path:
     (settings made in code) where `livepiano play` would look."""
     if settings.get("controls"):
         return Path(settings["controls"]).expanduser()
-    return config.bindings_path()
+    return files.bindings_path()
 
 
-def load(settings: dict) -> tuple[ctl.Controls, Path]:
+def load(settings: dict) -> tuple[controls.Controls, Path]:
     """The session's ``Controls`` and the file its bindings are saved into (a bad file fails
     here, before any port opens). The bindings are read from that file, not taken from
     ``settings``: a save rewrites the file's bindings with the session's, so the session
     must start from exactly what the file holds. The takeover is the settings' (already
     layered: settings file, bindings file, --takeover)."""
     path = controls_path(settings)
-    found = ctl.read(path)
+    found = bindings.read(path)
     values = {}
     if "temperature" in settings:
-        t = ctl.PARAMS["temperature"].curve
+        t = params.PARAMS["temperature"].curve
         values["temperature"] = min(max(float(settings["temperature"]), t.lo), t.hi)
     if "density" in settings:
-        d = ctl.PARAMS["density"].curve
+        d = params.PARAMS["density"].curve
         values["density"] = min(max(float(settings["density"]), d.lo), d.hi)
-    if settings.get("mode") in ctl.MODE_CHOICES:
+    if settings.get("mode") in choices.MODES:
         values["mode"] = settings["mode"]
-    return found.controls(values, settings.get("takeover")), path
+    return controls.from_file(found, values, settings.get("takeover")), path
 
 
 class Knobs:
@@ -89,7 +82,7 @@ class Knobs:
     called from any thread; ``handle`` and ``apply`` run on the engine thread (through
     ``loop.call``); ``tick`` and ``status`` on the main thread."""
 
-    def __init__(self, controls: ctl.Controls, loop, *, path: Path | None = None,
+    def __init__(self, controls: Controls, loop, *, path: Path | None = None,
                  make_mode: Callable | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.controls = controls
@@ -160,7 +153,7 @@ class Knobs:
             if hint:
                 self.post(("say", hint, False))
 
-    def apply(self, change: ctl.Change, t: float) -> None:
+    def apply(self, change: controls.Change, t: float) -> None:
         name, value = change.param, change.value
         loop, engine = self.loop, self.loop.engine
         text = change.text
@@ -173,13 +166,14 @@ class Knobs:
             engine.temperature = value
             self._rewind()
         elif name in ("density", "key"):
-            if name == "density" and engine.steering is not None:
+            steered = name == "density" and engine.steering is not None
+            if steered:  # the density steering's target, whatever the model
                 engine.steering.target = float(value)
-                if not engine.conditioned:
-                    self._rewind()
             if engine.conditioned:
-                self._following = self.controls.values["key"] == ctl.FOLLOW
+                self._following = self.controls.values["key"] == params.FOLLOW
                 self._set_control(engine, rewind=True)
+            elif steered:
+                self._rewind()
             else:
                 self._once("unconditioned", f"{engine.model_path.name} is an unconditioned "
                                             f"model: density and key have no effect with it")
@@ -213,7 +207,7 @@ class Knobs:
         """The loop's take-back; a duet is told, as when the duet mode takes back itself."""
         loop = self.loop
         before = loop.taken_back
-        loop._take_back(cutoff)
+        loop.take_back(cutoff)
         duet = getattr(loop.mode, "duet", None)
         if loop.taken_back != before and hasattr(duet, "on_take_back"):
             duet.on_take_back(loop.stream_time())
@@ -224,7 +218,7 @@ class Knobs:
         while self._heard and self._heard[0][0] < horizon:
             self._heard.popleft()
         heard = [p for _, p in list(self._heard)]
-        engine.control = ctl.control_vector(values["density"], values["key"], heard)
+        engine.control = params.control_vector(values["density"], values["key"], heard)
         if rewind:
             self._rewind()
 
@@ -237,7 +231,7 @@ class Knobs:
             mode = self.make_mode(name, lambda text: self.post(("say", text, True)))
         except Exception as e:  # noqa: BLE001 - a knob must never end the session
             self._once(f"mode {name}", f"mode {name} is not available in this session ({e})")
-            if self.loop.mode.name in ctl.MODE_CHOICES:  # the toggle stays with the loop
+            if self.loop.mode.name in choices.MODES:  # the toggle stays with the loop
                 self.controls.set("mode", self.loop.mode.name)
             return
         if hasattr(mode, "attach"):
@@ -261,7 +255,7 @@ class Knobs:
         """Release everything sounding now; the session goes on."""
         loop = self.loop
         self._take_back(self.clock())
-        loop._pending.clear()
+        loop.forget_pending()
         loop.engine.release_all()  # the model hears its notes end
         loop.scheduler.call(lambda scheduler: scheduler.release())
 
@@ -283,12 +277,12 @@ class Knobs:
             except queue.Empty:
                 return lines
             if item[0] == "save":
-                _, bindings, text = item
+                _, learned, text = item
                 if self.path is None:
                     lines.append((text, True))
                     continue
                 try:
-                    ctl.save(self.path, bindings)
+                    bindings.save(self.path, learned)
                     lines.append((f"{text}; saved to {self.path}", True))
                 except Exception as e:  # noqa: BLE001 - a full disk must not end the session
                     lines.append((f"{text}; NOT saved ({e})", True))
@@ -366,13 +360,13 @@ class KeyReader:
     @staticmethod
     def menu() -> str:
         return "learn which? " + "  ".join(f"{i} {n.replace('_', ' ')}"
-                                           for i, n in enumerate(ctl.LEARN_ORDER[:9], 1))
+                                           for i, n in enumerate(params.LEARN_ORDER[:9], 1))
 
     def key(self, ch: str) -> None:
         if self._choosing:
             self._choosing = False
-            if ch.isdigit() and 1 <= int(ch) <= min(9, len(ctl.LEARN_ORDER)):
-                self.knobs.learn(ctl.LEARN_ORDER[int(ch) - 1])
+            if ch.isdigit() and 1 <= int(ch) <= min(9, len(params.LEARN_ORDER)):
+                self.knobs.learn(params.LEARN_ORDER[int(ch) - 1])
             else:
                 self.knobs.learn(None)
         elif ch in "lL":
@@ -432,7 +426,7 @@ class SessionKnobs:
     def open_port(self, api: str) -> None:
         """The ``control_in`` port (a wrong name fails fast with the list of ports)."""
         if self.settings.get("control_in"):
-            from livepiano import ports
+            from livepiano.live import ports
 
             self.port = ports.Port("in", api, self.settings["control_in"])
 
@@ -492,123 +486,3 @@ class SessionKnobs:
 
 # --- bench knobs -----------------------------------------------------------------------------
 
-class _FeedPort:
-    """An input port fed by the benchmark: what the listener polls (rtmidi's interface)."""
-
-    def __init__(self):
-        self.client = self
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-
-    def ignore_types(self, **_kw) -> None:
-        pass
-
-    def push(self, message) -> None:
-        self._queue.put((list(message), 0.0))
-
-    def get_message(self):
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
-
-
-def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float] = (0.5, 1.5),
-            lookahead: float = 0.1, gap_ms: tuple[float, float] = (50.0, 150.0),
-            realtime_mode: str = "auto", seed: int | None = 0, timeout: float = 120.0,
-            progress=None) -> dict:
-    """From a CC message to the first event sampled with the new temperature, in-process as
-    in ``play``: the real ``Listener`` polls a port the benchmark feeds, its ``on_control``
-    hook hands the CC to ``Knobs`` through ``EngineLoop.call``; the engine generates in
-    continuous mode to a null output. A CC alternating between the knob positions of two
-    temperatures is pushed every ``gap_ms`` (random in the range). Per change: ``t0`` when
-    the CC is pushed; applied (on the engine thread); effect (the first sample that used the
-    new temperature has returned); stream (where that event begins in the stream, on the
-    clock: from then on what sounds was sampled with the new value)."""
-    import random
-
-    from livepiano.engine import Engine
-    from livepiano.listener import Listener
-    from livepiano.live import EngineLoop, NullOut, play_threads
-    from livepiano.scheduler import Scheduler, percentile
-
-    p = ctl.PARAMS["temperature"]
-    values = [int(round(p.position(t))) for t in temperatures]
-    temps = [p.value_at(v) for v in values]
-    engine = Engine(model_path, temperature=temps[0], seed=seed)
-    clock = time.monotonic
-    scheduler = Scheduler(NullOut(), clock=clock, realtime_mode=realtime_mode)
-    loop = EngineLoop(engine, scheduler, origin=clock() + 0.05, lookahead=lookahead,
-                      clock=clock)
-    knob = ctl.Control("cc", 1, 21)
-    controls = ctl.Controls([ctl.Binding(knob, "temperature")], values={"temperature": temps[0]})
-    knobs = Knobs(controls, loop, clock=clock)
-    port = _FeedPort()
-    listener = Listener(port, loop.hear, clock=clock, on_control=knobs.on_control)
-
-    waiting: list = [None]  # (index, t0, temperature) of the change not yet heard
-    applied: dict[int, float] = {}
-    rows: dict[int, tuple[float, float, float]] = {}  # index -> (t0, effect, stream)
-    taken_back = [0]
-
-    def on_applied(change, _t):
-        w = waiting[0]
-        if w is not None and change.param == "temperature" and change.value == w[2]:
-            applied[w[0]] = clock()
-
-    knobs.on_applied = on_applied
-    sample = engine.sample
-
-    def timed_sample():
-        at = loop.stream_time()  # where the sampled event begins in the stream
-        tok = sample()
-        w = waiting[0]
-        if w is not None and engine.temperature == w[2] and w[0] not in rows:
-            rows[w[0]] = (w[1], clock(), at)
-        return tok
-
-    engine.sample = timed_sample  # type: ignore[method-assign]
-    threads = play_threads(scheduler, loop, listener, realtime_mode)
-    for t in threads:
-        t.start()
-    rng = random.Random(seed)
-    t_start = clock()
-    try:
-        time.sleep(0.5)  # the engine gets going at the first temperature
-        for i in range(changes):
-            if loop.error or scheduler.error or listener.error:
-                raise loop.error or scheduler.error or listener.error
-            if clock() - t_start > timeout:
-                break
-            k = (i + 1) % 2
-            t0 = clock()
-            waiting[0] = (i, t0, temps[k])
-            port.push([0xB0 | (knob.channel - 1), knob.number, values[k]])
-            time.sleep(rng.uniform(*gap_ms) / 1000)
-            if progress:
-                progress(i + 1)
-        time.sleep(0.2)
-        taken_back[0] = loop.taken_back
-    finally:
-        listener.stop()
-        loop.stop()
-        scheduler.stop()
-        for t in threads:
-            t.join(2.0)
-    effect = [(rows[i][1] - rows[i][0]) * 1000 for i in sorted(rows)]
-    stream = [(rows[i][2] - rows[i][0]) * 1000 for i in sorted(rows)]
-    apply_ms = [(applied[i] - rows[i][0]) * 1000 for i in sorted(rows) if i in applied]
-
-    def stats(name, xs):
-        return {f"{name}_p50": round(percentile(xs, 50), 2),
-                f"{name}_p99": round(percentile(xs, 99), 2),
-                f"{name}_max": round(max(xs), 2) if xs else 0.0}
-
-    result = {"changes": changes, "measured": len(effect), "missed": changes - len(effect)}
-    result.update(stats("knob_to_effect_ms", effect))
-    result.update(stats("knob_to_applied_ms", apply_ms))
-    result.update(stats("knob_to_stream_ms", stream))
-    result.update({"temperatures": [round(t, 3) for t in temps], "cc_values": values,
-                   "lookahead_ms": round(lookahead * 1000), "taken_back_events": taken_back[0],
-                   "gap_ms": list(gap_ms), "seconds": round(clock() - t_start, 1),
-                   "model": str(model_path)})
-    return result

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from livepiano import LivepianoError, codec, data
-from livepiano.model import ModelConfig, PerformanceRNN
+from livepiano import LivepianoError
+from livepiano.core import codec
+from livepiano.learn import dataset
+from livepiano.learn.network import ModelConfig, PerformanceRNN
 
 
 @dataclass
@@ -76,12 +78,13 @@ def _device(name: str) -> torch.device:
 
 def lr_at(cfg: TrainConfig, tokens: int, train_tokens: int) -> float:
     frac = min(1.0, tokens / max(1.0, cfg.epochs * train_tokens))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+    cosine = 0.5 * (1 + math.cos(math.pi * frac))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def validation_segments(cache: data.TokenCache, count: int) -> list[np.ndarray]:
+def validation_segments(cache: dataset.TokenCache, count: int) -> list[np.ndarray]:
     """Up to ``count`` 30-second segments spread evenly over the validation split."""
-    pieces = [s for f in cache.file_tokens("validation") for s in data.segments(f)]
+    pieces = [s for f in cache.file_tokens("validation") for s in dataset.segments(f)]
     if not pieces:
         return []
     idx = np.linspace(0, len(pieces) - 1, num=min(count, len(pieces))).round().astype(int)
@@ -123,19 +126,20 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
-    from livepiano.progress import Progress
+    from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
-    cache = data.TokenCache(cfg.cache)
+    cache = dataset.TokenCache(cfg.cache)
     flat = cache.tokens("train")
     files = cache.files("train")
     if not len(flat):
-        raise LivepianoError(f"the cache {cfg.cache} has no training tokens; prepare a folder with MIDI files.")
+        raise LivepianoError(f"the cache {cfg.cache} has no training tokens; prepare a folder "
+                             f"with MIDI files.")
     train_tokens = int(len(flat))
-    sampler = data.WindowSampler(flat, files, seed=cfg.seed, stretch=cfg.stretch,
+    sampler = dataset.WindowSampler(flat, files, seed=cfg.seed, stretch=cfg.stretch,
                                  transpose=cfg.transpose, max_tokens=cfg.max_window_tokens)
     val = validation_segments(cache, cfg.eval_segments)
 
@@ -214,7 +218,7 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
     spent_before = history[-1]["seconds"] if history else 0.0
     t_start = time.monotonic()
     last_eval = last_ckpt = t_start
-    bar = Progress(None, "train")
+    bar = tqdm(desc="train", unit="step", initial=step)
     smooth = None
     rate_t, rate_tokens = t_start, tokens
     rate = 0.0
@@ -273,8 +277,9 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
             if now - rate_t >= 5:
                 rate = (tokens - rate_tokens) / (now - rate_t)
                 rate_t, rate_tokens = now, tokens
-            bar.update(step, f"loss {smooth:.3f} | {rate:,.0f} tok/s | {tokens / train_tokens:.3f} epochs"
-                             f" | lr {lr:.2e}")
+            bar.set_postfix_str(f"loss {smooth:.3f} | {rate:,.0f} tok/s | "
+                                f"{tokens / train_tokens:.3f} epochs | lr {lr:.2e}", refresh=False)
+            bar.update(step - bar.n)
             if now - last_eval >= cfg.eval_every_minutes * 60:
                 v = evaluate()
                 log(f"\nstep {step}: validation NLL {v:.4f} nats/event ({tokens:,} tokens)")
@@ -285,7 +290,7 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
     finally:
         for s, handler in old_handlers.items():
             signal.signal(s, handler)
-    bar.close(step, f"loss {smooth if smooth is not None else float('nan'):.3f}")
+    bar.close()
     v = evaluate()
     checkpoint(v)
     log(f"stopped ({stop['why']}) at step {step}: {tokens:,} tokens "

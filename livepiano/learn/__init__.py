@@ -1,0 +1,1 @@
+"""Training (torch lives only here): the token cache, the network, training, export to ONNX."""

@@ -1,0 +1,86 @@
+"""The session's recording: the player's and the model's messages with their times, saved as a
+two-track MIDI file; and where recordings go by default."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from livepiano.core import codec
+from livepiano.core.messages import NOTE_OFF, NOTE_ON
+from livepiano.live.listener import PlayerEvent
+
+
+@dataclass
+class Recorder:
+    """What was played, with real times: the player's notes (pedal applied, as the model
+    heard them) and the messages the scheduler actually sent. Appends come from the listener
+    callback and the scheduler thread (list.append is atomic)."""
+
+    origin: float
+    player: list = field(default_factory=list)  # PlayerEvent
+    model: list = field(default_factory=list)  # (time, message)
+
+    def heard(self, events: list[PlayerEvent]) -> None:
+        self.player.extend(events)
+
+    def sent(self, t: float, message: list[int]) -> None:
+        self.model.append((t, message))
+
+    def notes_in(self) -> int:
+        return sum(1 for e in list(self.player) if e.on)
+
+    def notes_out(self) -> int:
+        return sum(1 for _, m in list(self.model) if m[0] & 0xF0 == NOTE_ON and m[2] > 0)
+
+    @staticmethod
+    def _step_notes(events) -> list[codec.StepNote]:
+        """(time, on, pitch, velocity) -> notes on the 10 ms grid; a voice ends at the first
+        note-off of its pitch, unreleased voices at the last event."""
+        open_: dict[int, list] = {}
+        notes: list[codec.StepNote] = []
+        last = 0
+        for t, on, pitch, velocity in events:
+            step = codec.quantize(max(t, 0.0))
+            last = max(last, step)
+            if on:
+                open_.setdefault(pitch, []).append((step, velocity))
+            elif open_.get(pitch):
+                start, vel = open_[pitch].pop(0)
+                notes.append(codec.StepNote(pitch, vel, start, max(step, start + 1)))
+        for pitch, voices in open_.items():
+            for start, vel in voices:
+                notes.append(codec.StepNote(pitch, vel, start, max(last, start + 1)))
+        notes.sort(key=lambda n: (n.start, n.pitch))
+        return notes
+
+    def midi(self):
+        player = [(e.time - self.origin, e.on, e.pitch, e.velocity) for e in list(self.player)]
+        model = []
+        for t, m in list(self.model):
+            status = m[0] & 0xF0
+            if status in (NOTE_ON, NOTE_OFF) and len(m) >= 3:
+                on = status == NOTE_ON and m[2] > 0
+                model.append((t - self.origin, on, m[1], m[2] if on else 0))
+        return codec.step_notes_to_midi([("player", self._step_notes(player)),
+                                         ("livepiano", self._step_notes(model))])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.midi().save(str(path))
+        return path
+
+
+def data_dir() -> Path:
+    """The user's data folder for livepiano (sessions are saved under it)."""
+    return platformdirs.user_data_path("livepiano", appauthor=False)
+
+
+def default_recording() -> Path:
+    return data_dir() / "sessions" / time.strftime("session-%Y%m%d-%H%M%S.mid")
+

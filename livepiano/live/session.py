@@ -1,0 +1,321 @@
+"""The play session: the threads, the queues between them, the look-ahead loop, shutdown,
+recording and the status line.
+
+    listener thread --events--> EngineLoop.inbox --> engine thread
+    engine thread --(deadline, message)--> Scheduler.inbox --> scheduler thread --> output
+    main thread: signals, port watch (input gone -> reconnect; output gone -> stop), status
+
+Each piece of state has one owner: the engine thread owns the ``Engine`` (LSTM state, sampler,
+stream view); the scheduler thread owns the output port and the sounding notes; the main
+thread owns the ports' lifetimes. Later modes (the duet's turn-taking) plug in as a ``Mode``;
+knobs reach the engine through ``EngineLoop.call``, which runs a function on the engine
+thread, between two samples.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from livepiano.live import knobs
+from livepiano.live.listener import Listener
+from livepiano.live.loop import EngineLoop
+from livepiano.live.modes import make_mode
+from livepiano.live.recorder import Recorder, default_recording
+from livepiano.live.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
+
+WATCH_S = 0.5  # how often the main thread checks that the ports are still there
+STATUS_S = 0.25
+DRAIN_S = 0.1  # after the panic, before the ports close
+CLOSE_WAIT_S = 2.0  # the longest wait for the ports to close at the end
+WATCHDOG_S = 10.0  # the main thread stuck this long (the GIL held in C): end the process
+ENGINE_FIFO_PRIORITY = 1  # the lowest: under the listener (FIFO_PRIORITY - 1) and the scheduler
+# --- modes ---------------------------------------------------------------------------------
+
+# --- the engine thread -----------------------------------------------------------------------
+
+# --- recording -----------------------------------------------------------------------------
+
+# --- the session ---------------------------------------------------------------------------
+
+class _Rate:
+    """Notes per second over the last few seconds, from a growing count."""
+
+    def __init__(self, window: float = 2.0):
+        self.window = window
+        self.samples: list[tuple[float, int]] = []
+
+    def __call__(self, t: float, count: int) -> float:
+        self.samples.append((t, count))
+        while len(self.samples) > 2 and self.samples[1][0] < t - self.window:
+            self.samples.pop(0)
+        t0, c0 = self.samples[0]
+        return (count - c0) / (t - t0) if t > t0 else 0.0
+
+
+class Session:
+    """A ``livepiano play`` session built from settings (see ``config.SCHEMA``)."""
+
+    def __init__(self, settings: dict, *, out=sys.stderr, status: bool | None = None):
+        self.settings = settings
+        self.out = out
+        self.status = out.isatty() if status is None else status
+        self.stop_reason: str | None = None
+        self.failed = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
+
+    def say(self, text: str) -> None:
+        if self.status:
+            self.out.write("\r\x1b[2K")
+        self.out.write(f"livepiano: {text}\n")
+        self.out.flush()
+
+    def request_stop(self, reason: str, failed: bool = False) -> None:
+        if self.stop_reason is None:
+            self.stop_reason, self.failed = reason, failed
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        from livepiano.live import ports
+        from livepiano.runtime import steering
+        from livepiano.runtime.engine import Engine
+        from livepiano.runtime.modelfile import resolve_model
+
+        s = self.settings
+        knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
+        api = ports.resolve_api(s["api"])
+        outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
+        inp = None
+        try:
+            inp = ports.Port("in", api, s["in"])
+            knob_setup.open_port(api)
+            model_path = resolve_model(s["model"])
+            engine = Engine(model_path, temperature=s["temperature"], seed=s["seed"])
+            steering.configure(engine, s, accompany=True)
+        except BaseException:
+            outp.close()
+            if inp is not None:
+                inp.close()
+            knob_setup.close()
+            raise
+        clock = time.monotonic
+        channel = s["channel"] - 1
+        origin = clock()
+        recorder = Recorder(origin)
+        scheduler = Scheduler(outp.client, channel=channel, clock=clock, on_sent=recorder.sent,
+                              realtime_mode=s["realtime"])
+        loop = EngineLoop(engine, scheduler, origin=origin, lookahead=s["lookahead_ms"] / 1000,
+                          channel=channel, mode=make_mode(s, self.say), clock=clock)
+
+        self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as the settings do
+            loop, lambda name, say: knobs.build_mode(s, name, say))
+        kn.notify = self._wake.set
+
+        def deliver(events):
+            recorder.heard(events)
+            loop.hear(events)
+            kn.heard(events)
+
+        def echo(message):
+            scheduler.send_now([(message[0] & 0xF0) | channel] + list(message[1:]))
+
+        listener = Listener(inp, deliver, clock=clock, echo=echo if s["echo"] else None,
+                            on_control=kn.on_control)
+        listener.on_pedal = loop.hear_pedal  # the duet: a pedal held in silence counts
+        if s.get("end_of_call_cc") is not None:
+            listener.on_control = _end_of_call_cc(s["end_of_call_cc"], loop,
+                                                  listener.on_control)
+        threads = play_threads(scheduler, loop, listener, s["realtime"])
+        old_handlers = {sig: signal.signal(sig, self._on_signal)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            _report_crashes()
+            _quiet_gc()
+            for t in threads:
+                t.start()
+            self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
+                     f"model: {model_path.name}. Ctrl-C stops.")
+            knob_setup.start(keys=self.status)
+            self.say(knob_setup.describe())
+            self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
+        finally:
+            _arm_watchdog()  # the shutdown, too, must not hang
+            knob_setup.close()
+            listener.stop()
+            threads[2].join(timeout=2.0)
+            loop.stop()
+            threads[1].join(timeout=2.0)
+            scheduler.stop()
+            threads[0].join(timeout=2.0)
+            scheduler.panic()  # no-op when the scheduler thread already did it
+            time.sleep(DRAIN_S)  # JACK delivers in its next cycle: let the note-offs out
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            path = Path(s["record"]).expanduser() if s["record"] else default_recording()
+            try:
+                saved = recorder.save(path)
+                where = f"session saved to {saved}"
+            except OSError as e:
+                where = f"could not save the session to {path} ({e.strerror})"
+            timing = scheduler.lateness_us()
+            self.say(f"{self.stop_reason or 'stopped'}; every note released; {where}. "
+                     f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
+                     f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
+                     f"({scheduler.realtime_note}).")
+            # Closing a client waits for the MIDI system (a stalled JACK server can take
+            # seconds); the notes are released and the session saved, so do not wait long.
+            closing = threading.Thread(target=lambda: (inp.close(), outp.close()), daemon=True)
+            closing.start()
+            closing.join(CLOSE_WAIT_S)
+            _disarm_watchdog()
+        return 1 if self.failed else 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        name = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}[signum]
+        self.request_stop(name)
+
+    def _watch(self, inp, outp, listener, loop, scheduler, recorder, threads) -> None:
+        rate_in, rate_out = _Rate(), _Rate()
+        next_watch = time.monotonic()
+        input_gone = False
+        while True:
+            self._wake.wait(STATUS_S if self.status else 0.05)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            _arm_watchdog()
+            now = time.monotonic()
+            if listener.error is not None:
+                self.request_stop(f"the listener failed ({_describe(listener.error)})",
+                                  failed=True)
+                break
+            if loop.error is not None:
+                self.request_stop(f"the engine failed ({_describe(loop.error)})", failed=True)
+                break
+            if scheduler.error is not None or not threads[0].is_alive():
+                self.request_stop(f"the scheduler failed ({_describe(scheduler.error)})",
+                                  failed=True)
+                break
+            if now >= next_watch:
+                next_watch = now + WATCH_S
+                if not outp.present():
+                    self.request_stop(f"the output port '{outp.name}' vanished", failed=True)
+                    break
+                if not input_gone and not inp.present():
+                    input_gone = True
+                    listener.release_all()
+                    self.say(f"the input port '{inp.name}' is gone; playing on and "
+                             f"reconnecting when it is back.")
+                elif input_gone and inp.reopen():
+                    input_gone = False
+                    self.say(f"the input port '{inp.name}' is back.")
+            kn = getattr(self, "knobs", None)
+            if kn is not None:  # knob changes: a line each (on a terminal, the status line)
+                for text, said in kn.tick():
+                    if said or not self.status:
+                        self.say(text)
+            if self.status:
+                late = [v * 1000 for v in list(scheduler.lateness)[-1000:]]
+                line = (f"{loop.mode.name}  T {loop.engine.temperature:.2f}  "
+                        f"in {rate_in(now, recorder.notes_in()):4.1f} n/s  "
+                        f"out {rate_out(now, recorder.notes_out()):4.1f} n/s  "
+                        f"late p99 {percentile(late, 99):.2f} ms"
+                        + ("  [input gone]" if input_gone else "")
+                        + (f"  | {kn.status()}" if kn is not None and kn.status() else ""))
+                self.out.write("\r\x1b[2K" + line)
+                self.out.flush()
+
+
+def _arm_watchdog() -> None:
+    """(Re)start a watchdog that ends the process if the main thread does not come back within
+    WATCHDOG_S. It runs in C, without the GIL: when the MIDI system stops taking messages,
+    python-rtmidi's JACK send spins in C holding the GIL (seen when a stalled JACK server
+    stopped running livepiano's client), and nothing written in Python can run any more --
+    not even the Ctrl-C handler. Better to end with a traceback than to hang."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+
+
+def _disarm_watchdog() -> None:
+    import faulthandler
+
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _report_crashes() -> None:
+    """A crash in native code (the MIDI library, the model runtime) prints every thread's
+    Python stack to stderr: the play threads' stacks are the only clue where it happened."""
+    import faulthandler
+
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
+
+
+def _quiet_gc() -> None:
+    """Move everything built at start-up (modules, the model session, ports) out of the
+    cyclic garbage collector's sight: a full collection then walks only what the session
+    allocates, instead of holding the GIL for milliseconds while the scheduler waits."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def _end_of_call_cc(number: int, loop: EngineLoop, then: Callable | None) -> Callable:
+    """``Listener.on_control`` for ``--end-of-call-cc``: that CC's press ends the call, a press
+    as the knobs count one (>= 64 after a release, after nothing, or repeating the previous
+    value: buttons that send only 127); every CC also goes on to ``then`` (the knobs)."""
+    prev: list = [None]
+
+    def on_control(channel: int, cc: int, value: int, t: float) -> None:
+        if cc == number:
+            if value >= 64 and (prev[0] is None or prev[0] < 64 or prev[0] == value):
+                loop.hear_end_of_call(t)
+            prev[0] = value
+        if then is not None:
+            then(channel, cc, value, t)
+    return on_control
+
+
+def play_threads(scheduler, loop, listener, realtime_mode: str) -> list[threading.Thread]:
+    """The three threads of a play session, not yet started, each taking its real-time
+    priority as it starts: scheduler above listener above engine."""
+    # The listener polls every millisecond; under SCHED_FIFO (below the scheduler) it is
+    # never preempted by other programs while it holds the GIL.
+    def listener_priority() -> str:
+        return realtime(realtime_mode, FIFO_PRIORITY - 1, switch=False)
+
+    return [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
+            threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+                             name="engine", daemon=True),
+            threading.Thread(target=listener.run, args=(listener_priority,),
+                             name="listener", daemon=True)]
+
+
+def _engine_priority(mode: str) -> Callable[[], str]:
+    """SCHED_FIFO for the engine thread too, at the lowest real-time priority (below the
+    listener and the scheduler): otherwise other programs preempt it while it holds the GIL,
+    and the scheduler, woken for a deadline, waits for the GIL as long as that lasts."""
+    return lambda: realtime(mode, ENGINE_FIFO_PRIORITY, switch=False)
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "it stopped"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def play(settings: dict) -> int:
+    return Session(settings).run()
+
+
+# --- bench timing --------------------------------------------------------------------------
+
