@@ -13,10 +13,10 @@ import pytest
 from livepiano.core import codec
 from livepiano.live.listener import PlayerEvent
 from livepiano.live.mode import Continuous
+from livepiano.runtime import steering
 from livepiano.runtime.engine import Engine
 from livepiano.runtime.offline import generate
 from livepiano.settings import schema
-from livepiano.runtime import steering
 from livepiano.tools.bench import music
 
 REPO = Path(__file__).resolve().parent.parent

@@ -131,9 +131,8 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
     from livepiano.live.loop import EngineLoop
     from livepiano.live.scheduler import Scheduler
     from livepiano.live.session import play_threads
-    from livepiano.runtime.engine import Engine
-
     from livepiano.runtime import steering
+    from livepiano.runtime.engine import Engine
     from livepiano.settings import schema
 
     clock = time.monotonic

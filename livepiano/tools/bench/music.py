@@ -43,7 +43,8 @@ PIANIST_RATE = (8.0, 10.0)  # notes/s of the pianist's 60 s in continuous mode
 DUET_S = 600.0
 CALL_SECONDS = (1.5, 2.5, 2.0, 3.5, 1.8, 3.0)  # the lengths calls are cut at, in turn
 CALL_GAP_S = 0.3  # silence between an answer's end and the next call
-DEFAULT_DATA = Path("/work/shared/data/maestro-v3.0.0")
+# beside the repository, as the README's `livepiano prepare` example has it
+DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "maestro-v3.0.0"
 DATA_ENV = "LIVEPIANO_MAESTRO"
 
 
@@ -531,7 +532,8 @@ def bench(args) -> dict:
     seconds = float(getattr(args, "seconds", None) or 300.0)
     seeds = max(1, int(getattr(args, "seeds", None) or 3))
     if not seconds >= 30.0:
-        raise LivepianoError(f"--seconds must be at least 30 (three 10-s windows), not {seconds:g}.")
+        raise LivepianoError(f"--seconds must be at least 30 (three 10-s windows), "
+                             f"not {seconds:g}.")
     root = data_folder(getattr(args, "reference", None))
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     ref = real_reference(root, say)
