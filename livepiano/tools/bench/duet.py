@@ -19,7 +19,7 @@ def _duet_sources(data: str | None, limit: int = 8) -> tuple[list[list[tuple]], 
     from livepiano.core.midifile import midi_file_notes
 
     if data is None:
-        folder = Path(__file__).resolve().parent.parent / "tests" / "data"
+        folder = Path(__file__).resolve().parents[3] / "tests" / "data"
         files = sorted(folder.glob("*.mid"))
         if not files:
             raise LivepianoError(f"no MIDI excerpts in {folder}; give --data (a token cache or "
