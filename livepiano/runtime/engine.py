@@ -364,7 +364,7 @@ class Engine:
         logits = self._logits.astype(np.float64)
         if self._bias is not None:
             logits = logits + self._bias
-        if self.steering is not None:
+        if self.steering is not None and self.notes_allowed:
             logits = logits + self.steering.logits_offset(self._steps, update=False)
         p = np.zeros(codec.VOCAB_SIZE)
         if self._temperature == 0.0:
@@ -389,7 +389,8 @@ class Engine:
             allowed = self._allowed(left)
             temperature = self._temperature
             logits = self._logits if self._bias is None else self._logits + self._bias
-            if self.steering is not None:
+            if self.steering is not None and self.notes_allowed:
+                # (winding down, only releases are left: they are the model's own)
                 logits = logits + self.steering.logits_offset(self._steps)
             if temperature == 0.0:
                 tok = int(np.argmax(np.where(allowed, logits, -np.inf)))
