@@ -133,9 +133,9 @@ def _session(seed: int, accompany: bool = True, steer: bool = True):
 
 
 def test_take_backs_and_kept_silences_leave_no_stuck_note():
-    notes = music._file_notes(DATA / "chopin_op10_12.mid")[:200]
+    notes = music.file_notes(DATA / "chopin_op10_12.mid")[:200]
     sim = _session(seed=3)
-    sim.run_until(20.0, music._player_events(notes))
+    sim.run_until(20.0, music.player_events(notes))
     assert sim.loop.taken_back > 100  # the take-back path really ran
     sounding: dict[int, list[float]] = {}  # pitch -> start times of its voices, oldest first
     longest = 0.0
@@ -154,7 +154,7 @@ def test_the_accompanist_follows_the_pianists_density():
     slow = _pianist(3.0, 20.0)
     fast = _pianist(14.0, 20.0, start=20.0)
     sim = _session(seed=1)
-    sim.run_until(40.0, music._player_events(slow + fast))
+    sim.run_until(40.0, music.player_events(slow + fast))
     rates = music.window_rates([n[0] for n in sim.out.notes(40.0)], 40.0)
     assert rates[1] <= 2 * 3.0, rates  # beside 3 notes/s
     assert rates[3] >= 1.5 * rates[1], rates  # and more beside 14
@@ -166,19 +166,19 @@ def steering_target() -> float:
 
 
 def test_take_back_no_longer_pushes_density():
-    notes = music._file_notes(DATA / "chopin_op10_12.mid")
+    notes = music.file_notes(DATA / "chopin_op10_12.mid")
     total = {}
     for keep in (False, True):
         count = 0
         for seed in (1, 2):
             sim = _session(seed, steer=False)
             sim.loop.keep_silence = keep
-            sim.run_until(20.0, music._player_events([n for n in notes if n[0] < 20.0]))
+            sim.run_until(20.0, music.player_events([n for n in notes if n[0] < 20.0]))
             count += len(sim.out.notes(20.0))
         total[keep] = count
     assert total[True] < 0.85 * total[False], total
 
 
 def test_player_event_type_is_what_the_listener_hands_over():
-    ev = music._player_events([(0.0, 0.5, 60, 80)])
+    ev = music.player_events([(0.0, 0.5, 60, 80)])
     assert ev == [PlayerEvent(0.0, True, 60, 80), PlayerEvent(0.5, False, 60, 0)]

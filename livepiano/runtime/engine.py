@@ -21,6 +21,10 @@ Masks applied when sampling:
 - with ``notes_allowed`` False, no note-ons and no velocity events (they only set up a note):
   the model can only let its notes go and wait, e.g. a duet answer winding down.
 
+On top of the masks, a sampling policy may shape the choice: ``steering`` (e.g.
+``runtime.steering.DensitySteering``) adds an offset to the logits and hears every event fed,
+its state part of ``snapshot``; ``top_p`` keeps only the nucleus.
+
 Also here, for the offline commands: ``score_segments`` / ``evaluate`` (`livepiano eval`: NLL
 of 30-second segments, batched and padded, each from a zero state), ``generate`` and
 ``describe_notes`` / ``describe_data`` (`livepiano generate`).

@@ -124,7 +124,7 @@ def reference_files(root: Path, count: int = REFERENCE_FILES) -> list[Path]:
     return sorted(random.Random(REFERENCE_SEED).sample(files, min(count, len(files))))
 
 
-def _file_notes(path: Path) -> list[tuple[float, float, int, int]]:
+def file_notes(path: Path) -> list[tuple[float, float, int, int]]:
     from livepiano.core.midifile import midi_file_notes
 
     notes = midi_file_notes(path)
@@ -169,7 +169,7 @@ def real_reference(root: Path, say: Callable[[str], None] = print) -> dict:
     windows, durations, held, p5s, p95s, pitches = [], [], [], [], [], []
     pianist = None
     for path in files:
-        notes = _file_notes(path)
+        notes = file_notes(path)
         if not notes:
             continue
         seconds = max(n[1] for n in notes)
@@ -384,7 +384,7 @@ class SimSession:
             self.now = nxt
 
 
-def _player_events(notes, offset: float = 0.0):
+def player_events(notes, offset: float = 0.0):
     from livepiano.live.listener import PlayerEvent
 
     evs = [PlayerEvent(a + offset, True, p, v) for a, _, p, v in notes]
@@ -398,14 +398,14 @@ def accompaniment(model_path, pianist: dict, seed: int = 1, seconds: float = ACC
     from livepiano.live.modes import make_mode
     from livepiano.settings import schema
 
-    notes = _file_notes(Path(pianist["file"]))
+    notes = file_notes(Path(pianist["file"]))
     a = pianist["start_s"]
     part = [(s - a, min(e, a + seconds + 2.0) - a, p, v) for s, e, p, v in notes
             if a <= s < a + seconds]
     engine = session_engine(model_path, seed, accompany=True)
     sim = SimSession(engine, make_mode(dict(schema.defaults(), mode="continuous")))
     t0 = time.perf_counter()
-    sim.run_until(seconds, _player_events(part))
+    sim.run_until(seconds, player_events(part))
     took = time.perf_counter() - t0
     model = sim.out.notes(seconds)
     ms = shape(model, seconds)
@@ -474,7 +474,7 @@ def long_duet(model_path, files: Sequence[str], seed: int = 1, seconds: float = 
     from livepiano.settings import schema
 
     settings = dict(schema.defaults(), mode="duet")
-    performances = [n for n in (_file_notes(Path(f)) for f in files[:6]) if n]
+    performances = [n for n in (file_notes(Path(f)) for f in files[:6]) if n]
     calls = cut_calls(performances, settings["wait"], seconds)
     engine = session_engine(model_path, seed, accompany=True)
     mode = make_mode(settings)
@@ -487,7 +487,7 @@ def long_duet(model_path, files: Sequence[str], seed: int = 1, seconds: float = 
         if sim.now >= seconds:
             break
         start = sim.now
-        events = _player_events(call, start)
+        events = player_events(call, start)
         phrase_end = start + max(e for _, e, _, _ in call)
         answered = len(duet.turns)
         sim.run_until(phrase_end, events)
