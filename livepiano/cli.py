@@ -79,46 +79,86 @@ def _cmd_prepare(args) -> int:
 # --- train ------------------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train",
-                       help="train Performance RNN on a token cache (needs the [train] extra)")
+    from livepiano.learn.plan import DECAYS, PLANS
+    from livepiano.learn.plan import TrainConfig as D
+
+    p = sub.add_parser("train", help="train Performance RNN on a token cache (needs the [train] "
+                                     "extra); under torchrun, on several processes")
     p.add_argument("cache", help="token cache made by `livepiano prepare`")
-    p.add_argument("-o", "--out", default="checkpoints/run.pt",
+    p.add_argument("-o", "--out", default=D.out,
                    help="checkpoint to write, and to resume from when it exists "
                         "(default: %(default)s)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--epochs", type=float, default=1.0,
-                   help="passes over the train split that the learning-rate schedule spans")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--embedding", type=int, default=256)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--unconditioned", action="store_true", help="no control input")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--bptt", type=int, default=256, help="tokens per truncated-backprop chunk")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--eval-every", type=float, default=10.0, help="minutes between validations")
-    p.add_argument("--eval-segments", type=int, default=200)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--init-from", metavar="CKPT.pt", default=D.init_from,
+                   help="start a new run (own schedule) from the weights of this checkpoint")
     p.add_argument("--fresh", action="store_true", help="start over even if the checkpoint exists")
+    g = p.add_argument_group("budget and schedule")
+    g.add_argument("--minutes", type=float, default=D.minutes, help="stop after this many minutes")
+    g.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps")
+    g.add_argument("--plan", choices=PLANS, default=D.plan,
+                   help="what the learning-rate schedule spans: --epochs of training tokens, or "
+                        "the --minutes budget (default: %(default)s)")
+    g.add_argument("--epochs", type=float, default=D.epochs,
+                   help="passes over the train split the schedule spans (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=D.lr,
+                   help="peak learning rate (default: %(default)s)")
+    g.add_argument("--min-lr-ratio", type=float, default=D.min_lr_ratio,
+                   help="the floor, as a share of the peak (default: %(default)s)")
+    g.add_argument("--warmup", type=float, default=D.warmup,
+                   help="share of the plan rising to the peak (default: %(default)s)")
+    g.add_argument("--decay", choices=DECAYS, default=D.decay, help="default: %(default)s")
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay,
+                   help="decoupled weight decay of the weight matrices (default: %(default)s)")
+    g = p.add_argument_group("model (a new run only)")
+    g.add_argument("--hidden", type=int, default=D.hidden, help="default: %(default)s")
+    g.add_argument("--layers", type=int, default=D.layers, help="default: %(default)s")
+    g.add_argument("--embedding", type=int, default=D.embedding, help="default: %(default)s")
+    g.add_argument("--dropout", type=float, default=D.dropout, help="default: %(default)s")
+    g.add_argument("--unconditioned", action="store_true", help="no control input")
+    g = p.add_argument_group("batches")
+    g.add_argument("--batch", type=int, default=D.batch,
+                   help="lanes in the whole batch, over all processes (default: %(default)s)")
+    g.add_argument("--bptt", type=int, default=D.bptt,
+                   help="tokens per truncated-backprop chunk (default: %(default)s)")
+    g.add_argument("--window-seconds", type=float, default=D.window_seconds,
+                   help="length of a training window (default: %(default)s)")
+    g.add_argument("--window-tokens", type=int, default=D.window_tokens,
+                   help="a window's most tokens (default: %(default)s; Magenta's 512)")
+    g = p.add_argument_group("machine and bookkeeping")
+    g.add_argument("--device", default=D.device,
+                   help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N "
+                        "(default: %(default)s)")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
+                   help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
+    g.add_argument("--eval-every", type=float, default=D.eval_every_minutes,
+                   help="minutes between validations (default: %(default)s)")
+    g.add_argument("--eval-segments", type=int, default=D.eval_segments,
+                   help="default: %(default)s")
+    g.add_argument("--checkpoint-every", type=float, default=D.checkpoint_every_minutes,
+                   help="minutes between checkpoints (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=D.seed, help="default: %(default)s")
     p.set_defaults(run=_cmd_train)
 
 
 def _cmd_train(args) -> int:
+    from livepiano.learn.plan import TrainConfig
+
     try:
-        from livepiano.learn.train import TrainConfig, train
+        from livepiano.learn.train import train
     except ImportError as e:
         raise LivepianoError(f"training needs torch ({e.name} is missing); "
                              f"install it with `pip install -e \".[train]\"`.") from None
-    cfg = TrainConfig(cache=args.cache, out=args.out, hidden=args.hidden, layers=args.layers,
-                      embedding=args.embedding, dropout=args.dropout,
-                      conditioned=not args.unconditioned, batch=args.batch, bptt=args.bptt,
-                      lr=args.lr, epochs=args.epochs, minutes=args.minutes,
-                      max_steps=args.max_steps, eval_every_minutes=args.eval_every,
-                      eval_segments=args.eval_segments, seed=args.seed, device=args.device,
-                      threads=args.threads)
+    cfg = TrainConfig(cache=args.cache, out=args.out, init_from=args.init_from,
+                      hidden=args.hidden, layers=args.layers, embedding=args.embedding,
+                      dropout=args.dropout, conditioned=not args.unconditioned,
+                      batch=args.batch, bptt=args.bptt, window_seconds=args.window_seconds,
+                      window_tokens=args.window_tokens, lr=args.lr,
+                      min_lr_ratio=args.min_lr_ratio, warmup=args.warmup, decay=args.decay,
+                      weight_decay=args.weight_decay, plan=args.plan, epochs=args.epochs,
+                      minutes=args.minutes, max_steps=args.max_steps,
+                      eval_every_minutes=args.eval_every, eval_segments=args.eval_segments,
+                      checkpoint_every_minutes=args.checkpoint_every, seed=args.seed,
+                      device=args.device, precision=args.precision, threads=args.threads)
     train(cfg, resume=not args.fresh)
     return 0
 
@@ -142,7 +182,8 @@ def _cmd_ports(args) -> int:
     api = ports.resolve_api(args.api)
     ins, outs = ports.list_ports(api)
     print(f"MIDI system: {api}")
-    for title, names in (("inputs (--in)", ins), ("outputs (--out)", outs)):
+    builtin = f"{ports.BUILTIN}  (livepiano's built-in synth on the default sound device)"
+    for title, names in (("inputs (--in)", ins), ("outputs (--out)", [*outs, builtin])):
         print(title)
         for name in names or ["(none)"]:
             print(f"  {name}")
@@ -156,7 +197,8 @@ def _add_play(sub) -> None:
     p.add_argument("--in", dest="in_", metavar="PORT",
                    help="input port, by any part of its name (default: a virtual port)")
     p.add_argument("--out", metavar="PORT",
-                   help="output port, e.g. \"FluidSynth\" (default: a virtual port)")
+                   help="output port, e.g. \"FluidSynth\", or builtin: livepiano's own synth on "
+                        "the default sound device (default: a virtual port)")
     _add_api_option(p)
     p.add_argument("--mode", choices=MODES, default=None, help="default: continuous")
     p.add_argument("--model", default=None,
@@ -415,11 +457,12 @@ def _add_generate(sub) -> None:
 
 def _add_render_options(p) -> None:
     p.add_argument("--wav", default=None, metavar="OUT.wav",
-                   help="also render the MIDI file to audio through FluidSynth (the fluidsynth "
-                        "program or pyfluidsynth)")
+                   help="also render the MIDI file to audio: through FluidSynth where it is "
+                        "installed, else the built-in synth")
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
                    help="soundfont for --wav (default: $LIVEPIANO_SOUNDFONT, else the first "
-                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's share)")
+                        "found in /usr/share/sounds/sf2, /usr/share/soundfonts, Homebrew's "
+                        "share, else pretty_midi's TimGM6mb.sf2)")
     p.add_argument("--plot", default=None, metavar="OUT.png",
                    help="also draw the piano roll as a PNG (1200x500)")
 
@@ -446,13 +489,10 @@ def _cmd_generate(args) -> int:
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
-    if args.wav:  # a missing FluidSynth or soundfont is said before generating
-        from livepiano.tools.render import find_fluidsynth, find_soundfont, install_hint
+    if args.wav:  # a missing or broken soundfont is said before generating
+        from livepiano.tools.render import renderer_line
 
-        if find_fluidsynth() is None:
-            raise LivepianoError(f"--wav needs FluidSynth (the fluidsynth program or "
-                                 f"pyfluidsynth), which was not found; install {install_hint()}.")
-        find_soundfont(args.soundfont)
+        renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
     from livepiano.runtime import steering
     from livepiano.settings import schema
@@ -551,14 +591,15 @@ def _add_demo(sub) -> None:
     p.add_argument("--plot", action="store_true", help="also draw the piano roll to demo.png")
     p.add_argument("--no-wav", dest="wav", action="store_false",
                    help="do not render demo.wav")
-    p.add_argument("--api", choices=("alsa", "jack", "coremidi"), default=None,
+    p.add_argument("--api", choices=("alsa", "jack", "coremidi", "inprocess"), default=None,
                    help="MIDI system (default: ALSA or CoreMIDI where they open, else a "
-                        "private JACK server)")
+                        "private JACK server, else livepiano's in-process ports)")
     p.add_argument("--model", default=None,
                    help="ONNX model (default: $LIVEPIANO_MODEL, else the shipped one)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2",
-                   help="soundfont for the audio (default: the first one found)")
+                   help="soundfont for the audio (default: the first one found, else "
+                        "pretty_midi's TimGM6mb.sf2)")
     p.set_defaults(run=_cmd_demo)
 
 

@@ -102,8 +102,7 @@ def test_property_curves_are_monotonic_within_range_and_invertible(name, a, b):
 
 
 def test_control_vector_follows_the_codec_layout():
-    v = params.control_vector(5.0, "C major")
-    assert params.DENSITY_SCALE == codec.DENSITY_SCALE  # controls may not import codec
+    v = params.knob_control(5.0, "C major")
     assert len(v) == codec.CONTROL_DIM and v[0] == pytest.approx(0.5)
     hist = v[1:]
     assert sum(hist) == pytest.approx(1.0)
@@ -111,7 +110,7 @@ def test_control_vector_follows_the_codec_layout():
     assert hist[1] == hist[3] == hist[6] == hist[8] == hist[10] == 0.0
     a_minor = params.key_histogram("A minor")
     assert [i for i, x in enumerate(a_minor) if x] == [i for i, x in enumerate(hist) if x]
-    assert params.control_vector(100.0, "C major")[0] == 3.0  # the codec's cap
+    assert params.knob_control(100.0, "C major")[0] == 3.0  # the codec's cap
     follow = params.key_histogram("follow", heard=[60, 64, 67, 72])
     assert follow[0] == pytest.approx(0.5) and follow[4] == pytest.approx(0.25)
     assert params.key_histogram("follow") == [pytest.approx(1 / 12)] * 12

@@ -108,16 +108,48 @@ def test_the_primer_is_found_and_cut_into_released_calls():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux choice of systems")
-def test_without_a_midi_system_one_line_says_what_to_install(monkeypatch):
-    from livepiano import LivepianoError
+def test_without_a_midi_system_the_demo_takes_in_process_ports(monkeypatch):
     from livepiano.tools import jack
 
     monkeypatch.setattr(jack, "jackd_path", lambda: None)
     monkeypatch.setattr(demo, "_alsa_seq_present", lambda: False)
-    with pytest.raises(LivepianoError) as e:
-        demo.choose_system()
-    text = str(e.value)
-    assert "apt install jackd2" in text and "\n" not in text
+    assert demo.choose_system() == ("inprocess", None)
+    text = demo.fallback_line()
+    assert "in-process ports" in text and "apt install jackd2" in text and "\n" not in text
+
+
+def test_the_demo_on_in_process_ports_without_jackd_or_fluidsynth(tmp_path):
+    """The path a fresh machine takes: nothing on PATH (no jackd, no fluidsynth), the duet over
+    in-process ports through the same session code, demo.wav from the built-in synth."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = _env()
+    env["PATH"] = str(empty)
+    env.pop("LIVEPIANO_SOUNDFONT", None)
+    proc = subprocess.run(_demo("--api", "inprocess", "--seconds", 10, "-o", tmp_path / "out"),
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env,
+                          check=False)
+    out, err = proc.stdout, proc.stderr
+    assert proc.returncode == 0, err + out
+    assert "Traceback" not in err, err
+    assert demo.fallback_line() in err  # one line: which path, and what to install
+    assert "demo (duet mode, in-process ports)" in out, out
+    calls, answered = map(int, re.search(r"(\d+) calls? played, (\d+) answered", out).groups())
+    assert calls >= 1 and answered >= 1, out
+    median = int(re.search(r"answer latency: median (\d+) ms", out).group(1))
+    assert demo.DUET_WAIT_S * 1000 <= median <= demo.DUET_WAIT_S * 1000 + 1500, out
+    mid = tmp_path / "out" / "demo.mid"
+    tracks = {t.name: t for t in mido.MidiFile(str(mid)).tracks}
+    assert set(tracks) >= {"player", "livepiano"}
+    assert sum(1 for m in tracks["player"] if m.type == "note_on" and m.velocity > 0) > 0
+    ons, left = _model_notes_released(mid)
+    assert ons > 0 and left == {}, left
+    wav_line = next(ln for ln in out.splitlines() if ln.startswith("wav:"))
+    pyfs = subprocess.run([sys.executable, "-c", "import fluidsynth; fluidsynth.Synth"],
+                          capture_output=True, check=False).returncode == 0
+    assert pyfs or "the built-in synth" in wav_line, wav_line
+    levels = wav_levels(tmp_path / "out" / "demo.wav")
+    assert levels.seconds > 5 and not levels.silent and levels.rms > 1e-3, levels
 
 
 # --- the real thing ----------------------------------------------------------------------------

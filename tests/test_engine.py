@@ -55,7 +55,7 @@ def test_engine_and_generate_do_not_import_torch(unc, tmp_path):
     out = tmp_path / "g.mid"
     code = textwrap.dedent(f"""
         import sys
-        import livepiano.engine, livepiano.bench
+        import livepiano.runtime.engine, livepiano.tools.bench
         from livepiano.cli import main
         rc = main(["generate", "--model", {str(unc)!r}, "--seconds", "2", "--seed", "3",
                    "-o", {str(out)!r}])
@@ -112,7 +112,7 @@ def test_prime_then_sample_equals_feeding_one_by_one(unc):
 
 
 def test_long_prime_in_pieces_equals_one_call(unc, monkeypatch):
-    import livepiano.engine as engine_module
+    import livepiano.runtime.engine as engine_module
 
     tokens = PATTERN * 40
     a = _engine(unc)

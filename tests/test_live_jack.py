@@ -25,8 +25,9 @@ from jackserver import (
     excerpt,
     jackd_available,
     need,
-    sounding_after,  # noqa: F401 (a fixture)
+    sounding_after,
     start_livepiano,
+    tiny_model,  # noqa: F401 (a fixture)
 )
 
 pytestmark = pytest.mark.jack

@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from livepiano.learn import dataset  # noqa: E402 (after the skip when torch is missing)
-from livepiano.learn.train import TrainConfig, lr_at, train  # noqa: E402
+from tinytrain import make_cache, tiny  # noqa: E402
 
-DATA = Path(__file__).parent / "data"
+from livepiano import LivepianoError  # noqa: E402 (after the skip when torch is missing)
+from livepiano.learn import dataset  # noqa: E402
+from livepiano.learn.plan import TrainConfig, lr_at  # noqa: E402
+from livepiano.learn.train import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("midi")
-    names = sorted(p.name for p in DATA.glob("*.mid"))
-    for name in names:
-        shutil.copy(DATA / name, src / name)
-    rows = ["midi_filename,split"] + [f"{n},{'validation' if i == 0 else 'train'}"
-                                      for i, n in enumerate(names)]
-    (src / "splits.csv").write_text("\n".join(rows) + "\n")
-    out = tmp_path_factory.mktemp("cache")
-    dataset.prepare(src, out, workers=1, show_progress=False)
-    return out
-
-
-def tiny(cache: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(cache=str(cache), out=str(out), hidden=24, layers=2, embedding=16, dropout=0.1,
-                batch=4, bptt=32, eval_segments=4, eval_every_minutes=999,
-                checkpoint_every_minutes=999, threads=1, seed=7)
-    base.update(kw)
-    return TrainConfig(**base)
+    return make_cache(tmp_path_factory.mktemp("midi"), tmp_path_factory.mktemp("cache"))
 
 
 def test_resume_continues_exactly(cache, tmp_path):
@@ -49,7 +33,7 @@ def test_resume_continues_exactly(cache, tmp_path):
     a = torch.load(tmp_path / "straight.pt", weights_only=False)
     b = torch.load(tmp_path / "split.pt", weights_only=False)
     assert a["step"] == b["step"] == 6
-    assert a["tokens"] == b["tokens"] > 0
+    assert a["tokens_seen"] == b["tokens_seen"] > 0
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
 
@@ -65,7 +49,7 @@ def test_checkpoint_records_what_export_needs(cache, tmp_path):
     assert meta["data"]["train_tokens"] > 1000
     assert meta["augment"] == {"stretch": [0.95, 1.05], "transpose": 4}
     assert math.isclose(meta["val_nll"], result["val_nll"], rel_tol=1e-6)
-    assert ckpt["epochs"] == pytest.approx(ckpt["tokens"] / meta["data"]["train_tokens"])
+    assert ckpt["epochs"] == pytest.approx(ckpt["tokens_seen"] / meta["data"]["train_tokens"])
 
 
 def test_a_few_dozen_steps_beat_the_uniform_guess(cache, tmp_path):
@@ -84,11 +68,24 @@ def test_stops_after_the_scheduled_epochs(cache, tmp_path):
 
 
 def test_learning_rate_falls_from_peak_to_floor():
-    cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, epochs=1.0)
-    assert lr_at(cfg, 0, 1000) == pytest.approx(1e-3)
-    assert lr_at(cfg, 500, 1000) == pytest.approx(0.55e-3)
-    assert lr_at(cfg, 1000, 1000) == pytest.approx(1e-4)
-    assert lr_at(cfg, 5000, 1000) == pytest.approx(1e-4)
+    cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, warmup=0.0)
+    assert lr_at(cfg, 0.0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 0.5) == pytest.approx(0.55e-3)
+    assert lr_at(cfg, 1.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 5.0) == pytest.approx(1e-4)
+
+
+def test_learning_rate_warms_up_then_decays_once():
+    cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, warmup=0.1, decay="linear")
+    assert lr_at(cfg, 0.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 0.05) == pytest.approx(0.55e-3)
+    assert lr_at(cfg, 0.1) == pytest.approx(1e-3)
+    assert lr_at(cfg, 0.55) == pytest.approx(0.55e-3)
+    assert lr_at(cfg, 1.0) == pytest.approx(1e-4)
+    rates = [lr_at(TrainConfig(warmup=0.02), p / 100) for p in range(101)]
+    peak = rates.index(max(rates))
+    assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1]))
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))  # no restarts
 
 
 def test_train_without_a_cache_is_one_clear_line(run_livepiano, tmp_path):
@@ -96,3 +93,27 @@ def test_train_without_a_cache_is_one_clear_line(run_livepiano, tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("livepiano: ") and "livepiano prepare" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_from_other_weights_counts_their_tokens_and_plans_its_own(cache, tmp_path):
+    first = train(tiny(cache, tmp_path / "first.pt", max_steps=3), resume=False,
+                  log=lambda *a: None)
+    cfg = tiny(cache, tmp_path / "second.pt", init_from=str(tmp_path / "first.pt"),
+               epochs=0.05, hidden=99, layers=3)
+    second = train(cfg, resume=False, log=lambda *a: None)
+    ckpt = torch.load(tmp_path / "second.pt", weights_only=False)
+    assert ckpt["config"]["hidden"] == 24 and ckpt["config"]["layers"] == 2  # the weights' shape
+    assert ckpt["meta"]["init_from"]["tokens_seen"] == first["tokens"] > 0
+    assert ckpt["meta"]["schedule"]["start_tokens"] == first["tokens"]
+    train_tokens = dataset.TokenCache(cache).index["splits"]["train"]["tokens"]
+    ran = second["tokens"] - first["tokens"]
+    assert 0.05 * train_tokens <= ran < 0.05 * train_tokens + cfg.batch * cfg.bptt + 1
+
+
+def test_a_weights_only_file_is_not_resumed_but_started_from(cache, tmp_path):
+    train(tiny(cache, tmp_path / "w.pt", max_steps=1), resume=False, log=lambda *a: None)
+    ckpt = torch.load(tmp_path / "w.pt", weights_only=False)
+    del ckpt["optimizer"], ckpt["resume"]
+    torch.save(ckpt, tmp_path / "w.pt")
+    with pytest.raises(LivepianoError, match=r"holds weights only.*--init-from"):
+        train(tiny(cache, tmp_path / "w.pt", max_steps=2), log=lambda *a: None)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from livepiano import LivepianoError
+from livepiano.core.voices import Voices
 
 if TYPE_CHECKING:
     import mido
@@ -427,7 +428,7 @@ def tokens_to_step_notes(tokens: Iterable[int], default_velocity: int = 100) -> 
     - ids outside the vocabulary are ignored.
 
     Notes come back sorted by (start step, order)."""
-    sounding: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    sounding = Voices("oldest")  # data: (velocity, order)
     notes: list[StepNote] = []
     step = 0
     velocity = default_velocity
@@ -438,22 +439,19 @@ def tokens_to_step_notes(tokens: Iterable[int], default_velocity: int = 100) -> 
         if 0 <= tok < NOTE_OFF:
             if order_step != step:
                 order_step, order = step, 0
-            sounding[tok].append((step, velocity, order))
+            sounding.on(tok, step, (velocity, order))
             order += 1
         elif tok < TIME_SHIFT:
-            voices = sounding.get(tok - NOTE_OFF)
-            if voices:
-                start, vel, ordr = voices.pop(0)
-                if step > start:
-                    notes.append(StepNote(tok - NOTE_OFF, vel, start, step, ordr))
+            for v in sounding.off(tok - NOTE_OFF, step):
+                if step > v.start:
+                    notes.append(StepNote(v.key, v.data[0], v.start, step, v.data[1]))
         elif tok < VELOCITY:
             step += tok - TIME_SHIFT + 1
         elif tok < VOCAB_SIZE:
             velocity = bin_to_velocity(tok - VELOCITY + 1)
-    for pitch, voices in sounding.items():
-        for start, vel, ordr in voices:
-            if step > start:
-                notes.append(StepNote(pitch, vel, start, step, ordr))
+    for v in sounding.end():
+        if step > v.start:
+            notes.append(StepNote(v.key, v.data[0], v.start, step, v.data[1]))
     notes.sort(key=lambda n: (n.start, n.order))
     return notes
 
@@ -567,6 +565,7 @@ def duration_steps(tokens: Iterable[int]) -> int:
 CONTROL_LAYOUT = ["density"] + [f"pitch_class_{i}" for i in range(12)]
 CONTROL_DIM = len(CONTROL_LAYOUT)
 DENSITY_SCALE = 10.0
+DENSITY_CAP = 3.0  # the density entry's largest value (30 notes/s)
 
 
 def control_vector(tokens) -> np.ndarray:
@@ -576,10 +575,15 @@ def control_vector(tokens) -> np.ndarray:
     out = np.zeros(CONTROL_DIM, dtype=np.float32)
     if len(ons):
         seconds = duration_steps(tokens.tolist()) / STEPS_PER_SECOND
-        out[0] = min(len(ons) / max(seconds, 1.0) / DENSITY_SCALE, 3.0)
         hist = np.bincount(ons % 12, minlength=12).astype(np.float32)
-        out[1:] = hist / hist.sum()
+        out[:] = conditioning(len(ons) / max(seconds, 1.0), hist / hist.sum())
     return out
+
+
+def conditioning(notes_per_second: float, pitch_classes) -> list[float]:
+    """The control vector from a note density and a 12-bin pitch-class histogram (summing to
+    1): the one place the density is scaled and capped, for data and for knobs alike."""
+    return [min(notes_per_second / DENSITY_SCALE, DENSITY_CAP)] + [float(x) for x in pitch_classes]
 
 
 # --- augmentation on tokens --------------------------------------------------------------
@@ -624,7 +628,7 @@ def stretch(tokens: Sequence[int], factor: float) -> list[int]:
     emitted = 0
     pending: list[int] = []
     pending_step = 0
-    voices: dict[int, list[int]] = defaultdict(list)
+    voices = Voices("oldest")  # the notes' scaled starts
 
     def advance(to: int) -> None:
         nonlocal emitted
@@ -644,14 +648,13 @@ def stretch(tokens: Sequence[int], factor: float) -> list[int]:
             pending = []
         advance(new)
         if tok < NOTE_OFF:
-            voices[tok].append(new)
+            voices.on(tok, new)
         elif tok < TIME_SHIFT:
-            started = voices.get(tok - NOTE_OFF)
-            if started:
-                if started.pop(0) == new:
-                    pending.append(tok)
-                    pending_step = new + 1
-                    continue
+            ended = voices.off(tok - NOTE_OFF, new)
+            if ended and ended[0].start == new:
+                pending.append(tok)
+                pending_step = new + 1
+                continue
         out.append(tok)
     if pending:
         advance(pending_step)

@@ -220,8 +220,11 @@ class WindowSampler:
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
 
-    def window(self) -> np.ndarray:
-        rng = self.rng
+    def window(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        """One window, drawn with ``rng`` (default: the sampler's own generator); training
+        gives each lane its own generator so that a lane's stream of windows is the same
+        however many processes share the lanes."""
+        rng = rng or self.rng
         lo, hi = self.bounds[rng.choice(len(self.bounds), p=self.p)]
         start = int(rng.integers(lo, hi - 1))
         factor = float(rng.uniform(*self.stretch)) if self.stretch else 1.0

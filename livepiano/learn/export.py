@@ -282,7 +282,8 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
                      "files": data.get("train_files"), "tokens": data.get("train_tokens")},
             "licence": LICENCE,
             "steps": ckpt.get("step"),
-            "tokens": ckpt.get("tokens"),
+            "tokens": ckpt.get("tokens_seen", ckpt.get("tokens")),  # "tokens" before torchrun
+            "processes": ckpt.get("world_size"),
             "epochs": None if ckpt.get("epochs") is None else round(float(ckpt["epochs"]), 3),
             "augment": meta.get("augment"),
             "control_dropout": meta.get("control_dropout"),

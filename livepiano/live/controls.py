@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from livepiano import LivepianoError
+from livepiano.core import messages
 from livepiano.settings import bindings, files, params
 from livepiano.settings.bindings import save
 from livepiano.settings.choices import TAKEOVERS
@@ -231,11 +232,11 @@ class Controls:
         if isinstance(msg, (list, tuple, bytes, bytearray)):
             if len(msg) < 3:
                 return []
-            status, channel = msg[0] & 0xF0, msg[0] & 0x0F
-            if status == 0xB0:
+            channel, kind = msg[0] & 0x0F, messages.kind(msg)
+            if msg[0] & 0xF0 == messages.CONTROL:
                 return self.handle_cc(channel, msg[1], msg[2])
-            if status in (0x80, 0x90):
-                return self.handle_note(channel, msg[1], msg[2] if status == 0x90 else 0)
+            if kind is not None:
+                return self.handle_note(channel, msg[1], msg[2] if kind == "on" else 0)
             return []
         kind = getattr(msg, "type", None)
         if kind == "control_change":

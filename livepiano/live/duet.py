@@ -87,7 +87,6 @@ ticks between drains): a note-on stamped before an answer's start still barges i
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable
 
@@ -95,6 +94,7 @@ import numpy as np
 
 from livepiano import LivepianoError
 from livepiano.core import codec
+from livepiano.core.voices import Voices
 
 LISTEN, ANSWER, ENDING = "listen", "answer", "ending"
 BARGE_IN = ("stop", "finish", "overlap")
@@ -226,22 +226,21 @@ class Call:
         """The call as the codec encodes notes (pedal applied), from its first note-on."""
         end = self.end if self.end is not None else (self.events[-1][0] if self.events
                                                      else self.start)
-        open_: dict[int, list] = defaultdict(list)
+        voices = Voices("all")  # a key that goes up releases its pitch
         notes: list[codec.Note] = []
         controls = [codec.ControlChange(codec.SUSTAIN_CC, 127, 0.0)] if self.pedal_at_start \
             else []
         for t, kind, value, velocity in self.events:
             rel = t - self.start
             if kind == "on":
-                open_[value].append((rel, velocity))
+                voices.on(value, rel, velocity)
             elif kind == "off":
-                for start, vel in open_.pop(value, ()):
-                    notes.append(codec.Note(value, vel, start, rel))
+                for v in voices.off(value, rel):
+                    notes.append(codec.Note(value, v.data, v.start, rel))
             else:
                 controls.append(codec.ControlChange(codec.SUSTAIN_CC, 127 if value else 0, rel))
-        for pitch, voices in open_.items():
-            for start, vel in voices:
-                notes.append(codec.Note(pitch, vel, start, max(end - self.start, start)))
+        for v in voices.end():
+            notes.append(codec.Note(v.key, v.data, v.start, max(end - self.start, v.start)))
         return codec.notes_to_tokens(codec.apply_sustain(notes, controls))
 
 
@@ -311,11 +310,11 @@ class _Answer:
         self.turn = turn
         self.end: float | None = None
         self.notes: list[list] = []  # [pitch, on time, off time or None]
-        self.open: dict[int, list[list]] = defaultdict(list)  # pitch -> its open notes
+        self.open = Voices("oldest")  # the open notes (as data) by pitch
         self.last_t = start  # stream time after the last model token
 
     def sounding(self) -> bool:
-        return any(self.open.values())
+        return bool(self.open)
 
     def first_pause(self, t: float) -> float | None:
         """The first moment from ``t`` on, inside the stream played so far, with none of the
@@ -344,7 +343,7 @@ class Duet:
         self.conditioned = conditioned
         self.state = LISTEN
         self.turns: list[Turn] = []
-        self._down: dict[int, int] = defaultdict(int)  # pitch -> voices with the key down
+        self._down = Voices("all")  # the keys down; a key that goes up releases its pitch
         self._pedal = False
         self._last = -math.inf  # time of the player's last event
         self._call: Call | None = None
@@ -356,15 +355,20 @@ class Duet:
     @property
     def quiet(self) -> bool:
         """No key down and the pedal up."""
-        return not self._pedal and not any(self._down.values())
+        return not self._pedal and not self._down
 
     @property
     def keys_down(self) -> list[int]:
-        return sorted(p for p, n in self._down.items() for _ in range(n))
+        return sorted(self._down.keys())
 
     @property
     def pedal(self) -> bool:
         return self._pedal
+
+    @property
+    def last_event(self) -> float:
+        """When the player last played (a note or the pedal); -inf before anything."""
+        return self._last
 
     @property
     def call(self) -> Call | None:
@@ -417,14 +421,13 @@ class Duet:
             self._pedal = down
             self._note(t, kind, down, 0)
         elif kind == "off":
-            if not self._down.get(value):
+            if not self._down.off(value, t):
                 return actions  # a key that is not down: nothing changes
-            del self._down[value]  # a note-off ends every voice of its pitch
             self._note(t, kind, value, 0)
         else:
             if self.state != LISTEN:
                 actions += self._barge_in(t)
-            self._down[value] += 1
+            self._down.on(value, t)
             if self._call is None:
                 self._call = Call(start=t, pedal_at_start=self._pedal)
             self._call.notes += 1
@@ -553,14 +556,13 @@ class Duet:
         if kind == "on":
             note = [token, t, None]
             ans.notes.append(note)
-            ans.open[token].append(note)
+            ans.open.on(token, t, note)
             ans.turn.notes += 1
             if ans.turn.first_note is None:
                 ans.turn.first_note = t
         elif kind == "off":
-            voices = ans.open.get(token - codec.NOTE_OFF)
-            if voices:
-                voices.pop(0)[2] = t
+            for voice in ans.open.off(token - codec.NOTE_OFF, t):
+                voice.data[2] = t
         return []
 
     def on_take_back(self, t: float) -> None:
@@ -573,12 +575,12 @@ class Duet:
             return
         ans = self._answer
         ans.notes = [n for n in ans.notes if n[1] <= t]
-        ans.open = defaultdict(list)
+        ans.open = Voices("oldest")
         for n in ans.notes:
             if n[2] is not None and n[2] > t:
                 n[2] = None
             if n[2] is None:
-                ans.open[n[0]].append(n)
+                ans.open.on(n[0], n[1], n)
         ans.last_t = min(ans.last_t, t)
         ans.turn.notes = len(ans.notes)
         ans.turn.first_note = ans.notes[0][1] if ans.notes else None

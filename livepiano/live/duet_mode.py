@@ -169,7 +169,7 @@ class DuetMode(Mode):
         call, s = duet.call, duet.settings
         if duet.state != LISTEN or call is None or call.by_control is not None \
                 or not duet.quiet or call.notes < s.min_call_notes \
-                or duet._last - call.start < s.min_call_s:
+                or duet.last_event - call.start < s.min_call_s:
             return None
         return duet.deadline()
 

@@ -31,6 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from livepiano.core import messages
 from livepiano.live import controls, modes
 from livepiano.live.controls import Controls
 from livepiano.settings import bindings, choices, files, params
@@ -109,7 +110,7 @@ class Knobs:
 
     def on_control(self, channel: int, number: int, value: int, t: float) -> None:
         """The listener's hook: a CC from the piano (other than the sustain pedal)."""
-        self.message([0xB0 | channel, number, value], t)
+        self.message([messages.CONTROL | channel, number, value], t)
 
     def message(self, message, t: float | None = None) -> None:
         """A CC or pad message from any controller; handled on the engine thread."""
@@ -126,15 +127,18 @@ class Knobs:
         self.loop.call(go)
 
     def heard(self, events) -> None:
-        """The player's events (listener thread): the key "follow" listens to them."""
-        now = None
-        for ev in events:
-            if ev.on:
-                self._heard.append((ev.time, ev.pitch))
-                now = ev.time
-        if now is not None and self._following and now >= self._follow_due:
+        """The player's events (listener thread): the key "follow" listens to them. What they
+        change is the engine thread's, so they are handed over through the loop's inbox."""
+        ons = [(ev.time, ev.pitch) for ev in events if ev.on]
+        if ons:
+            self.loop.call(lambda engine: self._hear(engine, ons))
+
+    def _hear(self, engine, ons: list[tuple[float, int]]) -> None:
+        self._heard.extend(ons)
+        now = ons[-1][0]
+        if self._following and now >= self._follow_due:
             self._follow_due = now + FOLLOW_EVERY_S
-            self.loop.call(lambda engine: self._set_control(engine, rewind=False))
+            self._set_control(engine, rewind=False)
 
     def post(self, item: tuple) -> None:
         """A line to say or bindings to save, for the main thread's ``tick``."""
@@ -218,7 +222,7 @@ class Knobs:
         while self._heard and self._heard[0][0] < horizon:
             self._heard.popleft()
         heard = [p for _, p in list(self._heard)]
-        engine.control = params.control_vector(values["density"], values["key"], heard)
+        engine.control = params.knob_control(values["density"], values["key"], heard)
         if rewind:
             self._rewind()
 
@@ -323,7 +327,8 @@ class ControlInput:
                         gone = self._watch(gone)
                     sleep(POLL_S)
                     continue
-                if item[0] and item[0][0] & 0xF0 in (0x80, 0x90, 0xB0):
+                if item[0] and item[0][0] & 0xF0 in (messages.NOTE_OFF, messages.NOTE_ON,
+                                                     messages.CONTROL):
                     self.knobs.message(item[0], self.clock())
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             self.error = e

@@ -15,8 +15,9 @@ import time
 from collections import defaultdict
 from typing import Callable, NamedTuple
 
-from livepiano.core import codec
+from livepiano.core import codec, messages
 from livepiano.core.messages import CONTROL, NOTE_OFF, NOTE_ON
+from livepiano.core.voices import Voices
 
 
 class PlayerEvent(NamedTuple):
@@ -32,33 +33,34 @@ class PedalEncoder:
 
     def __init__(self):
         self.pedal = False
-        self.down: dict[int, int] = defaultdict(int)  # voices whose key is down
+        self.down = Voices("all")  # voices whose key is down; a key up releases its pitch
         self.held: dict[int, int] = defaultdict(int)  # voices released under the pedal
 
     def feed(self, message, t: float) -> list[PlayerEvent]:
         if not message:
             return []
-        status = message[0] & 0xF0
-        if status == NOTE_ON and len(message) >= 3 and message[2] > 0:
+        kind = messages.kind(message)
+        if kind == "on":
             return self.note_on(message[1], message[2], t)
-        if status in (NOTE_ON, NOTE_OFF) and len(message) >= 3:
+        if kind == "off":
             return self.note_off(message[1], t)
-        if status == CONTROL and len(message) >= 3 and message[1] == codec.SUSTAIN_CC:
+        if message[0] & 0xF0 == CONTROL and len(message) >= 3 \
+                and message[1] == codec.SUSTAIN_CC:
             return self.sustain(message[2] >= 64, t)
         return []
 
     def note_on(self, pitch: int, velocity: int, t: float) -> list[PlayerEvent]:
         out = []
         if self.pedal:  # a re-strike under the pedal ends the voices of that pitch
-            for _ in range(self.down[pitch] + self.held[pitch]):
+            for _ in range(len(self.down.off(pitch, t)) + self.held[pitch]):
                 out.append(PlayerEvent(t, False, pitch, 0))
-            self.down[pitch] = self.held[pitch] = 0
-        self.down[pitch] += 1
+            self.held[pitch] = 0
+        self.down.on(pitch, t)
         out.append(PlayerEvent(t, True, pitch, velocity))
         return out
 
     def note_off(self, pitch: int, t: float) -> list[PlayerEvent]:
-        voices = self.down.pop(pitch, 0)
+        voices = len(self.down.off(pitch, t))
         if not voices:
             return []
         if self.pedal:
@@ -78,9 +80,9 @@ class PedalEncoder:
 
     def release_all(self, t: float) -> list[PlayerEvent]:
         """Note-offs for everything the player left sounding (the port vanished)."""
-        out = [PlayerEvent(t, False, p, 0)
-               for voices in (self.down, self.held) for p, n in sorted(voices.items())
-               for _ in range(n)]
+        out = [PlayerEvent(t, False, p, 0) for p in sorted(self.down.keys())]
+        out += [PlayerEvent(t, False, p, 0) for p, n in sorted(self.held.items())
+                for _ in range(n)]
         self.down.clear()
         self.held.clear()
         self.pedal = False

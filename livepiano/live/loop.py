@@ -34,7 +34,11 @@ class EngineLoop:
 
     def __init__(self, engine, scheduler: Scheduler, *, origin: float, lookahead: float = 0.1,
                  channel: int = 0, mode: Mode | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, step_s: float | None = None,
+                 on_sampled: Callable[[int, float], None] | None = None):
+        """``step_s``: clock seconds per step of the stream (a benchmark plays it faster than
+        real time); ``on_sampled(token, begins)``: called on the engine thread after each
+        sampled event, with the stream time at which it begins (a benchmark times them)."""
         self.engine = engine
         self.scheduler = scheduler
         self.origin = origin
@@ -42,6 +46,8 @@ class EngineLoop:
         self.channel = channel
         self.mode = mode or Continuous()
         self.clock = clock
+        self.step_s = STEP_S if step_s is None else step_s
+        self.on_sampled = on_sampled
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.taken_back = 0  # model events taken back because the player played
@@ -80,7 +86,7 @@ class EngineLoop:
     # --- the engine thread --------------------------------------------------------------
 
     def stream_time(self) -> float:
-        return self.origin + self.engine.steps * STEP_S
+        return self.origin + self.engine.steps * self.step_s
 
     def extend_lookahead(self, seconds: float) -> None:
         """Let the model run up to ``seconds`` ahead of the clock (a duet answer's opening is
@@ -183,7 +189,12 @@ class EngineLoop:
         while pending and pending[0][0] <= now:  # in the past: never taken back
             pending.popleft()
         before = engine.snapshot()
-        tok = engine.sample()
+        if self.on_sampled is None:
+            tok = engine.sample()
+        else:
+            begins = self.stream_time()
+            tok = engine.sample()
+            self.on_sampled(tok, begins)
         deadline = self.stream_time()
         if not self.mode.sampled(tok, deadline, before):
             return

@@ -23,6 +23,8 @@ from livepiano import LivepianoError
 CLIENT_NAME = "livepiano"
 API_ENV = "LIVEPIANO_MIDI_API"
 API_NAMES = ("alsa", "jack", "coremidi", "winmm")
+INPROCESS = "inprocess"  # livepiano.live.inprocess: ports within this process (the demo's fallback)
+BUILTIN = "builtin"  # --out builtin: the built-in synth on the default audio device
 
 
 class PortError(LivepianoError):
@@ -52,6 +54,8 @@ def platform_api() -> str:
 def resolve_api(name: str | None = None) -> str:
     """The API to use: ``name``, else $LIVEPIANO_MIDI_API, else the platform's own; checked
     against what this rtmidi was built with."""
+    if name == INPROCESS:
+        return name
     source = "--api"
     if not name:
         name, source = os.environ.get(API_ENV) or None, API_ENV
@@ -101,8 +105,16 @@ def _quiet_stderr():
             captured[0] = tmp.read().decode("utf-8", "replace")
 
 
+quiet_stderr = _quiet_stderr  # for other C libraries that talk on stderr (the audio device's)
+
+
 def open_client(kind: str, api: str, name: str = CLIENT_NAME):
-    """A ``rtmidi.MidiIn`` (kind 'in') or ``rtmidi.MidiOut`` (kind 'out') client."""
+    """A ``rtmidi.MidiIn`` (kind 'in') or ``rtmidi.MidiOut`` (kind 'out') client, or the same
+    of ``livepiano.live.inprocess`` for api 'inprocess'."""
+    if api == INPROCESS:
+        from livepiano.live import inprocess
+
+        return (inprocess.MidiIn if kind == "in" else inprocess.MidiOut)(name)
     rtmidi = _rtmidi()
     cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
     with _quiet_stderr():
@@ -161,15 +173,27 @@ class Port:
 
     def __init__(self, kind: str, api: str, query: str | None, client_name: str = CLIENT_NAME):
         self.kind = kind
-        self.api = api
         self.query = query
-        self.client = open_client(kind, api, client_name)
+        self.synth = None  # --out builtin: the built-in synth and its in-process port
+        if kind == "out" and query is not None and normalize(query) == BUILTIN:
+            api = INPROCESS
+            self.synth = open_builtin_synth()
+        self.api = api
+        try:
+            self.client = open_client(kind, api, client_name)
+        except BaseException:
+            self._close_synth()
+            raise
         self.name: str | None = None  # the full name of the port we are connected to
         self._lister = None
-        if query is None:
-            self._open_virtual()
-        else:
-            self.open_matching()
+        try:
+            if query is None:
+                self._open_virtual()
+            else:
+                self.open_matching()
+        except BaseException:
+            self._close_synth()
+            raise
 
     def _open_virtual(self) -> None:
         try:
@@ -223,3 +247,23 @@ class Port:
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.delete()
+        self._close_synth()
+
+    def _close_synth(self) -> None:
+        if self.synth is not None:
+            synth, port = self.synth
+            self.synth = None
+            port.delete()
+            synth.close()
+
+
+def open_builtin_synth():
+    """(the built-in synth playing on the default audio device, the in-process input port
+    'builtin:synth' that feeds it); one LivepianoError where there is no sound device."""
+    from livepiano.live.audio import BuiltinSynth
+    from livepiano.live.inprocess import MidiIn
+
+    synth = BuiltinSynth().start()
+    port = MidiIn(BUILTIN, deliver=synth.send_message)
+    port.open_virtual_port("synth")
+    return synth, port

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import platformdirs
 
-from livepiano.core import codec
-from livepiano.core.messages import NOTE_OFF, NOTE_ON
+from livepiano.core import codec, messages
+from livepiano.core.voices import Voices
 from livepiano.live.listener import PlayerEvent
 
 
@@ -35,26 +35,24 @@ class Recorder:
         return sum(1 for e in list(self.player) if e.on)
 
     def notes_out(self) -> int:
-        return sum(1 for _, m in list(self.model) if m[0] & 0xF0 == NOTE_ON and m[2] > 0)
+        return sum(1 for _, m in list(self.model) if messages.kind(m) == "on")
 
     @staticmethod
     def _step_notes(events) -> list[codec.StepNote]:
         """(time, on, pitch, velocity) -> notes on the 10 ms grid; a voice ends at the first
         note-off of its pitch, unreleased voices at the last event."""
-        open_: dict[int, list] = {}
+        voices = Voices("oldest")
         notes: list[codec.StepNote] = []
-        last = 0
         for t, on, pitch, velocity in events:
             step = codec.quantize(max(t, 0.0))
-            last = max(last, step)
             if on:
-                open_.setdefault(pitch, []).append((step, velocity))
-            elif open_.get(pitch):
-                start, vel = open_[pitch].pop(0)
-                notes.append(codec.StepNote(pitch, vel, start, max(step, start + 1)))
-        for pitch, voices in open_.items():
-            for start, vel in voices:
-                notes.append(codec.StepNote(pitch, vel, start, max(last, start + 1)))
+                voices.on(pitch, step, velocity)
+                continue
+            for v in voices.off(pitch, step):
+                notes.append(codec.StepNote(pitch, v.data, v.start, max(step, v.start + 1)))
+        last = voices.last or 0
+        for v in voices.end():
+            notes.append(codec.StepNote(v.key, v.data, v.start, max(last, v.start + 1)))
         notes.sort(key=lambda n: (n.start, n.pitch))
         return notes
 
@@ -62,10 +60,9 @@ class Recorder:
         player = [(e.time - self.origin, e.on, e.pitch, e.velocity) for e in list(self.player)]
         model = []
         for t, m in list(self.model):
-            status = m[0] & 0xF0
-            if status in (NOTE_ON, NOTE_OFF) and len(m) >= 3:
-                on = status == NOTE_ON and m[2] > 0
-                model.append((t - self.origin, on, m[1], m[2] if on else 0))
+            kind = messages.kind(m)
+            if kind is not None:
+                model.append((t - self.origin, kind == "on", m[1], m[2] if kind == "on" else 0))
         return codec.step_notes_to_midi([("player", self._step_notes(player)),
                                          ("livepiano", self._step_notes(model))])
 

@@ -25,11 +25,11 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from typing import Callable
 
 from livepiano.core import messages
-from livepiano.core.messages import NOTE_OFF, NOTE_ON
+from livepiano.core.voices import Voices
 
 # Wake this long before a deadline, then spin. Under SCHED_FIFO a wake-up is punctual to tens
 # of µs, and a long spin only holds the GIL that the engine thread then takes back after a
@@ -95,7 +95,7 @@ class Scheduler:
         self.realtime_mode = realtime_mode
         self.realtime_note = ""
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.sounding: Counter = Counter()  # (channel, pitch) -> voices
+        self.sounding = Voices("oldest")  # keys (channel, pitch)
         self.lateness: deque = deque(maxlen=keep_lateness)  # seconds, one per deadline
         self.error: BaseException | None = None
         self._heap: list = []  # (deadline, seq, message, tag)
@@ -119,7 +119,7 @@ class Scheduler:
         One that already left cannot be unsent: if it was a note-on, its note-off goes at
         once, because nobody else knows that the note is sounding any more."""
         tags = set(tags)
-        self.call(lambda scheduler: scheduler._take_back(tags))
+        self.call(lambda _scheduler: self._take_back(tags))
 
     def call(self, fn: Callable) -> None:
         """Run ``fn(scheduler)`` on the scheduler's thread, between two sends (e.g. the duet
@@ -164,8 +164,8 @@ class Scheduler:
             heapq.heapify(self._heap)
         for tag in tags:
             message = self._sent_tags.pop(tag, None)
-            if message is not None and message[0] & 0xF0 == NOTE_ON and message[2] > 0:
-                off = [NOTE_OFF | (message[0] & 0x0F), message[1], 0]
+            if message is not None and messages.kind(message) == "on":
+                off = [messages.NOTE_OFF | (message[0] & 0x0F), message[1], 0]
                 self._send(off, None)
                 if self.on_sent is not None:
                     self.on_sent(self.clock(), off)
@@ -217,15 +217,7 @@ class Scheduler:
                 self.on_sent(now, message)
 
     def _track(self, message: list[int]) -> None:
-        status = message[0] & 0xF0
-        key = (message[0] & 0x0F, message[1]) if len(message) > 1 else None
-        if status == NOTE_ON and message[2] > 0:
-            self.sounding[key] += 1
-        elif status in (NOTE_ON, NOTE_OFF):
-            if self.sounding[key] > 1:
-                self.sounding[key] -= 1
-            else:
-                self.sounding.pop(key, None)
+        self.sounding.message(message, by_channel=True)
 
     def release(self) -> list[list[int]]:
         """The panic knob, without ending anything: drop every scheduled message and send a
@@ -247,8 +239,7 @@ class Scheduler:
         return messages
 
     def _release_messages(self) -> list[list[int]]:
-        voices = [key for key, n in self.sounding.items() for _ in range(n)]
-        return messages.release(voices, (self.channel,))
+        return messages.release(self.sounding.keys(), (self.channel,))
 
     def panic(self) -> list[list[int]]:
         """Note-off for every sounding note, then All Notes Off and pedal up; nothing is sent

@@ -68,6 +68,10 @@ class Session:
         self.failed = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
+        # For code that runs a session in-process (the demo): set once its threads are
+        # playing; the scheduler's lateness figures once it has ended.
+        self.playing = threading.Event()
+        self.lateness: dict | None = None
 
     def say(self, text: str) -> None:
         if self.status:
@@ -136,11 +140,12 @@ class Session:
                         for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             _report_crashes()
-            _quiet_gc()
+            quiet_gc()
             for t in threads:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
                      f"model: {model_path.name}. Ctrl-C stops.")
+            self.playing.set()
             knob_setup.start(keys=self.status)
             self.say(knob_setup.describe())
             self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
@@ -163,7 +168,7 @@ class Session:
                 where = f"session saved to {saved}"
             except OSError as e:
                 where = f"could not save the session to {path} ({e.strerror})"
-            timing = scheduler.lateness_us()
+            timing = self.lateness = scheduler.lateness_us()
             self.say(f"{self.stop_reason or 'stopped'}; every note released; {where}. "
                      f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
                      f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
@@ -258,7 +263,7 @@ def _report_crashes() -> None:
         faulthandler.enable(all_threads=True)
 
 
-def _quiet_gc() -> None:
+def quiet_gc() -> None:
     """Move everything built at start-up (modules, the model session, ports) out of the
     cyclic garbage collector's sight: a full collection then walks only what the session
     allocates, instead of holding the GIL for milliseconds while the scheduler waits."""
@@ -293,13 +298,13 @@ def play_threads(scheduler, loop, listener, realtime_mode: str) -> list[threadin
         return realtime(realtime_mode, FIFO_PRIORITY - 1, switch=False)
 
     return [threading.Thread(target=scheduler.run, name="scheduler", daemon=True),
-            threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+            threading.Thread(target=loop.run, args=(engine_priority(realtime_mode),),
                              name="engine", daemon=True),
             threading.Thread(target=listener.run, args=(listener_priority,),
                              name="listener", daemon=True)]
 
 
-def _engine_priority(mode: str) -> Callable[[], str]:
+def engine_priority(mode: str) -> Callable[[], str]:
     """SCHED_FIFO for the engine thread too, at the lowest real-time priority (below the
     listener and the scheduler): otherwise other programs preempt it while it holds the GIL,
     and the scheduler, woken for a deadline, waits for the GIL as long as that lasts."""

@@ -197,7 +197,7 @@ def conditioning(density: float) -> list[float]:
     """The control vector a conditioned model gets when nothing else sets one: ``density``
     notes/s and a flat pitch-class histogram (an all-zero histogram is "unconditioned" to
     it, and then the density means nothing to it either)."""
-    return [min(density / codec.DENSITY_SCALE, 3.0)] + [1.0 / 12] * 12
+    return codec.conditioning(density, [1.0 / 12] * 12)
 
 
 def configure(engine, settings: Mapping, *, accompany: bool = False) -> None:

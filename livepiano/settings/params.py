@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from livepiano import LivepianoError
+from livepiano.core import codec
 from livepiano.settings.choices import MODES, TAKEOVERS, Invalid
 
 KNOB, TOGGLE, MOMENTARY = "knob", "toggle", "momentary"
@@ -233,15 +234,10 @@ def key_histogram(key: str, heard: Iterable[int] = ()) -> list[float]:
     return [c / total for c in counts]
 
 
-DENSITY_SCALE = 10.0  # codec.DENSITY_SCALE (not imported: controls depends on config only)
-
-
-DENSITY_CAP = 3.0
-
-
-def control_vector(density: float, key: str, heard: Iterable[int] = ()) -> list[float]:
-    """[density, pc_0..pc_11] as in ``codec.CONTROL_LAYOUT``, for ``Engine.control``."""
-    return [min(density / DENSITY_SCALE, DENSITY_CAP)] + key_histogram(key, heard)
+def knob_control(density: float, key: str, heard: Iterable[int] = ()) -> list[float]:
+    """The control vector (``codec.CONTROL_LAYOUT``) the density and key knobs ask for, for
+    ``Engine.control``; ``codec.control_vector`` is the one measured from tokens."""
+    return codec.conditioning(density, key_histogram(key, heard))
 
 
 class Control(NamedTuple):

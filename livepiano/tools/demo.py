@@ -7,24 +7,25 @@ real time, on real MIDI ports.
                                                                                 live synth)
 
 - The MIDI system: ALSA virtual ports where ``/dev/snd/seq`` opens, CoreMIDI on macOS, else a
-  private JACK server (``livepiano.jack``) that the demo starts and always stops, else one line
-  saying what to install.
+  private JACK server (``livepiano.tools.jack``) that the demo starts and always stops, else
+  livepiano's in-process ports (``livepiano.live.inprocess``: the same session code, no MIDI
+  system), with one line saying so and what to install for real ports.
 - The pianist plays the shipped primer (a MAESTRO excerpt, see ``examples/README.md``) in
   calls of a few seconds, each cut where the music breathes, and waits for the answer: until
   the model has played and then been quiet a moment, or a time-out.
 - The ear is a MIDI input port that livepiano plays into: it stamps the model's notes as they
   arrive, for the answer latencies (a call's end -- the moment its last key or the pedal was
-  released -- to the first note of the answer), and forwards them to FluidSynth when the
-  demo plays live audio (ALSA or CoreMIDI with a sound device).
+  released -- to the first note of the answer), and forwards them to what plays live audio
+  where there is a sound device: FluidSynth (ALSA or CoreMIDI), else the built-in synth.
 - Afterwards: ``demo.mid`` (tracks ``player`` and ``livepiano``, written by the session's
-  recorder), ``demo.wav`` (rendered through FluidSynth when it and a soundfont are there),
+  recorder), ``demo.wav`` (rendered through FluidSynth where it is installed, else the
+  built-in synth),
   ``demo.png`` with ``--plot``, and a short report.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import statistics
 import sys
@@ -34,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from livepiano import LivepianoError
+from livepiano.core import messages
 from livepiano.core.shipped import shipped_file
+from livepiano.core.voices import Voices
 
 PRIMER = "primer.mid"
 CLIENT = "livepiano-demo"  # the demo's MIDI clients: CLIENT-pianist, CLIENT-ear
@@ -76,7 +79,7 @@ class Call:
 
     @property
     def notes(self) -> int:
-        return sum(1 for _, m in self.messages if m[0] & 0xF0 == 0x90 and m[2] > 0)
+        return sum(1 for _, m in self.messages if messages.kind(m) == "on")
 
 
 def primer_events(path: str | os.PathLike) -> list[tuple[float, list[int]]]:
@@ -97,7 +100,7 @@ def split_calls(events, phrase_s: float = PHRASE_S) -> list[Call]:
     after the widest gap between onsets within ``PHRASE_WINDOW_S`` of the aim (where the music
     breathes). A call starts with the pedal as the performance has it there and ends with
     every key it struck released (and the pedal up) at the cut."""
-    onsets = sorted({t for t, m in events if m[0] & 0xF0 == 0x90 and m[2] > 0})
+    onsets = sorted({t for t, m in events if messages.kind(m) == "on"})
     if not onsets:
         return []
     end = events[-1][0]
@@ -119,28 +122,27 @@ def split_calls(events, phrase_s: float = PHRASE_S) -> list[Call]:
         for t, m in events:
             if t >= a:
                 break
-            if m[0] & 0xF0 == 0xB0:
+            if m[0] & 0xF0 == messages.CONTROL:
                 pedal = m[2] >= 64
-        msgs = [(0.0, [0xB0, 64, 127])] if pedal else []
-        down: dict[int, int] = {}
+        msgs = [(0.0, [messages.CONTROL, messages.SUSTAIN, 127])] if pedal else []
+        down = Voices("oldest")
         for t, m in events:
             if not a <= t < b:
                 continue
-            status = m[0] & 0xF0
-            if status == 0x90 and m[2] > 0:
-                down[m[1]] = down.get(m[1], 0) + 1
-            elif status in (0x80, 0x90):
-                if not down.get(m[1]):
+            kind = messages.kind(m)
+            if kind == "on":
+                down.on(m[1])
+            elif kind == "off":
+                if not down.off(m[1]):
                     continue  # a key struck before this call
-                down[m[1]] -= 1
             else:
                 pedal = m[2] >= 64
             msgs.append((t - a, list(m)))
         release = b - a
         if pedal:
-            msgs.append((release, [0xB0, 64, 0]))
-        msgs.extend((release, [0x80, p, 0]) for p, n in sorted(down.items()) for _ in range(n))
-        if any(m[0] & 0xF0 == 0x90 and m[2] > 0 for _, m in msgs):
+            msgs.append((release, [messages.CONTROL, messages.SUSTAIN, 0]))
+        msgs.extend((release, [messages.NOTE_OFF, p, 0]) for p in sorted(down.keys()))
+        if any(messages.kind(m) == "on" for _, m in msgs):
             calls.append(Call(msgs, a))
     return calls
 
@@ -148,15 +150,21 @@ def split_calls(events, phrase_s: float = PHRASE_S) -> list[Call]:
 # --- the MIDI system -----------------------------------------------------------------------
 
 def _install_line() -> str:
+    """What to install (or load) for real MIDI ports on this OS."""
     if sys.platform.startswith("win"):
         return ("Windows MIDI has no virtual ports for the demo's pianist; run the demo under "
-                "WSL (`sudo apt install jackd2`), or connect a keyboard and use `livepiano play`.")
+                "WSL with JACK (`sudo apt install jackd2`)")
     if sys.platform == "darwin":
-        return "CoreMIDI refused to open a client; check Audio MIDI Setup, then try again."
-    return ("no MIDI system for the demo: neither an ALSA sequencer (/dev/snd/seq) nor jackd; "
-            "install JACK with `sudo apt install jackd2` (Fedora: `sudo dnf install "
+        return "CoreMIDI refused to open a client; check Audio MIDI Setup"
+    return ("install JACK with `sudo apt install jackd2` (Fedora: `sudo dnf install "
             "jack-audio-connection-kit`; Arch: `sudo pacman -S jack2`), or load the ALSA "
-            "sequencer (`sudo modprobe snd-seq`).")
+            "sequencer (`sudo modprobe snd-seq`)")
+
+
+def fallback_line() -> str:
+    """The one line that says the demo runs on in-process ports, and how to get real ones."""
+    return (f"no MIDI system here (no ALSA sequencer, CoreMIDI or jackd), so the pianist and "
+            f"livepiano meet on in-process ports; for real MIDI ports, {_install_line()}.")
 
 
 def _alsa_seq_present() -> bool:
@@ -165,7 +173,8 @@ def _alsa_seq_present() -> bool:
 
 def choose_system(api: str | None = None):
     """(api, JackServer or None): ALSA virtual ports where the sequencer opens, CoreMIDI on
-    macOS, else a private JACK server (started here; the caller stops it)."""
+    macOS, else a private JACK server (started here; the caller stops it), else in-process
+    ports."""
     from livepiano.live import ports
     from livepiano.tools.jack import JackServer, jackd_path
 
@@ -182,19 +191,22 @@ def choose_system(api: str | None = None):
         if sys.platform.startswith("linux") and _alsa_seq_present() and opens("alsa"):
             return "alsa", None
         if jackd_path() is None:
-            raise LivepianoError(_install_line())
+            return ports.INPROCESS, None
         api = "jack"
     api = ports.resolve_api(api)
+    if api == ports.INPROCESS:
+        return api, None
     if api == "jack":
         if jackd_path() is None:
             raise LivepianoError(f"--api jack needs jackd, which is not installed; "
-                                 f"{_install_line().split('; ', 1)[-1]}")
+                                 f"{_install_line()}.")
         return "jack", JackServer(prefix=CLIENT).start()
     if not opens(api):
         hint = {"alsa": "no ALSA sequencer is reachable (/dev/snd/seq; `sudo modprobe "
                         "snd-seq`)",
                 "coremidi": "CoreMIDI refused to open a client"}.get(api, "it is not there")
-        other = " leave out --api to use a private JACK server," if jackd_path() else ""
+        other = " leave out --api to use a private JACK server," if jackd_path() else (
+            " leave out --api to use in-process ports,")
         raise LivepianoError(f"--api {api}: {hint};{other} or pick another --api.")
     return api, None
 
@@ -219,7 +231,7 @@ class Ear:
         self.client.open_virtual_port(_port_name(api, "-ear", "in"))
         self.synth = synth
         self.messages: list[tuple[float, list[int]]] = []
-        self.sounding: dict[int, int] = {}
+        self.sounding = Voices("oldest")
         self.last = 0.0  # arrival of the last message
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="demo-ear", daemon=True)
@@ -236,27 +248,24 @@ class Ear:
             m = item[0]
             if self.synth is not None:
                 self.synth.send_message(m)
-            status = m[0] & 0xF0 if m else 0
-            if status == 0x90 and len(m) >= 3 and m[2] > 0:
-                self.sounding[m[1]] = self.sounding.get(m[1], 0) + 1
-            elif status in (0x80, 0x90) and len(m) >= 3:
-                if self.sounding.get(m[1]):
-                    self.sounding[m[1]] -= 1
-            elif status == 0xB0 and len(m) >= 3 and m[1] == 123:
+            if messages.kind(m) is not None:
+                self.sounding.message(m)
+            elif len(m) >= 3 and m[0] & 0xF0 == messages.CONTROL \
+                    and m[1] == messages.ALL_NOTES_OFF:
                 self.sounding.clear()
             self.messages.append((now, list(m)))
             self.last = now
 
     def first_note_after(self, t: float, before: float = float("inf")) -> float | None:
         for at, m in list(self.messages):
-            if t <= at < before and m[0] & 0xF0 == 0x90 and m[2] > 0:
+            if t <= at < before and messages.kind(m) == "on":
                 return at
         return None
 
     def quiet_since(self, t: float) -> bool:
         """Nothing sounding and no message for QUIET_S, having played after ``t``."""
         now = time.monotonic()
-        return (self.first_note_after(t) is not None and not any(self.sounding.values())
+        return (self.first_note_after(t) is not None and not self.sounding
                 and now - self.last >= QUIET_S)
 
     def close(self) -> None:
@@ -301,19 +310,16 @@ class Pianist:
         self.client = ports.open_client("out", self.api, CLIENT + "-pianist")
         self.client.open_virtual_port(_port_name(self.api, "-pianist", "keys"))
         self.gap = JACK_GAP_S if self.api == "jack" else 0.0
-        self._down: dict[int, int] = {}
+        self._down = Voices("oldest")
         self._pedal = False
 
     def send(self, m: list[int]) -> None:
         self.client.send_message(m)
         if self.synth is not None:
             self.synth.send_message([(m[0] & 0xF0) | 1] + m[1:])
-        status = m[0] & 0xF0
-        if status == 0x90 and m[2] > 0:
-            self._down[m[1]] = self._down.get(m[1], 0) + 1
-        elif status in (0x80, 0x90) and self._down.get(m[1]):
-            self._down[m[1]] -= 1
-        elif status == 0xB0:
+        if messages.kind(m) is not None:
+            self._down.message(m)
+        elif m[0] & 0xF0 == messages.CONTROL:
             self._pedal = m[2] >= 64
 
     def play(self, call: Call) -> Played | None:
@@ -333,9 +339,8 @@ class Pianist:
         # ignored by the listener, so this costs nothing when all went well.
         if not self.stopped.wait(RESEND_S):
             for at, m in call.messages:
-                if at >= call.length and (m[0] & 0xF0 in (0x80, 0x90) and (m[0] & 0xF0 == 0x80
-                                                                           or m[2] == 0)
-                                          or m[0] & 0xF0 == 0xB0 and m[2] < 64):
+                if at >= call.length and (messages.kind(m) == "off"
+                                          or m[0] & 0xF0 == messages.CONTROL and m[2] < 64):
                     time.sleep(self.gap)
                     self.client.send_message(m)
         return Played(t0, last, call.notes)
@@ -389,7 +394,7 @@ class Pianist:
     def _describe(self, n: int, call: Call, p: Played) -> str:
         first = self.ear.first_note_after(p.end)
         notes = sum(1 for at, m in list(self.ear.messages)
-                    if at >= p.end and m[0] & 0xF0 == 0x90 and m[2] > 0)
+                    if at >= p.end and messages.kind(m) == "on")
         text = (f"call {n}: {call.notes} notes, {call.length:.1f} s (primer at "
                 f"{call.start:.1f} s); ")
         if first is None:
@@ -397,11 +402,10 @@ class Pianist:
         return text + f"answered {(first - p.end) * 1000:.0f} ms after its end, {notes} notes"
 
     def release(self) -> None:
-        for pitch, n in sorted(self._down.items()):
-            for _ in range(n):
-                self.send([0x80, pitch, 0])
+        for pitch in sorted(self._down.keys()):
+            self.send([messages.NOTE_OFF, pitch, 0])
         if self._pedal:
-            self.send([0xB0, 64, 0])
+            self.send([messages.CONTROL, messages.SUSTAIN, 0])
 
     def close(self) -> None:
         for step in (self.client.close_port, self.client.delete):
@@ -496,9 +500,8 @@ class LiveSynth:
 
     def close(self) -> None:
         try:
-            for ch in range(16):
-                self.port.send_message([0xB0 | ch, 123, 0])
-                self.port.send_message([0xB0 | ch, 64, 0])
+            for m in messages.release((), range(16)):  # All Notes Off, pedal up
+                self.port.send_message(m)
             time.sleep(1.0)  # let the last notes ring out
             self.port.close_port()
             self.port.delete()
@@ -507,27 +510,14 @@ class LiveSynth:
         self._end(self.proc)
 
 
-# --- the session's own output ----------------------------------------------------------------
+def _builtin_audio(soundfont):
+    """The built-in synth on the default audio device, or None where there is no device."""
+    from livepiano.live.audio import BuiltinSynth
 
-class _Tee:
-    """The session's messages go to stderr as usual; the demo keeps a copy (for the 'playing'
-    line that says the session is ready, and its closing figures)."""
-
-    def __init__(self, stream, ready: threading.Event):
-        self.stream, self.ready = stream, ready
-        self.text = ""
-
-    def write(self, s: str) -> int:
-        self.text += s
-        if "playing (" in self.text:
-            self.ready.set()
-        return self.stream.write(s)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
+    try:
+        return BuiltinSynth(soundfont).start()
+    except LivepianoError:
+        return None
 
 
 # --- the demo ---------------------------------------------------------------------------------
@@ -559,7 +549,7 @@ class Result:
     midi: Path
     wav: str | None = None
     png: str | None = None
-    live_audio: bool = False
+    live_audio: str | None = None  # what played it live (FluidSynth, the built-in synth)
     stop_reason: str | None = None
     wait: float = DUET_WAIT_S
 
@@ -583,7 +573,7 @@ class Result:
                                                else "not reported"))
         lines.append(f"notes: {self.notes_in} in (the pianist), {self.notes_out} out (the model)")
         if self.live_audio:
-            lines.append("audio: played live through FluidSynth")
+            lines.append(f"audio: played live through {self.live_audio}")
         lines.append(f"midi: {self.midi} (tracks player, livepiano)")
         if self.wav:
             lines.append(f"wav: {self.wav}")
@@ -605,9 +595,10 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         api: str | None = None, model: str | None = None, seed: int | None = None,
         soundfont: str | None = None, wav: bool = True, mode: str | None = None,
         log=sys.stderr) -> Result:
-    from livepiano.live import modes, session
+    from livepiano.live import modes
+    from livepiano.live.session import Session
     from livepiano.settings import schema
-    from livepiano.tools.render import find_fluidsynth, find_soundfont
+    from livepiano.tools.render import renderer_line
 
     if not seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {seconds}.")
@@ -620,12 +611,8 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
     from livepiano.runtime.modelfile import resolve_model
 
     model = str(resolve_model(model))  # a missing model is said before any port opens
-    render_wav = wav and find_fluidsynth() is not None
-    if render_wav:
-        try:
-            find_soundfont(soundfont)
-        except LivepianoError:
-            render_wav = False
+    if wav:  # a missing or broken soundfont is said before any port opens
+        renderer_line(soundfont)
     if mode is None:
         mode = "duet" if "duet" in modes.MODES else "continuous"
     elif mode not in modes.MODES:
@@ -636,38 +623,47 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
 
     old_term = signal.signal(signal.SIGTERM, on_term)  # setup and teardown, as Ctrl-C
     jack = synth = ear = pianist = None
+    sound, live_audio = None, None  # where the ear and the pianist send what is heard live
     try:
         api, jack = choose_system(api)
         system = (f"JACK, a private server '{jack.name}'" if jack is not None
-                  else {"alsa": "ALSA", "coremidi": "CoreMIDI"}.get(api, api))
-        # The private JACK server runs on the dummy driver: nothing to hear there.
+                  else {"alsa": "ALSA", "coremidi": "CoreMIDI",
+                        "inprocess": "in-process ports"}.get(api, api))
+        if api == "inprocess":
+            log.write(f"livepiano demo: {fallback_line()}\n")
+        # The private JACK server runs on the dummy driver: FluidSynth has nothing to play
+        # on there; the built-in synth plays on the default audio device where there is one.
         audio = _audio_driver()
         if api in ("alsa", "coremidi") and audio is not None:
             synth = LiveSynth.start(api, soundfont, audio)
-        ear = Ear(api, synth.port if synth else None)
+        if synth is not None:
+            sound, live_audio = synth.port, "FluidSynth"
+        else:
+            synth = _builtin_audio(soundfont)
+            if synth is not None:
+                sound, live_audio = synth, "the built-in synth"
+        ear = Ear(api, sound)
         settings = schema.defaults()
         settings.update({"api": api, "in": CLIENT + "-pianist", "out": CLIENT + "-ear",
                          "mode": mode, "record": str(out_dir / "demo.mid"), "seed": seed,
                          "model": model})
-        pianist = Pianist(api, mode == "duet", ear, synth.port if synth else None,
+        pianist = Pianist(api, mode == "duet", ear, sound,
                           wait=settings.get("wait", DUET_WAIT_S),
                           answer_range=tuple(settings.get("answer",
                                                           (MIN_ANSWER_S, MAX_ANSWER_S))))
-        ready = threading.Event()
-        tee = _Tee(log, ready)
-        session = session.Session(settings, out=tee, status=log.isatty())
-        pianist.say = session.say
+        play = Session(settings, out=log, status=log.isatty())
+        pianist.say = play.say
 
         def perform():
             try:
-                while not ready.wait(0.05):
+                while not play.playing.wait(0.05):
                     if pianist.stopped.is_set():
                         return
                 time.sleep(0.5)  # the session's threads settle
                 pianist.perform(calls, seconds)
                 time.sleep(0.3)
             finally:
-                session.request_stop("the demo is over")
+                play.request_stop("the demo is over")
 
         log.write(f"livepiano demo: {system}; the pianist plays {PRIMER} in calls, the model "
                   f"answers ({mode}); about {seconds:g} s.\n")
@@ -677,7 +673,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         threading.Thread(target=_watchdog, args=(finished, seconds + STUCK_S, jack, log),
                          name="demo-watchdog", daemon=True).start()
         try:
-            code = session.run()
+            code = play.run()
         finally:
             finished.set()
             pianist.stopped.set()
@@ -693,22 +689,18 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
             jack.stop()
         signal.signal(signal.SIGTERM, old_term)
     midi = out_dir / "demo.mid"
-    late = re.search(r"lateness p99 ([0-9.]+) ms", tee.text)
+    late = play.lateness["lateness_us_p99"] / 1000 if play.lateness else None
     notes_in, notes_out = _track_notes(midi) if midi.is_file() else (0, 0)
-    result = Result(code, mode, system, pianist.played, float(late.group(1)) if late else None,
-                    notes_in, notes_out, midi, live_audio=synth is not None,
-                    stop_reason=session.stop_reason, wait=pianist.wait)
-    if render_wav and midi.is_file():
+    result = Result(code, mode, system, pianist.played, late,
+                    notes_in, notes_out, midi, live_audio=live_audio,
+                    stop_reason=play.stop_reason, wait=pianist.wait)
+    if wav and midi.is_file():
         from livepiano.tools.render import render_midi
 
         try:
             result.wav = render_midi(midi, out_dir / "demo.wav", soundfont).describe()
         except LivepianoError as e:
             result.wav = f"not rendered ({e})"
-    elif wav:
-        from livepiano.tools.render import install_hint
-
-        result.wav = f"not rendered: FluidSynth and a soundfont are needed ({install_hint()})"
     if plot and midi.is_file():
         from livepiano.tools.pianoroll import plot_midi
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from livepiano import LivepianoError
+from livepiano.core.voices import Voices
 
 WIDTH, HEIGHT = 1200, 500
 
@@ -163,55 +164,46 @@ def read_tracks(path: str | os.PathLike) -> list[Track]:
     """The notes of each track of a MIDI file that has notes, with times in seconds (tempo
     changes of any track applied). A note lasts from its note-on to the first note-off of its
     channel and pitch (oldest voice first); a note never released ends with its track."""
+    import mido
+
     from livepiano.core.midifile import open_midi_file
 
     mid = open_midi_file(path)
     if mid.type == 2:
         raise LivepianoError(f"{path} is a type-2 MIDI file (independent patterns), which "
                              f"cannot be drawn on one time line; give a type-0 or type-1 file.")
-    tempo_changes = []  # (tick, tempo)
-    for track in mid.tracks:
-        tick = 0
-        for msg in track:
-            tick += msg.time
-            if msg.type == "set_tempo":
-                tempo_changes.append((tick, msg.tempo))
-    tempo_changes.sort(key=lambda tc: tc[0])
+    tempo = []  # (tick, set_tempo) of every track, in order
+    tick = 0
+    for msg in mido.merge_tracks(mid.tracks):
+        tick += msg.time
+        if msg.type == "set_tempo":
+            tempo.append((tick, msg))
     tpb = mid.ticks_per_beat or 480
-    # Piecewise-linear tick -> seconds.
-    marks = [(0, 0.0, 500_000)]  # (tick, seconds at tick, tempo from tick)
-    for tick, tempo in tempo_changes:
-        t0, s0, tempo0 = marks[-1]
-        marks.append((tick, s0 + (tick - t0) * tempo0 / 1e6 / tpb, tempo))
-    mark_ticks = [m[0] for m in marks]
-
-    def seconds(tick: int) -> float:
-        import bisect
-
-        t0, s0, tempo = marks[bisect.bisect_right(mark_ticks, tick) - 1]
-        return s0 + (tick - t0) * tempo / 1e6 / tpb
-
     tracks = []
     others = 0
     for i, track in enumerate(mid.tracks):
+        # mido plays this track beside the file's tempo changes up to its end: times in
+        # seconds (the changes after the track's own messages, so that of two changes at one
+        # tick the file's last one holds).
+        length, changes, last = sum(m.time for m in track), mido.MidiTrack(), 0
+        for tick, msg in tempo:
+            if tick > length:
+                break
+            changes.append(msg.copy(time=tick - last))
+            last = tick
         name = ""
-        open_: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        voices = Voices("oldest")  # a note-off ends the oldest voice of its channel and pitch
         notes = []
-        tick = 0
-        for msg in track:
-            tick += msg.time
+        seconds = 0.0
+        for msg in mido.MidiFile(type=1, ticks_per_beat=tpb, tracks=[track, changes]):
+            seconds += msg.time
             if msg.type == "track_name" and not name:
                 name = msg.name
-            elif msg.type == "note_on" and msg.velocity > 0:
-                open_.setdefault((msg.channel, msg.note), []).append((tick, msg.velocity))
-            elif msg.type in ("note_off", "note_on"):
-                voices = open_.get((msg.channel, msg.note))
-                if voices:
-                    start, vel = voices.pop(0)
-                    notes.append((msg.note, vel, seconds(start), seconds(tick)))
-        for (_, pitch), voices in open_.items():
-            for start, vel in voices:
-                notes.append((pitch, vel, seconds(start), seconds(max(tick, start))))
+            elif msg.type in ("note_on", "note_off"):
+                for v in voices.message(msg.bytes(), seconds, by_channel=True):
+                    notes.append((msg.note, v.data, v.start, seconds))
+        for v in voices.end():
+            notes.append((v.key[1], v.data, v.start, max(seconds, v.start)))
         if notes:
             notes.sort(key=lambda n: (n[2], n[0]))
             role = role_of(name)

@@ -1,16 +1,17 @@
-"""MIDI file -> WAV through FluidSynth, and the level of what came out.
+"""MIDI file -> WAV through FluidSynth where it is installed, else the built-in synth; and
+the level of what came out.
 
-Two ways to run FluidSynth, the first one present wins:
+Three ways to render, the first one present wins:
 
 - the ``fluidsynth`` program: ``fluidsynth -ni -q -g GAIN -F out.wav -T wav -r RATE SF file.mid``
   (its fast-render mode: no audio device, faster than real time);
 - pyfluidsynth (``import fluidsynth``): the MIDI file is played into a ``Synth`` here, event by
-  event, and its samples are written with the stdlib ``wave`` module.
+  event, and its samples are written with the stdlib ``wave`` module;
+- the built-in synth (``livepiano.core.synth``, numpy only), the same way.
 
 The soundfont is the one given (``--soundfont``), else ``$LIVEPIANO_SOUNDFONT``, else the first
 found in the usual places (Debian/Ubuntu/Fedora/Arch, Homebrew, FluidSynth's own default
-locations). No numpy-free fallback synth: without FluidSynth or a soundfont the error names
-what to install on this OS.
+locations), else the General MIDI one that livepiano installs with ``pretty_midi``.
 
     rendered = render_midi("take.mid", "take.wav")
     print(rendered.describe())   # take.wav  26.8 s, peak -4.1 dBFS, RMS -21.3 dBFS (...)
@@ -27,40 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livepiano import LivepianoError
+from livepiano.core.synth import SOUNDFONT_ENV, find_soundfont
 
-SOUNDFONT_ENV = "LIVEPIANO_SOUNDFONT"
 SAMPLE_RATE = 44100
 # FluidSynth's own default gain (0.2) leaves MAESTRO piano with FluidR3_GM near -18 dBFS peak
 # (RMS -38 dBFS); 0.8 brings it to about -6 dBFS peak, with room left for denser chords.
 GAIN = 0.8
-TAIL_SECONDS = 1.5  # release and reverb after the last event (pyfluidsynth path)
-
-# Searched in this order; in each folder a preferred name first, then any .sf2/.sf3.
-_PREFERRED = ("FluidR3_GM.sf2", "default-GM.sf2", "default.sf2", "GeneralUser GS.sf2",
-              "MuseScore_General.sf3", "FluidR3_GM.sf3", "TimGM6mb.sf2")
-
-
-def _soundfont_dirs() -> list[Path]:
-    home = Path.home()
-    dirs = [
-        Path("/usr/share/sounds/sf2"),            # Debian, Ubuntu (fluid-soundfont-gm)
-        Path("/usr/share/sounds/sf3"),            # Debian (musescore-general-soundfont)
-        Path("/usr/share/soundfonts"),            # Fedora, Arch, FluidSynth's Linux default
-        Path("/usr/local/share/soundfonts"),      # FluidSynth's default when built from source
-        Path("/opt/homebrew/share/soundfonts"),   # Homebrew (Apple silicon)
-        Path("/opt/homebrew/share/fluidsynth"),
-        Path("/usr/local/share/fluidsynth"),      # Homebrew (Intel)
-        home / ".local/share/soundfonts",
-        home / ".local/share/sounds/sf2",
-        home / "Library/Audio/Sounds/Banks",      # macOS, per user
-        home / "soundfonts",
-    ]
-    if sys.platform.startswith("win"):
-        dirs.insert(0, Path("C:/soundfonts"))     # FluidSynth's Windows default
-        if os.environ.get("APPDATA"):
-            dirs.append(Path(os.environ["APPDATA"]) / "livepiano" / "soundfonts")
-    return dirs
-
+TAIL_SECONDS = 1.5  # release and reverb after the last event (pyfluidsynth and built-in)
+BUILTIN_VIA = "the built-in synth (FluidSynth is not installed)"
 
 def install_hint() -> str:
     """What to install on this OS to get FluidSynth and a General MIDI soundfont."""
@@ -74,63 +49,6 @@ def install_hint() -> str:
     return ("`sudo apt install fluidsynth fluid-soundfont-gm` (Debian/Ubuntu; Fedora: "
             "`sudo dnf install fluidsynth fluid-soundfont-gm`; Arch: "
             "`sudo pacman -S fluidsynth soundfont-fluid`)")
-
-
-def _is_soundfont(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
-    return head[:4] == b"RIFF" and head[8:12] == b"sfbk"
-
-
-def _check_soundfont(path: Path, where: str) -> Path:
-    if not path.is_file():
-        raise LivepianoError(f"no soundfont at {path} ({where}); give the path of an .sf2 file.")
-    if not _is_soundfont(path):
-        raise LivepianoError(f"{path} ({where}) is not an SF2/SF3 soundfont; give the path of "
-                             f"an .sf2 file.")
-    return path
-
-
-def find_soundfont(explicit: str | os.PathLike | None = None) -> Path:
-    """The soundfont to use: ``explicit`` (a file, or a folder to search), else
-    ``$LIVEPIANO_SOUNDFONT``, else the first in the usual places."""
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if path.is_dir():
-            found = _search([path])
-            if found is None:
-                raise LivepianoError(f"no .sf2/.sf3 soundfont in {path}; give the path of an .sf2 "
-                                     f"file, or install one: {install_hint()}.")
-            return found
-        return _check_soundfont(path, "--soundfont")
-    env = os.environ.get(SOUNDFONT_ENV)
-    if env:
-        return _check_soundfont(Path(env).expanduser(), f"${SOUNDFONT_ENV}")
-    found = _search(_soundfont_dirs())
-    if found is None:
-        raise LivepianoError(f"no soundfont found (looked in /usr/share/sounds/sf2, "
-                             f"/usr/share/soundfonts and Homebrew's share); install one with "
-                             f"{install_hint()}, or pass --soundfont FILE.sf2.")
-    return found
-
-
-def _search(dirs: list[Path]) -> Path | None:
-    for d in dirs:
-        try:
-            if not d.is_dir():
-                continue
-            for name in _PREFERRED:
-                if _is_soundfont(d / name):
-                    return d / name
-            for p in sorted(d.iterdir()):
-                if p.suffix.lower() in (".sf2", ".sf3") and _is_soundfont(p):
-                    return p
-        except OSError:
-            continue
-    return None
 
 
 def find_fluidsynth() -> tuple[str, str] | None:
@@ -232,21 +150,19 @@ def render_midi(midi_path: str | os.PathLike, wav_path: str | os.PathLike,
     if not midi_path.is_file():
         raise LivepianoError(f"no MIDI file at {midi_path}; give the path of a .mid file.")
     synth = find_fluidsynth()
-    if synth is None:
-        raise LivepianoError(f"FluidSynth is needed to render audio and was not found (neither "
-                             f"the fluidsynth program on PATH nor pyfluidsynth); install "
-                             f"{install_hint()}.")
-    sf = find_soundfont(soundfont)
+    sf = find_soundfont(soundfont, sf2_only=synth is None)
     if not wav_path.parent.is_dir():
         raise LivepianoError(f"cannot write {wav_path}: the folder {wav_path.parent} does not "
                              f"exist; create it or write elsewhere.")
-    kind, where = synth
-    if kind == "cli":
-        _render_cli(where, midi_path, wav_path, sf, sample_rate, gain)
-        via = "fluidsynth CLI"
+    if synth is None:
+        _render_builtin(midi_path, wav_path, sf, sample_rate)
+        via = BUILTIN_VIA
+    elif synth[0] == "cli":
+        _render_cli(synth[1], midi_path, wav_path, sf, sample_rate, gain)
+        via = "FluidSynth (fluidsynth program)"
     else:
         _render_pyfluidsynth(midi_path, wav_path, sf, sample_rate, gain)
-        via = "pyfluidsynth"
+        via = "FluidSynth (pyfluidsynth)"
     if not wav_path.is_file():
         raise LivepianoError(f"FluidSynth wrote no {wav_path}; check that the folder is "
                              f"writable.")
@@ -346,6 +262,46 @@ def _render_pyfluidsynth(midi_path: Path, wav_path: Path, sf: Path, rate: int,
             w.setsampwidth(2)
             w.setframerate(rate)
             w.writeframes(data.astype("<i2").tobytes())
+    except OSError as e:
+        raise LivepianoError(f"cannot write {wav_path} ({e.strerror or e}); check the "
+                             f"folder.") from None
+
+
+def renderer_line(soundfont: str | os.PathLike | None = None) -> str:
+    """Which synth and SoundFont a render will use, in words; a missing or broken SoundFont
+    is said here, before anything is played or generated."""
+    fluidsynth = find_fluidsynth() is not None
+    sf = find_soundfont(soundfont, sf2_only=not fluidsynth)
+    if fluidsynth:
+        return f"FluidSynth with {sf.name}"
+    from livepiano.core.synth import load_soundfont
+
+    load_soundfont(sf)
+    return f"{BUILTIN_VIA} with {sf.name}"
+
+
+def _render_builtin(midi_path: Path, wav_path: Path, sf: Path, rate: int) -> None:
+    import mido
+
+    from livepiano.core.synth import Synth, load_soundfont, render_events, to_pcm16
+
+    font = load_soundfont(sf)
+    try:
+        mid = mido.MidiFile(str(midi_path))
+        events, t = [], 0.0
+        for msg in mid:  # times in seconds, tempo applied
+            t += msg.time
+            if not msg.is_meta and msg.type != "sysex":
+                events.append((t, msg.bytes()))
+    except Exception as e:  # noqa: BLE001 - mido raises many kinds on a broken file
+        raise LivepianoError(f"{midi_path}: not a readable MIDI file ({e}).") from None
+    audio = render_events(Synth(font, rate), events, TAIL_SECONDS)
+    try:
+        with wave.open(str(wav_path), "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(to_pcm16(audio))
     except OSError as e:
         raise LivepianoError(f"cannot write {wav_path} ({e.strerror or e}); check the "
                              f"folder.") from None

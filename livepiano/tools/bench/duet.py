@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from livepiano.core import messages
+from livepiano.core.voices import Voices
 from livepiano.tools.bench.common import card_summary
 
 
@@ -19,7 +21,7 @@ def _duet_sources(data: str | None, limit: int = 8) -> tuple[list[list[tuple]], 
     from livepiano.core.midifile import midi_file_notes
 
     if data is None:
-        folder = Path(__file__).resolve().parents[3] / "tests" / "data"
+        folder = Path(__file__).resolve().parents[3] / "tests" / "data"  # the checkout's
         files = sorted(folder.glob("*.mid"))
         if not files:
             raise LivepianoError(f"no MIDI excerpts in {folder}; give --data (a token cache or "
@@ -95,17 +97,12 @@ class _StampingOutput:
     def __init__(self, clock):
         self.clock = clock
         self.sent: list[tuple[float, list[int]]] = []
-        self.sounding: dict[int, int] = {}
+        self.sounding = Voices("oldest")
 
     def send_message(self, message) -> None:
         m = list(message)
         self.sent.append((self.clock(), m))
-        if m[0] & 0xF0 == 0x90 and m[2] > 0:
-            self.sounding[m[1]] = self.sounding.get(m[1], 0) + 1
-        elif m[0] & 0xF0 in (0x80, 0x90) and self.sounding.get(m[1]):
-            self.sounding[m[1]] -= 1
-            if not self.sounding[m[1]]:
-                del self.sounding[m[1]]
+        self.sounding.message(m)
 
 
 def _pc_cosine(a: list[int], b: list[int]) -> float | None:
@@ -165,10 +162,10 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
     try:
         time.sleep(0.3)
         for i, call in enumerate(calls):
-            messages = sorted([(s, 1, [0x90, p, v]) for s, e, p, v in call]
-                              + [(e, 0, [0x80, p, 0]) for s, e, p, v in call])
+            timeline = sorted([(s, 1, [messages.NOTE_ON, p, v]) for s, e, p, v in call]
+                              + [(e, 0, [messages.NOTE_OFF, p, 0]) for s, e, p, v in call])
             t0 = clock()
-            for at, _, m in messages:
+            for at, _, m in timeline:
                 delay = t0 + at - clock()
                 if delay > 0:
                     time.sleep(delay)
@@ -189,7 +186,7 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
                 time.sleep(0.002)
                 if first is None:
                     first = next((t for t, m in out.sent[-50:] if t > phrase_end
-                                  and m[0] & 0xF0 == 0x90 and m[2] > 0), None)
+                                  and messages.kind(m) == "on"), None)
                 if barge and first is not None and clock() > first + 0.8 and out.sounding:
                     barge_next = True  # the next call's first note comes now
                     break
@@ -212,10 +209,10 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
     ends = [t["call_start"] for t in turns[1:]] + [sent[-1][0] + 1 if sent else 0.0]
     for turn, until in zip(turns, ends):
         mine = [(t, m) for t, m in sent if turn["phrase_end"] < t < until]
-        ons = [(t, m[1]) for t, m in mine if m[0] & 0xF0 == 0x90 and m[2] > 0]
+        ons = [(t, m[1]) for t, m in mine if messages.kind(m) == "on"]
         turn["first_note"] = ons[0][0] if ons else None
         turn["answer_pitches"] = [p for _, p in ons]
-        offs = [t for t, m in mine if m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)]
+        offs = [t for t, m in mine if messages.kind(m) == "off"]
         turn["answer_s"] = (max(offs) - ons[0][0]) if ons and offs else None
     # Barge-in: from the next call's first note to the moment nothing of the model sounds
     # any more (any note it starts after the barge-in counts against it).
@@ -223,24 +220,20 @@ def duet_run(model_path, calls, *, wait: float = 0.6, realtime_mode: str = "auto
         tb = turn["barged_at"]
         if tb is None:
             continue
-        sounding: dict[int, int] = {}
+        sounding = Voices("oldest")
         silent_at, at_barge = None, False
         for t, m in sent:
             if t > turns[i + 1]["phrase_end"]:
                 break
             if t >= tb and not at_barge:
                 at_barge = True
-                silent_at = None if any(sounding.values()) else tb
-            on = m[0] & 0xF0 == 0x90 and m[2] > 0
-            off = m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)
-            if on:
-                sounding[m[1]] = sounding.get(m[1], 0) + 1
-            elif off and sounding.get(m[1]):
-                sounding[m[1]] -= 1
+                silent_at = None if sounding else tb
+            kind = messages.kind(m)
+            sounding.message(m, t)
             if at_barge:
-                if on:
+                if kind == "on":
                     silent_at = None
-                elif off and silent_at is None and not any(sounding.values()):
+                elif kind == "off" and silent_at is None and not sounding:
                     silent_at = t
         turn["bargein_s"] = None if silent_at is None else silent_at - tb
     stops = [a.reason for _, a in mode.log if type(a).__name__ == "StopAnswer"]

@@ -7,6 +7,7 @@ import os
 import queue
 import time
 
+from livepiano.core import messages
 from livepiano.live.controls import Controls
 from livepiano.live.knobs import Knobs
 from livepiano.settings import params
@@ -60,17 +61,23 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
     engine = Engine(model_path, temperature=temps[0], seed=seed)
     clock = time.monotonic
     scheduler = Scheduler(NullOut(), clock=clock, realtime_mode=realtime_mode)
+    waiting: list = [None]  # (index, t0, temperature) of the change not yet heard
+    rows: dict[int, tuple[float, float, float]] = {}  # index -> (t0, effect, stream)
+
+    def sampled(_token, begins):  # begins: where the sampled event begins in the stream
+        w = waiting[0]
+        if w is not None and engine.temperature == w[2] and w[0] not in rows:
+            rows[w[0]] = (w[1], clock(), begins)
+
     loop = EngineLoop(engine, scheduler, origin=clock() + 0.05, lookahead=lookahead,
-                      clock=clock)
+                      clock=clock, on_sampled=sampled)
     knob = params.Control("cc", 1, 21)
     controls = Controls([params.Binding(knob, "temperature")], values={"temperature": temps[0]})
     knobs = Knobs(controls, loop, clock=clock)
     port = _FeedPort()
     listener = Listener(port, loop.hear, clock=clock, on_control=knobs.on_control)
 
-    waiting: list = [None]  # (index, t0, temperature) of the change not yet heard
     applied: dict[int, float] = {}
-    rows: dict[int, tuple[float, float, float]] = {}  # index -> (t0, effect, stream)
     taken_back = [0]
 
     def on_applied(change, _t):
@@ -79,17 +86,6 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
             applied[w[0]] = clock()
 
     knobs.on_applied = on_applied
-    sample = engine.sample
-
-    def timed_sample():
-        at = loop.stream_time()  # where the sampled event begins in the stream
-        tok = sample()
-        w = waiting[0]
-        if w is not None and engine.temperature == w[2] and w[0] not in rows:
-            rows[w[0]] = (w[1], clock(), at)
-        return tok
-
-    engine.sample = timed_sample  # type: ignore[method-assign]
     threads = play_threads(scheduler, loop, listener, realtime_mode)
     for t in threads:
         t.start()
@@ -105,7 +101,7 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
             k = (i + 1) % 2
             t0 = clock()
             waiting[0] = (i, t0, temps[k])
-            port.push([0xB0 | (knob.channel - 1), knob.number, values[k]])
+            port.push([messages.CONTROL | (knob.channel - 1), knob.number, values[k]])
             time.sleep(rng.uniform(*gap_ms) / 1000)
             if progress:
                 progress(i + 1)

@@ -10,7 +10,7 @@ import time
 from livepiano import LivepianoError
 from livepiano.live.loop import STEP_S, EngineLoop
 from livepiano.live.scheduler import Scheduler
-from livepiano.live.session import _engine_priority, _quiet_gc
+from livepiano.live.session import engine_priority, quiet_gc
 
 
 class NullOut:
@@ -45,7 +45,6 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     from livepiano.runtime.engine import Engine
 
     engine = Engine(model_path, temperature=temperature, seed=seed)
-    step = STEP_S / speed
     clock = time.monotonic
     busy = None
     if load:
@@ -61,12 +60,12 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     scheduler = Scheduler(NullOut(), clock=clock, realtime_mode=realtime_mode,
                           keep_lateness=10 ** 6)
     origin = clock() + 0.05
-    loop = EngineLoop(engine, scheduler, origin=origin, lookahead=lookahead, clock=clock)
-    loop.stream_time = lambda: loop.origin + engine.steps * step  # type: ignore[method-assign]
+    loop = EngineLoop(engine, scheduler, origin=origin, lookahead=lookahead, clock=clock,
+                      step_s=STEP_S / speed)
     threads = [threading.Thread(target=scheduler.run, daemon=True),
-               threading.Thread(target=loop.run, args=(_engine_priority(realtime_mode),),
+               threading.Thread(target=loop.run, args=(engine_priority(realtime_mode),),
                                 daemon=True)]
-    _quiet_gc()
+    quiet_gc()
     for t in threads:
         t.start()
     t0 = clock()
