@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from livepiano import LivepianoError, __version__
+from livepiano.settings.choices import finite
 
 # --- inspect ------------------------------------------------------------------------------
 
@@ -92,34 +93,34 @@ def _add_train(sub) -> None:
                    help="start a new run (own schedule) from the weights of this checkpoint")
     p.add_argument("--fresh", action="store_true", help="start over even if the checkpoint exists")
     g = p.add_argument_group("budget and schedule")
-    g.add_argument("--minutes", type=float, default=D.minutes, help="stop after this many minutes")
+    g.add_argument("--minutes", type=finite, default=D.minutes, help="stop after this many minutes")
     g.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps")
     g.add_argument("--plan", choices=PLANS, default=D.plan,
                    help="what the learning-rate schedule spans: --epochs of training tokens, or "
                         "the --minutes budget (default: %(default)s)")
-    g.add_argument("--epochs", type=float, default=D.epochs,
+    g.add_argument("--epochs", type=finite, default=D.epochs,
                    help="passes over the train split the schedule spans (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=D.lr,
+    g.add_argument("--lr", type=finite, default=D.lr,
                    help="peak learning rate (default: %(default)s)")
-    g.add_argument("--min-lr-ratio", type=float, default=D.min_lr_ratio,
+    g.add_argument("--min-lr-ratio", type=finite, default=D.min_lr_ratio,
                    help="the floor, as a share of the peak (default: %(default)s)")
-    g.add_argument("--warmup", type=float, default=D.warmup,
+    g.add_argument("--warmup", type=finite, default=D.warmup,
                    help="share of the plan rising to the peak (default: %(default)s)")
     g.add_argument("--decay", choices=DECAYS, default=D.decay, help="default: %(default)s")
-    g.add_argument("--weight-decay", type=float, default=D.weight_decay,
+    g.add_argument("--weight-decay", type=finite, default=D.weight_decay,
                    help="decoupled weight decay of the weight matrices (default: %(default)s)")
     g = p.add_argument_group("model (a new run only)")
     g.add_argument("--hidden", type=int, default=D.hidden, help="default: %(default)s")
     g.add_argument("--layers", type=int, default=D.layers, help="default: %(default)s")
     g.add_argument("--embedding", type=int, default=D.embedding, help="default: %(default)s")
-    g.add_argument("--dropout", type=float, default=D.dropout, help="default: %(default)s")
+    g.add_argument("--dropout", type=finite, default=D.dropout, help="default: %(default)s")
     g.add_argument("--unconditioned", action="store_true", help="no control input")
     g = p.add_argument_group("batches")
     g.add_argument("--batch", type=int, default=D.batch,
                    help="lanes in the whole batch, over all processes (default: %(default)s)")
     g.add_argument("--bptt", type=int, default=D.bptt,
                    help="tokens per truncated-backprop chunk (default: %(default)s)")
-    g.add_argument("--window-seconds", type=float, default=D.window_seconds,
+    g.add_argument("--window-seconds", type=finite, default=D.window_seconds,
                    help="length of a training window (default: %(default)s)")
     g.add_argument("--window-tokens", type=int, default=D.window_tokens,
                    help="a window's most tokens (default: %(default)s; Magenta's 512)")
@@ -130,11 +131,11 @@ def _add_train(sub) -> None:
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
                    help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
     g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
-    g.add_argument("--eval-every", type=float, default=D.eval_every_minutes,
+    g.add_argument("--eval-every", type=finite, default=D.eval_every_minutes,
                    help="minutes between validations (default: %(default)s)")
     g.add_argument("--eval-segments", type=int, default=D.eval_segments,
                    help="default: %(default)s")
-    g.add_argument("--checkpoint-every", type=float, default=D.checkpoint_every_minutes,
+    g.add_argument("--checkpoint-every", type=finite, default=D.checkpoint_every_minutes,
                    help="minutes between checkpoints (default: %(default)s)")
     g.add_argument("--seed", type=int, default=D.seed, help="default: %(default)s")
     p.set_defaults(run=_cmd_train)
@@ -203,7 +204,7 @@ def _add_play(sub) -> None:
     p.add_argument("--mode", choices=MODES, default=None, help="default: continuous")
     p.add_argument("--model", default=None,
                    help="ONNX model (default: $LIVEPIANO_MODEL, else models/performance_rnn.onnx)")
-    p.add_argument("--temperature", type=float, default=None, help="default: 1.0")
+    p.add_argument("--temperature", type=finite, default=None, help="default: 1.0")
     p.add_argument("--channel", type=int, default=None, help="output channel 1-16 (default: 1)")
     p.add_argument("--lookahead-ms", type=int, default=None,
                    help="how far the model may run ahead of the clock (default: 100)")
@@ -243,9 +244,9 @@ def _cmd_play(args) -> int:
 
 def _add_duet_options(p) -> None:
     g = p.add_argument_group("duet (--mode duet: you play a phrase, the model answers)")
-    g.add_argument("--wait", type=float, default=None, metavar="S",
+    g.add_argument("--wait", type=finite, default=None, metavar="S",
                    help="silence (no key down, pedal up) that ends your phrase (default: 0.6)")
-    g.add_argument("--min-call", type=float, default=None, metavar="S",
+    g.add_argument("--min-call", type=finite, default=None, metavar="S",
                    help="shortest phrase answered, first note to phrase end; it also needs two "
                         "notes, so a stray key or a slip is ignored (default: 0.3)")
     g.add_argument("--answer", default=None, metavar="MIN-MAX",
@@ -319,7 +320,7 @@ def _add_learn(sub) -> None:
                         "virtual port)")
     _add_api_option(p)
     _add_controls_option(p)
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=finite, default=60.0,
                    help="give up after this many seconds (default: 60)")
     p.set_defaults(run=_cmd_learn)
 
@@ -358,6 +359,23 @@ def _cmd_learn(args) -> int:
         return 1
     finally:
         port.close()
+
+
+def _add_recover(sub) -> None:
+    p = sub.add_parser("recover", help="turn the journal of a session that did not end "
+                                       "(killed, crashed) into its MIDI file")
+    p.add_argument("journal", nargs="+", metavar="FILE.mid.journal",
+                   help="a session's journal (play finds and recovers these itself at start)")
+    p.set_defaults(run=_cmd_recover)
+
+
+def _cmd_recover(args) -> int:
+    from livepiano.live.recorder import recover
+
+    for path in args.journal:
+        saved, contents = recover(path)
+        print(f"recovered {contents.seconds():.0f} s from {path}: saved to {saved}")
+    return 0
 
 
 # --- export, eval, generate, bench (the model) ------------------------------------------------
@@ -433,9 +451,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--model", default=None,
                    help="exported .onnx model "
                         "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
-    p.add_argument("--seconds", type=float, default=30.0,
+    p.add_argument("--seconds", type=finite, default=30.0,
                    help="seconds of music to generate (default: 30)")
-    p.add_argument("--temperature", type=float, default=1.0,
+    p.add_argument("--temperature", type=finite, default=1.0,
                    help="sampling temperature (default: 1.0)")
     p.add_argument("--primer", default=None, metavar="FILE.mid",
                    help="a MIDI file the model hears first; it is written to the output as its own "
@@ -584,7 +602,7 @@ def _cmd_bench(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="hear it without a keyboard: a recorded pianist plays calls, "
                                     "the model answers, live on MIDI ports")
-    p.add_argument("--seconds", type=float, default=45.0,
+    p.add_argument("--seconds", type=finite, default=45.0,
                    help="about how long the duet lasts (default: 45)")
     p.add_argument("-o", "--output-dir", default=".", metavar="DIR",
                    help="where demo.mid, demo.wav and demo.png go (default: this folder)")
@@ -615,13 +633,20 @@ def _cmd_demo(args) -> int:
 
 # --- main ---------------------------------------------------------------------------------
 
-_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add_controls,
-             _add_learn,
+_COMMANDS = [_add_inspect, _add_prepare, _add_train, _add_ports, _add_play, _add_recover,
+             _add_controls, _add_learn,
              _add_export, _add_eval, _add_generate, _add_plot, _add_demo, _add_bench]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is answered in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="livepiano",
         description="A real-time MIDI improvisation instrument: you play, a Performance RNN "
                     "answers.")

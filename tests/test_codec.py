@@ -582,3 +582,17 @@ def test_control_vector():
     assert v[0] == pytest.approx(2 / 1 / codec.DENSITY_SCALE)
     assert v[1:].sum() == pytest.approx(1.0)
     assert v[1 + 0] == pytest.approx(0.5) and v[1 + 4] == pytest.approx(0.5)
+
+
+def test_smf_bytes_read_back_as_the_mido_file():
+    import io
+
+    import mido
+
+    notes = [codec.StepNote(60, 80, 0, 10), codec.StepNote(60, 90, 5, 20),
+             codec.StepNote(64, 70, 5, 7), codec.StepNote(30, 1, 300, 40000)]
+    tracks = [("player", notes), ("livepiano", notes[1:3])]
+    a = mido.MidiFile(file=io.BytesIO(codec.step_notes_to_smf(tracks)))
+    b = codec.step_notes_to_midi(tracks)
+    assert a.ticks_per_beat == b.ticks_per_beat and a.type == b.type == 1
+    assert [list(t) for t in a.tracks] == [list(t) for t in b.tracks]

@@ -48,6 +48,7 @@ def test_none_or_several_matches_name_the_ports():
 def test_own_ports_are_recognised():
     assert ports.own_port("livepiano:in") and ports.own_port("livepiano-01:out")
     assert ports.own_port("livepiano-list:x")
+    assert ports.own_port("livepiano-guardian:guard")  # the guardian's port is never --in
     assert not ports.own_port("livepianos:in") and not ports.own_port("pianist:keys")
 
 

@@ -12,7 +12,6 @@ from livepiano.core import codec
 from livepiano.core.midifile import midi_file_tokens
 from livepiano.live.listener import PedalEncoder, PlayerEvent, StreamPosition, player_tokens
 from livepiano.live.loop import EngineLoop
-from livepiano.live.recorder import Recorder
 from livepiano.live.scheduler import Scheduler
 
 
@@ -252,23 +251,6 @@ def test_engine_loop_stays_within_its_lookahead_and_hears_the_player(tiny_model)
     assert all(m[0] & 0xF0 in (0x80, 0x90) for _, _, m in sched.items)
 
 
-def test_recorder_writes_player_and_model_tracks(tmp_path):
-    rec = Recorder(origin=100.0)
-    rec.heard([PlayerEvent(100.5, True, 60, 90), PlayerEvent(101.0, False, 60, 0)])
-    rec.sent(100.7, [0x90, 72, 80])
-    rec.sent(100.9, [0x80, 72, 0])
-    rec.sent(101.0, [0xB0, 123, 0])
-    path = rec.save(tmp_path / "sub" / "s.mid")
-    import mido
-
-    mid = mido.MidiFile(str(path))
-    assert [t.name for t in mid.tracks] == ["player", "livepiano"]
-    by_pitch = {n.pitch: n for n in codec.read_midi(path.read_bytes())[0]}
-    player, model = by_pitch[60], by_pitch[72]
-    assert (player.pitch, round(player.start, 2), round(player.end, 2)) == (60, 0.5, 1.0)
-    assert (model.pitch, round(model.start, 2), round(model.end, 2)) == (72, 0.7, 0.9)
-
-
 def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model):
     """The engine loop and the real scheduler, with the player playing all the time so that
     look-ahead events are taken back over and over: per pitch, every note-on that left has a
@@ -307,3 +289,67 @@ def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model)
             balance[m[1]] -= 1
     assert not {p: n for p, n in balance.items() if n > 0}
 
+
+def test_idle_work_runs_only_away_from_deadlines():
+    """The session's garbage collection runs in the scheduler thread's spare time: never
+    within IDLE_GAP_S of a deadline, and still when nothing is scheduled."""
+    from livepiano.live.scheduler import IDLE_GAP_S, SPIN_S
+
+    out = FakeOut()
+    sched = Scheduler(out)
+    calls = []
+
+    def idle(gap: float) -> bool:
+        calls.append(time.monotonic())
+        time.sleep(0.001)  # work that takes a while
+        return True
+
+    sched.idle = idle
+    thread = threading.Thread(target=sched.run, daemon=True)
+    thread.start()
+    t0 = time.monotonic() + 0.05
+    deadlines = [t0 + i * 0.02 for i in range(20)]
+    for d in deadlines:
+        sched.schedule(d, [0x90, 60, 1])
+    time.sleep(deadlines[-1] - time.monotonic() + 0.2)
+    sched.stop()
+    thread.join(5)
+    assert len(out.sent) >= 20
+    between = [t for t in calls if t0 - 0.05 < t < deadlines[-1]]
+    assert between, "idle work never ran between the deadlines"
+    for t in between:
+        ahead = min(d - t for d in deadlines + [float("inf")] if d > t)
+        assert ahead >= IDLE_GAP_S + SPIN_S - 0.001, ahead
+    assert any(t > deadlines[-1] for t in calls), "no idle work with nothing scheduled"
+
+
+def test_the_session_collector_takes_garbage_collection_off_every_other_thread():
+    import gc
+
+    from livepiano.live.session import GC_EVERY_S, GC_FULL_GAP_S, Collector
+
+    now = [0.0]
+    sched = Scheduler(FakeOut())
+    collector = Collector(sched, clock=lambda: now[0])
+    collected = []
+
+    def seen(phase, info):
+        if phase == "stop":
+            collected.append(info["generation"])
+
+    collector.start()
+    gc.callbacks.append(seen)
+    try:
+        assert not gc.isenabled() and sched.idle == collector.idle
+        assert collector.idle(1.0) is False and collected == []  # not due yet
+        now[0] += GC_EVERY_S
+        assert collector.idle(1.0) is True and collected == [1]
+        now[0] += 60.0
+        assert collector.idle(GC_FULL_GAP_S / 2) is True and collected == [1, 1]  # too short
+        now[0] += GC_EVERY_S
+        assert collector.idle(GC_FULL_GAP_S) is True and collected == [1, 1, 2]
+    finally:
+        gc.callbacks.remove(seen)
+        collector.stop()
+        gc.unfreeze()
+    assert gc.isenabled() and sched.idle is None

@@ -505,14 +505,12 @@ def _channel_plan(notes: Sequence[tuple[int, int, int]]) -> list[int]:
     return plan
 
 
-def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program: int = 0):
-    """A type-1 ``mido.MidiFile`` with one track per (name, notes)."""
-    import mido
-
+def _placed_tracks(tracks: Sequence[tuple[str, Sequence[StepNote]]]):
+    """(ticks per beat, [(name, channels, timed)]): each track's notes as (tick, is_on,
+    channel, pitch, velocity) in file order, and the channels it uses."""
     last = max((n.end for _, notes in tracks for n in notes), default=0)
     tps = _ticks_per_step(last)
-    mid = mido.MidiFile(type=1, ticks_per_beat=tps * _STEPS_PER_BEAT)
-    first = True
+    out = []
     for name, notes in tracks:
         staggers = _staggers(notes, (tps - 1) // 2)
         placed = [(n.pitch, n.start * tps + k, n.end * tps) for n, k in zip(notes, staggers)]
@@ -523,12 +521,24 @@ def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program
             timed.append((start, 1, ch, pitch, max(1, min(127, n.velocity))))
             timed.append((end, 0, ch, pitch, 0))
         timed.sort(key=lambda e: (e[0], e[1]))
+        out.append((name, sorted(set(plan)), timed))
+    return tps * _STEPS_PER_BEAT, out
+
+
+def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program: int = 0):
+    """A type-1 ``mido.MidiFile`` with one track per (name, notes)."""
+    import mido
+
+    ticks_per_beat, placed = _placed_tracks(tracks)
+    mid = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
+    first = True
+    for name, channels, timed in placed:
         track = mido.MidiTrack()
         track.append(mido.MetaMessage("track_name", name=name, time=0))
         if first:
             track.append(mido.MetaMessage("set_tempo", tempo=TEMPO, time=0))
             first = False
-        for ch in sorted(set(plan)):
+        for ch in channels:
             track.append(mido.Message("program_change", channel=ch, program=program, time=0))
         now = 0
         for tick, is_on, ch, pitch, vel in timed:
@@ -539,6 +549,43 @@ def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program
         track.append(mido.MetaMessage("end_of_track", time=0))
         mid.tracks.append(track)
     return mid
+
+
+def _varlen(n: int) -> bytes:
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    return bytes(reversed(out))
+
+
+def step_notes_to_smf(tracks: Sequence[tuple[str, Sequence[StepNote]]],
+                      program: int = 0) -> bytes:
+    """The bytes of the file ``step_notes_to_midi`` makes, written directly: a long session
+    has hundreds of thousands of messages, and building a mido object for each one takes
+    seconds an instrument's shutdown does not have."""
+    ticks_per_beat, placed = _placed_tracks(tracks)
+    chunks = [b"MThd", (6).to_bytes(4, "big"), (1).to_bytes(2, "big"),
+              len(placed).to_bytes(2, "big"), ticks_per_beat.to_bytes(2, "big")]
+    first = True
+    for name, channels, timed in placed:
+        body = bytearray()
+        label = name.encode("latin-1", "replace")
+        body += b"\x00\xff\x03" + _varlen(len(label)) + label
+        if first:
+            body += b"\x00\xff\x51\x03" + TEMPO.to_bytes(3, "big")
+            first = False
+        for ch in channels:
+            body += bytes((0, 0xC0 | ch, program))
+        now = 0
+        for tick, is_on, ch, pitch, vel in timed:
+            body += _varlen(tick - now)
+            body += bytes(((0x90 if is_on else 0x80) | ch, pitch, vel if is_on else 0))
+            now = tick
+        body += b"\x00\xff\x2f\x00"
+        chunks += [b"MTrk", len(body).to_bytes(4, "big"), bytes(body)]
+    return b"".join(chunks)
 
 
 def tokens_to_midi(tokens: Iterable[int], name: str = "livepiano"):

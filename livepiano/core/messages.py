@@ -13,6 +13,7 @@ from typing import Iterable
 
 from rtmidi.midiconstants import (
     ALL_NOTES_OFF,
+    ALL_SOUND_OFF,
     CONTROL_CHANGE,
     NOTE_OFF,
     NOTE_ON,
@@ -20,7 +21,8 @@ from rtmidi.midiconstants import (
 )
 
 CONTROL = CONTROL_CHANGE
-__all__ = ["ALL_NOTES_OFF", "CONTROL", "NOTE_OFF", "NOTE_ON", "SUSTAIN", "kind", "release"]
+__all__ = ["ALL_NOTES_OFF", "ALL_SOUND_OFF", "CONTROL", "NOTE_OFF", "NOTE_ON", "SUSTAIN", "kind",
+           "release"]
 
 
 def kind(message) -> str | None:
@@ -35,12 +37,17 @@ def kind(message) -> str | None:
     return None
 
 
-def release(sounding: Iterable[tuple[int, int]], channels: Iterable[int] = ()) -> list[list[int]]:
+def release(sounding: Iterable[tuple[int, int]], channels: Iterable[int] = (),
+            sound_off: bool = False) -> list[list[int]]:
     """Note-off for each ``(channel, pitch)`` voice in ``sounding`` (one per voice: each
-    note-on gets its own), then All Notes Off and pedal up on those channels and ``channels``."""
+    note-on gets its own), then All Notes Off and pedal up on those channels and ``channels``;
+    with ``sound_off`` All Sound Off first (for a sender that is gone and cannot release what
+    a synth still holds later)."""
     voices = sorted(sounding)
     messages = [[NOTE_OFF | ch, pitch, 0] for ch, pitch in voices]
     for ch in sorted({ch for ch, _ in voices} | set(channels)):
+        if sound_off:
+            messages.append([CONTROL | ch, ALL_SOUND_OFF, 0])
         messages.append([CONTROL | ch, ALL_NOTES_OFF, 0])
         messages.append([CONTROL | ch, SUSTAIN, 0])
     return messages

@@ -164,7 +164,8 @@ def list_ports(api: str) -> tuple[list[str], list[str]]:
 def own_port(name: str) -> bool:
     """Is this one of livepiano's own ports (never a match for --in/--out)?"""
     client = name.split(":", 1)[0].strip()
-    return re.fullmatch(re.escape(CLIENT_NAME) + r"(-\d+|-list(-\d+)?)?", client) is not None
+    return re.fullmatch(re.escape(CLIENT_NAME) + r"(-\d+|-list(-\d+)?|-guardian|-watch)?",
+                        client) is not None
 
 
 class Port:

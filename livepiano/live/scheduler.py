@@ -43,6 +43,8 @@ SWITCH_INTERVAL_S = 0.0005
 FIFO_PRIORITY = 3  # below JACK: jackd -R runs at 10, its clients' process threads at 5
 
 _STOP = object()
+IDLE_GAP_S = 0.004  # idle() runs only when the next deadline is at least this far away
+IDLE_POLL_S = 0.5  # with nothing scheduled, idle() still runs this often
 
 
 def realtime(mode: str, priority: int = FIFO_PRIORITY, switch: bool = True) -> str:
@@ -87,8 +89,11 @@ class Scheduler:
 
     def __init__(self, out, channel: int = 0, clock: Callable[[], float] = time.monotonic,
                  on_sent: Callable | None = None, realtime_mode: str = "off",
-                 keep_lateness: int = 5000):
+                 keep_lateness: int = 5000, mirror=None):
         self.out = out
+        # What is sounding, also for a process outside this one (the guardian's shared map:
+        # anything with set(channel, pitch, voices) and clear()); written by this thread.
+        self.mirror = mirror
         self.channel = channel
         self.clock = clock
         self.on_sent = on_sent
@@ -103,6 +108,12 @@ class Scheduler:
         self._sent_tags: dict = {}  # tag -> message, for the last messages sent with a tag
         self._seq = itertools.count()
         self._panicked = False
+        self.released = False  # the final panic sent every message it had (set by panic)
+        # Work for this thread's spare time (the session's garbage collection): called on
+        # this thread with the time left before the next deadline's spin when that is at
+        # least IDLE_GAP_S; True if it did something (it took time: the scheduler looks at
+        # its inbox and the clock again).
+        self.idle: Callable[[float], bool] | None = None
         self._lock = threading.Lock()  # guards the port between run() and a late panic()
 
     # --- any thread -------------------------------------------------------------------
@@ -182,10 +193,21 @@ class Scheduler:
             except queue.Empty:
                 pass
             if not heap:
+                if self.idle is not None:
+                    if self.idle(IDLE_POLL_S):
+                        continue
+                    try:
+                        if not self._take(inbox.get(timeout=IDLE_POLL_S)):
+                            return
+                    except queue.Empty:
+                        pass
+                    continue
                 if not self._take(inbox.get()):
                     return
                 continue
             wait = heap[0][0] - clock() - self._spin
+            if wait > IDLE_GAP_S and self.idle is not None and self.idle(wait):
+                continue  # it took some of the wait: look again
             if wait > 0:
                 try:
                     if not self._take(inbox.get(timeout=wait)):
@@ -218,6 +240,9 @@ class Scheduler:
 
     def _track(self, message: list[int]) -> None:
         self.sounding.message(message, by_channel=True)
+        if self.mirror is not None and messages.kind(message) is not None:
+            key = (message[0] & 0x0F, message[1])
+            self.mirror.set(key[0], key[1], self.sounding.count(key))
 
     def release(self) -> list[list[int]]:
         """The panic knob, without ending anything: drop every scheduled message and send a
@@ -231,6 +256,8 @@ class Scheduler:
                 self.out.send_message(m)
             now = self.clock()
         self.sounding.clear()
+        if self.mirror is not None:
+            self.mirror.clear()
         self._heap.clear()
         self._sent_tags.clear()
         if self.on_sent is not None:
@@ -249,16 +276,20 @@ class Scheduler:
                 return []
             self._panicked = True
             messages = self._release_messages()
+            failed = 0
             for m in messages:
                 try:
                     self.out.send_message(m)
                 except Exception:  # the port may be gone; keep trying the rest
-                    pass
+                    failed += 1
+            self.released = not failed
             now = self.clock()
         for m in messages:
             if self.on_sent is not None:
                 self.on_sent(now, m)
         self.sounding.clear()
+        if self.mirror is not None and self.released:
+            self.mirror.clear()
         self._heap.clear()
         return messages
 

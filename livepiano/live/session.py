@@ -3,37 +3,55 @@ recording and the status line.
 
     listener thread --events--> EngineLoop.inbox --> engine thread
     engine thread --(deadline, message)--> Scheduler.inbox --> scheduler thread --> output
-    main thread: signals, port watch (input gone -> reconnect; output gone -> stop), status
+    listener and scheduler threads --records--> Journal (recorder) --flush, 1 s--> disk
+    main thread: signals, port and JACK-server watch (input gone -> reconnect; output or
+                 server gone -> stop), journal flush, status
+    guardian process: its own connection to the output; silences it if this process dies
 
 Each piece of state has one owner: the engine thread owns the ``Engine`` (LSTM state, sampler,
-stream view); the scheduler thread owns the output port and the sounding notes; the main
-thread owns the ports' lifetimes. Later modes (the duet's turn-taking) plug in as a ``Mode``;
-knobs reach the engine through ``EngineLoop.call``, which runs a function on the engine
-thread, between two samples.
+stream view); the scheduler thread owns the output port, the sounding notes (and their copy
+in the guardian's shared map) and runs the garbage collector in its spare time; the main
+thread owns the ports' lifetimes, the journal's file and the shutdown: notes released, then
+the session saved, then the ports closed. Later modes (the duet's turn-taking) plug in as a
+``Mode``; knobs reach the engine through ``EngineLoop.call``, which runs a function on the
+engine thread, between two samples.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
-from livepiano.live import knobs
+from livepiano import LivepianoError
+from livepiano.live import journal, knobs
 from livepiano.live.listener import Listener
 from livepiano.live.loop import EngineLoop
 from livepiano.live.modes import make_mode
-from livepiano.live.recorder import Recorder, default_recording
+from livepiano.live.recorder import (
+    Recorder,
+    open_journal,
+    record_path,
+    recover_orphans,
+    sessions_dir,
+)
 from livepiano.live.scheduler import FIFO_PRIORITY, Scheduler, percentile, realtime
 
 WATCH_S = 0.5  # how often the main thread checks that the ports are still there
 STATUS_S = 0.25
+WAKE_S = 0.05  # the main thread's turn: port watch, journal flush
 DRAIN_S = 0.1  # after the panic, before the ports close
 CLOSE_WAIT_S = 2.0  # the longest wait for the ports to close at the end
 WATCHDOG_S = 10.0  # the main thread stuck this long (the GIL held in C): end the process
 ENGINE_FIFO_PRIORITY = 1  # the lowest: under the listener (FIFO_PRIORITY - 1) and the scheduler
+# The scheduler thread collects young garbage this often (a few hundred objects each time:
+# well under a millisecond), and all of it about this often, in a gap at least this long.
+GC_EVERY_S = 0.25
+GC_FULL_EVERY_S = 60.0
+GC_FULL_GAP_S = 0.010
 # --- modes ---------------------------------------------------------------------------------
 
 # --- the engine thread -----------------------------------------------------------------------
@@ -68,6 +86,7 @@ class Session:
         self.failed = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
+        self.save_s: float | None = None  # how long the save at the end took
         # For code that runs a session in-process (the demo): set once its threads are
         # playing; the scheduler's lateness figures once it has ended.
         self.playing = threading.Event()
@@ -92,34 +111,49 @@ class Session:
         from livepiano.runtime.modelfile import resolve_model
 
         s = self.settings
+        # Where the session goes is settled before anything plays: a path that cannot be
+        # written fails here, an existing file is kept and a new name used.
+        path, renamed = record_path(s["record"])
+        recover_orphans([sessions_dir(), path.parent], self.say)
+        if renamed:
+            self.say(renamed)
         knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
         api = ports.resolve_api(s["api"])
         outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
-        inp = None
+        inp = recorder = guardian = server = None
+        clock = time.monotonic
+        channel = s["channel"] - 1
         try:
             inp = ports.Port("in", api, s["in"])
             knob_setup.open_port(api)
             model_path = resolve_model(s["model"])
             engine = Engine(model_path, temperature=s["temperature"], seed=s["seed"])
             steering.configure(engine, s, accompany=True)
-        except BaseException:
+            origin = clock()
+            recorder = Recorder(open_journal(path, origin))
+            guardian = self._start_guardian(api, outp, channel)
+            server = self._watch_server(api)
+            scheduler = Scheduler(outp.client, channel=channel, clock=clock,
+                                  on_sent=recorder.sent, realtime_mode=s["realtime"],
+                                  mirror=guardian.sounding if guardian is not None else None)
+            loop = EngineLoop(engine, scheduler, origin=origin,
+                              lookahead=s["lookahead_ms"] / 1000, channel=channel,
+                              mode=make_mode(s, self.say), clock=clock)
+            self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as settings do
+                loop, lambda name, say: knobs.build_mode(s, name, say))
+            kn.notify = self._wake.set
+        except BaseException:  # nothing played: nothing to keep
+            if guardian is not None:
+                guardian.goodbye()
+            if server is not None:
+                server.close()
+            if recorder is not None:
+                recorder.journal.discard()
             outp.close()
             if inp is not None:
                 inp.close()
             knob_setup.close()
             raise
-        clock = time.monotonic
-        channel = s["channel"] - 1
-        origin = clock()
-        recorder = Recorder(origin)
-        scheduler = Scheduler(outp.client, channel=channel, clock=clock, on_sent=recorder.sent,
-                              realtime_mode=s["realtime"])
-        loop = EngineLoop(engine, scheduler, origin=origin, lookahead=s["lookahead_ms"] / 1000,
-                          channel=channel, mode=make_mode(s, self.say), clock=clock)
-
-        self.knobs = kn = knob_setup.attach(  # the mode knob builds a mode as the settings do
-            loop, lambda name, say: knobs.build_mode(s, name, say))
-        kn.notify = self._wake.set
 
         def deliver(events):
             recorder.heard(events)
@@ -136,66 +170,134 @@ class Session:
             listener.on_control = _end_of_call_cc(s["end_of_call_cc"], loop,
                                                   listener.on_control)
         threads = play_threads(scheduler, loop, listener, s["realtime"])
+        collector = Collector(scheduler, clock)
+        main_priority = MainPriority(s["realtime"])
         old_handlers = {sig: signal.signal(sig, self._on_signal)
                         for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             _report_crashes()
-            quiet_gc()
+            collector.start()
+            main_priority.start()
             for t in threads:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
-                     f"model: {model_path.name}. Ctrl-C stops.")
+                     f"model: {model_path.name}; recording to {path}. Ctrl-C stops.")
             self.playing.set()
             knob_setup.start(keys=self.status)
             self.say(knob_setup.describe())
-            self._watch(inp, outp, listener, loop, scheduler, recorder, threads)
+            self._watch(inp, outp, listener, loop, scheduler, recorder, threads, server)
         finally:
-            _arm_watchdog()  # the shutdown, too, must not hang
-            knob_setup.close()
-            listener.stop()
-            threads[2].join(timeout=2.0)
-            loop.stop()
-            threads[1].join(timeout=2.0)
-            scheduler.stop()
-            threads[0].join(timeout=2.0)
-            scheduler.panic()  # no-op when the scheduler thread already did it
-            time.sleep(DRAIN_S)  # JACK delivers in its next cycle: let the note-offs out
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
-            path = Path(s["record"]).expanduser() if s["record"] else default_recording()
-            try:
-                saved = recorder.save(path)
-                where = f"session saved to {saved}"
-            except OSError as e:
-                where = f"could not save the session to {path} ({e.strerror})"
-            timing = self.lateness = scheduler.lateness_us()
-            self.say(f"{self.stop_reason or 'stopped'}; every note released; {where}. "
-                     f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
-                     f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
-                     f"({scheduler.realtime_note}).")
-            # Closing a client waits for the MIDI system (a stalled JACK server can take
-            # seconds); the notes are released and the session saved, so do not wait long.
-            closing = threading.Thread(target=lambda: (inp.close(), outp.close()), daemon=True)
-            closing.start()
-            closing.join(CLOSE_WAIT_S)
-            _disarm_watchdog()
+            main_priority.end()
+            collector.stop()
+            self._shut_down(inp, outp, knob_setup, listener, loop, scheduler, threads,
+                            recorder, guardian, server, old_handlers)
         return 1 if self.failed else 0
+
+    def _start_guardian(self, api: str, outp, channel: int):
+        """The companion that silences the output if this process dies without a clean exit
+        (it needs a port it can connect to by name: a virtual output has none, and in-process
+        ports end with the process, their synth too)."""
+        from livepiano.live.ports import INPROCESS
+
+        if outp.name is None or api == INPROCESS:
+            return None
+        from livepiano.live.guardian import Guardian
+
+        try:
+            return Guardian.start(api, outp.name, channel)
+        except (OSError, RuntimeError) as e:
+            self.say(f"playing without a guardian ({e}): if livepiano is killed, notes "
+                     f"may hang on the synth.")
+            return None
+
+    def _watch_server(self, api: str):
+        if api != "jack":
+            return None
+        from livepiano.live.jackwatch import ServerWatch
+
+        return ServerWatch.open(self._wake.set)
+
+    def _shut_down(self, inp, outp, knob_setup, listener, loop, scheduler, threads, recorder,
+                   guardian, server, old_handlers) -> None:
+        """Notes released first, then the session saved (Ctrl-C cannot cut that short), then
+        the ports closed. A native call stuck while the threads stop or the ports close ends
+        the process; the save has no such limit."""
+        _arm_watchdog()  # stopping the threads, too, must not hang
+        knob_setup.close()
+        listener.stop()
+        threads[2].join(timeout=2.0)
+        loop.stop()
+        threads[1].join(timeout=2.0)
+        scheduler.stop()
+        threads[0].join(timeout=2.0)
+        scheduler.panic()  # no-op when the scheduler thread already did it
+        time.sleep(DRAIN_S)  # JACK delivers in its next cycle: let the note-offs out
+        _disarm_watchdog()
+        server_gone = server is not None and server.gone.is_set()
+        released = scheduler.released and not server_gone and _present(outp)
+        for sig in old_handlers:
+            signal.signal(sig, self._on_signal_saving)
+        t0 = time.monotonic()
+        try:
+            where = f"session saved to {recorder.save()}"
+        except (OSError, LivepianoError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            where = (f"could not save the session ({why}); its journal "
+                     f"{recorder.journal.path} is kept: `livepiano recover` it")
+        self.save_s = time.monotonic() - t0
+        if guardian is not None:
+            guardian.goodbye()
+        timing = self.lateness = scheduler.lateness_us()
+        done = ("every note released" if released else
+                "notes could not be released (the output is gone)")
+        self.say(f"{self.stop_reason or 'stopped'}; {done}; {where}. "
+                 f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
+                 f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
+                 f"({scheduler.realtime_note}).")
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        # Closing a client waits for the MIDI system (a stalled JACK server can take
+        # seconds); the notes are released and the session saved, so do not wait long.
+        _arm_watchdog()
+        if server_gone:
+            return  # nothing to close on a server that is not there; libjack may hang in it
+
+        def close() -> None:
+            inp.close()
+            outp.close()
+            if server is not None:
+                server.close()
+        closing = threading.Thread(target=close, daemon=True)
+        closing.start()
+        closing.join(CLOSE_WAIT_S)
+        _disarm_watchdog()
+
+    def _on_signal_saving(self, _signum, _frame) -> None:
+        self.out.write("livepiano: saving…\n")
+        self.out.flush()
 
     def _on_signal(self, signum, _frame) -> None:
         name = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}[signum]
         self.request_stop(name)
 
-    def _watch(self, inp, outp, listener, loop, scheduler, recorder, threads) -> None:
+    def _watch(self, inp, outp, listener, loop, scheduler, recorder, threads,
+               server=None) -> None:
         rate_in, rate_out = _Rate(), _Rate()
-        next_watch = time.monotonic()
+        next_watch = next_flush = time.monotonic()
         input_gone = False
         while True:
-            self._wake.wait(STATUS_S if self.status else 0.05)
+            self._wake.wait(STATUS_S if self.status else WAKE_S)
             self._wake.clear()
             if self._stop.is_set():
                 break
             _arm_watchdog()
             now = time.monotonic()
+            if server is not None and server.gone.is_set():
+                self.request_stop("the JACK server stopped", failed=True)
+                break
+            if now >= next_flush:
+                next_flush = now + journal.FLUSH_S
+                recorder.journal.flush()
             if listener.error is not None:
                 self.request_stop(f"the listener failed ({_describe(listener.error)})",
                                   failed=True)
@@ -237,6 +339,13 @@ class Session:
                 self.out.flush()
 
 
+def _present(port) -> bool:
+    try:
+        return port.present()
+    except Exception:  # noqa: BLE001 - a MIDI system that is gone cannot list its ports
+        return False
+
+
 def _arm_watchdog() -> None:
     """(Re)start a watchdog that ends the process if the main thread does not come back within
     WATCHDOG_S. It runs in C, without the GIL: when the MIDI system stops taking messages,
@@ -271,6 +380,51 @@ def quiet_gc() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+class Collector:
+    """The cyclic garbage collector, run in the scheduler thread's spare time instead of
+    automatically by whichever thread allocates. A collection holds the GIL throughout: run
+    by the engine's or the main thread, it could start a moment before a deadline, or be
+    preempted by other programs halfway; the scheduler thread runs it only with no deadline
+    in the next few ms, at its real-time priority. Young objects every GC_EVERY_S, all of
+    them every minute or so (in a gap of GC_FULL_GAP_S). ``start``/``stop`` on the main
+    thread around the session; ``idle`` is the scheduler's ``idle`` hook."""
+
+    def __init__(self, scheduler: Scheduler, clock: Callable[[], float] = time.monotonic):
+        self.scheduler = scheduler
+        self.clock = clock
+        self._next = self._next_full = 0.0
+        self.collections = 0
+
+    def start(self) -> None:
+        import gc
+
+        quiet_gc()
+        gc.disable()
+        now = self.clock()
+        self._next, self._next_full = now + GC_EVERY_S, now + GC_FULL_EVERY_S
+        self.scheduler.idle = self.idle
+
+    def idle(self, gap: float) -> bool:
+        import gc
+
+        now = self.clock()
+        if now < self._next:
+            return False
+        full = now >= self._next_full and gap >= GC_FULL_GAP_S
+        gc.collect(2 if full else 1)
+        self.collections += 1
+        self._next = now + GC_EVERY_S
+        if full:
+            self._next_full = now + GC_FULL_EVERY_S
+        return True
+
+    def stop(self) -> None:
+        import gc
+
+        self.scheduler.idle = None
+        gc.enable()
 
 
 def _end_of_call_cc(number: int, loop: EngineLoop, then: Callable | None) -> Callable:
@@ -309,6 +463,31 @@ def engine_priority(mode: str) -> Callable[[], str]:
     listener and the scheduler): otherwise other programs preempt it while it holds the GIL,
     and the scheduler, woken for a deadline, waits for the GIL as long as that lasts."""
     return lambda: realtime(mode, ENGINE_FIFO_PRIORITY, switch=False)
+
+
+class MainPriority:
+    """SCHED_FIFO, at the engine's priority, for the main thread while the session plays.
+    It wakes every WAKE_S and holds the GIL for a moment each time; as a plain thread on a
+    busy machine it is preempted by other programs now and then in that moment, and the
+    scheduler, woken for a deadline, waits for the GIL as long as that lasts. ``end`` puts it
+    back before the save, a long computation that must not keep other programs off a core."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self._before = None
+
+    def start(self) -> None:
+        if hasattr(os, "sched_getscheduler"):
+            self._before = (os.sched_getscheduler(0), os.sched_getparam(0))
+        realtime(self.mode, ENGINE_FIFO_PRIORITY, switch=False)
+
+    def end(self) -> None:
+        if self._before is not None:
+            try:
+                os.sched_setscheduler(0, *self._before)
+            except OSError:
+                pass
+            self._before = None
 
 
 def _describe(error: BaseException | None) -> str:

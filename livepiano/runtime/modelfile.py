@@ -53,13 +53,24 @@ def read_model_card(model_path: str | os.PathLike) -> dict:
 
     try:
         data = yaml.safe_load(card.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise LivepianoError(f"{card} is unreadable ({e}); export the model again.") from None
+    except OSError as e:
+        raise LivepianoError(f"{card} is unreadable ({e.strerror or e}); export the model "
+                             f"again.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        raise LivepianoError(f"{card} is not valid YAML ({where}{what}); export the model "
+                             f"again.") from None
     return data if isinstance(data, dict) else {}
 
 
 def open_session(model_path: str | os.PathLike, intra_op_threads: int = 1):
     """An onnxruntime CPU session: sequential execution, 1 inter-op thread."""
+    # onnxruntime otherwise writes a device id and a database under ~/.cache/Microsoft on
+    # every run, for telemetry an instrument has no business sending (read when its
+    # environment is created, so before the first session)
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -92,14 +103,27 @@ def model_shape(session, model_path="the model") -> ModelShape:
     if missing:
         raise LivepianoError(f"{model_path} lacks the {', '.join(missing)} input/output of a "
                              f"livepiano model; export it with `livepiano export`.")
+    expected = {"token": 2, "h": 3, "c": 3, "control": 3, "logits": 3, "h_out": 3, "c_out": 3}
+    for name, rank in expected.items():
+        node = inputs.get(name) or outputs.get(name)
+        if node is not None and len(node.shape) != rank:
+            raise LivepianoError(f"{model_path}'s {name} has the shape {list(node.shape)}, not "
+                                 f"the {rank} dimensions of a livepiano model; export it with "
+                                 f"`livepiano export`.")
     layers, _, hidden = inputs["h"].shape
     control = inputs["control"].shape[2] if "control" in inputs else 0
     vocab = outputs["logits"].shape[2]
     if not all(isinstance(x, int) for x in (layers, hidden, control, vocab)):
         raise LivepianoError(f"{model_path} has symbolic layer/hidden/control sizes; "
                              f"export it with `livepiano export`.")
+    for name in ("c", "h_out", "c_out"):
+        node = inputs.get(name) or outputs.get(name)
+        sizes = (node.shape[0], node.shape[2])
+        if sizes != (layers, hidden):
+            raise LivepianoError(f"{model_path}'s {name} has the shape {list(node.shape)} where "
+                                 f"h has {list(inputs['h'].shape)} (layers and hidden sizes "
+                                 f"must agree); export it with `livepiano export`.")
     if vocab != codec.VOCAB_SIZE:
         raise LivepianoError(f"{model_path} predicts {vocab} events, not the {codec.VOCAB_SIZE} "
                              f"of livepiano's vocabulary; use a livepiano model.")
     return ModelShape(layers, hidden, control, vocab)
-

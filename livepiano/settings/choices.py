@@ -35,6 +35,21 @@ def number(lo: float, hi: float, kind=float):
     return check
 
 
+def finite(text: str) -> float:
+    """A command line's number: a finite float (``inf`` and ``nan`` parse as floats but no
+    length, rate or temperature can be one)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def choice(*choices):
     def check(v):
         if v not in choices:

@@ -644,6 +644,9 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
                 sound, live_audio = synth, "the built-in synth"
         ear = Ear(api, sound)
         settings = schema.defaults()
+        # demo.mid is made anew each run, as demo.wav and demo.png are (a session never
+        # overwrites a file: it would pick another name)
+        (out_dir / "demo.mid").unlink(missing_ok=True)
         settings.update({"api": api, "in": CLIENT + "-pianist", "out": CLIENT + "-ear",
                          "mode": mode, "record": str(out_dir / "demo.mid"), "seed": seed,
                          "model": model})

@@ -14,6 +14,8 @@ import json
 
 
 def add_arguments(p) -> None:
+    from livepiano.settings.choices import finite
+
     p.add_argument("--model", default=None,
                    help="exported .onnx model "
                         "(default: $LIVEPIANO_MODEL or models/performance_rnn.onnx)")
@@ -31,13 +33,15 @@ def add_arguments(p) -> None:
                    help="scheduler deadlines to measure (timing; at least 2000)")
     p.add_argument("--changes", type=int, default=200,
                    help="knob changes to measure (knobs; at least 200)")
-    p.add_argument("--wait", type=float, default=0.6,
+    p.add_argument("--wait", type=finite, default=0.6,
                    help="silence that ends a call, seconds (duet; default: 0.6)")
     p.add_argument("--calls", type=int, default=21,
                    help="held-out calls to play (duet; at least 20)")
     p.add_argument("--data", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="cut the calls from this token cache's or MAESTRO folder's test split "
                         "(duet; default: the MAESTRO test-split excerpts in tests/data)")
+    p.add_argument("--minutes", type=finite, default=10.0,
+                   help="how long the session lasts (soak; default: 10)")
     from livepiano.tools.bench import music
 
     music.add_arguments(p)
@@ -47,7 +51,7 @@ def add_arguments(p) -> None:
 
 # Each benchmark lives in its own module of this package, as a function ``bench(args) -> dict``;
 # it is imported only when asked for, so the command line stays cheap to build.
-BENCHES = ("model", "timing", "duet", "knobs", "music")
+BENCHES = ("model", "timing", "duet", "knobs", "soak", "music")
 
 
 def run(which: str, args) -> int:

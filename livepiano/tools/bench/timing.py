@@ -23,7 +23,7 @@ def _busy(stop_at: float) -> None:
         pass
 
 
-def _steal_ms() -> int | None:
+def steal_ms() -> int | None:
     """CPU time the hypervisor took from this virtual machine so far (Linux), in ms."""
     try:
         with open("/proc/stat") as f:
@@ -69,7 +69,7 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     for t in threads:
         t.start()
     t0 = clock()
-    steal0 = _steal_ms()
+    steal0 = steal_ms()
     try:
         while len(scheduler.lateness) < deadlines and clock() - t0 < timeout:
             if loop.error or scheduler.error:
@@ -89,7 +89,7 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     if result["deadlines"] < deadlines:
         raise LivepianoError(f"only {result['deadlines']} deadlines in {timeout:.0f} s (the model "
                              f"plays too few notes); raise --speed or the temperature.")
-    steal1 = _steal_ms()
+    steal1 = steal_ms()
     result["steal_ms"] = steal1 - steal0 if steal0 is not None and steal1 is not None else None
     result.update({"load": load, "realtime": scheduler.realtime_note, "speed": speed,
                    "seconds": round(clock() - t0, 1), "caught_up_steps": loop.caught_up_steps,
