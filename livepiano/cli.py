@@ -131,6 +131,9 @@ def _add_train(sub) -> None:
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
                    help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
     g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
+    g.add_argument("--loader-workers", type=int, default=D.loader_workers,
+                   help="processes drawing training windows ahead of the loop "
+                        "(default: none on the CPU, up to 8 on CUDA)")
     g.add_argument("--eval-every", type=finite, default=D.eval_every_minutes,
                    help="minutes between validations (default: %(default)s)")
     g.add_argument("--eval-segments", type=int, default=D.eval_segments,
@@ -159,7 +162,8 @@ def _cmd_train(args) -> int:
                       minutes=args.minutes, max_steps=args.max_steps,
                       eval_every_minutes=args.eval_every, eval_segments=args.eval_segments,
                       checkpoint_every_minutes=args.checkpoint_every, seed=args.seed,
-                      device=args.device, precision=args.precision, threads=args.threads)
+                      device=args.device, precision=args.precision, threads=args.threads,
+                      loader_workers=args.loader_workers)
     train(cfg, resume=not args.fresh)
     return 0
 
