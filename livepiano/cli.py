@@ -464,6 +464,9 @@ def _add_generate(sub) -> None:
                         "track, 'primer', and generation continues after its end on track "
                         "'livepiano'")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
+    p.add_argument("--density", type=float, default=None, metavar="NOTES_PER_S",
+                   help="notes per second the model's playing is steered toward (default: the "
+                        "`density` setting's default)")
     p.add_argument("--compare", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="also print the same figures for real playing: the median over the "
                         "30-second segments of this cache's test split or folder of MIDI files")
@@ -513,6 +516,10 @@ def _cmd_generate(args) -> int:
 
         renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
+    from livepiano.runtime import steering
+    from livepiano.settings import schema
+
+    steering.configure(engine, schema.merge(schema.defaults(), {"density": args.density}))
     primer = midifile.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
         raise LivepianoError(f"{args.primer} has no notes to prime the model with; "

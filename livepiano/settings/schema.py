@@ -31,7 +31,7 @@ from livepiano.settings.choices import (
     number,
     text_or_none,
 )
-from livepiano.settings.params import check_bindings
+from livepiano.settings.params import PARAMS, check_bindings
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,23 @@ SCHEMA.update({
     "end_of_call_cc": Setting(None, _cc_or_none,
                               "duet: a CC number (e.g. a foot switch) that ends your phrase at "
                               "once: the answer starts on its press"),
+})
+
+
+# --- sampling that holds up for minutes (runtime.steering) -----------------------------------
+
+SCHEMA.update({
+    "steer": Setting(True, flag, "keep the model's note density near `density` (and, in "
+                                 "play, near yours); false: the model's own"),
+    "density": Setting(PARAMS["density"].default, number(0.5, 30.0),  # the knob's own default
+                       "notes per second the model aims for when it plays alone, and the "
+                       "most it plays when it accompanies you"),
+    "accompany_ratio": Setting(0.8, number(0.1, 2.0),
+                               "play: the model's notes per second as a share of yours over "
+                               "the last few seconds"),
+    "top_p": Setting(1.0, number(0.5, 1.0),
+                     "sample from the smallest set of events holding this much probability "
+                     "(1: all of them)"),
 })
 
 
