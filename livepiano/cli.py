@@ -134,6 +134,9 @@ def _add_train(sub) -> None:
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
                    help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
     g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
+    g.add_argument("--loader-workers", type=int, default=D.loader_workers,
+                   help="processes drawing training windows ahead of the loop "
+                        "(default: none on the CPU, up to 8 on CUDA)")
     g.add_argument("--eval-every", type=finite, default=D.eval_every_minutes,
                    help="minutes between validations (default: %(default)s)")
     g.add_argument("--eval-segments", type=int, default=D.eval_segments,
@@ -162,7 +165,8 @@ def _cmd_train(args) -> int:
                       minutes=args.minutes, max_steps=args.max_steps,
                       eval_every_minutes=args.eval_every, eval_segments=args.eval_segments,
                       checkpoint_every_minutes=args.checkpoint_every, seed=args.seed,
-                      device=args.device, precision=args.precision, threads=args.threads)
+                      device=args.device, precision=args.precision, threads=args.threads,
+                      loader_workers=args.loader_workers)
     train(cfg, resume=not args.fresh)
     return 0
 
@@ -463,6 +467,9 @@ def _add_generate(sub) -> None:
                         "track, 'primer', and generation continues after its end on track "
                         "'livepiano'")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
+    p.add_argument("--density", type=float, default=None, metavar="NOTES_PER_S",
+                   help="notes per second the model's playing is steered toward (default: the "
+                        "`density` setting's default)")
     p.add_argument("--compare", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="also print the same figures for real playing: the median over the "
                         "30-second segments of this cache's test split or folder of MIDI files")
@@ -512,6 +519,10 @@ def _cmd_generate(args) -> int:
 
         renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
+    from livepiano.runtime import steering
+    from livepiano.settings import schema
+
+    steering.configure(engine, schema.merge(schema.defaults(), {"density": args.density}))
     primer = midifile.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
         raise LivepianoError(f"{args.primer} has no notes to prime the model with; "

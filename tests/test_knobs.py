@@ -377,7 +377,7 @@ def test_density_and_key_steer_a_conditioned_model_and_follow_listens(conditione
     kn.message([0xB0, 23, round(key.position("A minor"))])
     drain(loop)
     assert kn.controls.values["key"] == "A minor"
-    expected = params.knob_control(5.0, "A minor")
+    expected = params.knob_control(params.PARAMS["density"].default, "A minor")
     assert np.allclose(loop.engine.control, expected)
     assert loop.stream_time() <= clock.t + loop.lookahead  # rewound, as for the temperature
     kn.message([0xB0, 22, 127])

@@ -172,8 +172,9 @@ def _matched(a: np.ndarray, b: np.ndarray, within: float = 0.035) -> float:
 def test_generate_wav_without_fluidsynth_renders_the_midi_onsets(tmp_path):
     _skip_if_pyfluidsynth()
     env = _no_fluidsynth_env(tmp_path)
-    r = _cli(["generate", "--seconds", "6", "--seed", "1", "-o", tmp_path / "g.mid",
-              "--wav", tmp_path / "g.wav"], env, tmp_path)
+    # 5 notes/s: onsets far enough apart that the same ones 150 ms later fall between them
+    r = _cli(["generate", "--seconds", "6", "--seed", "1", "--density", "5", "-o",
+              tmp_path / "g.mid", "--wav", tmp_path / "g.wav"], env, tmp_path)
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("wav"))
     assert "the built-in synth (FluidSynth is not installed)" in line and "dBFS" in line

@@ -117,3 +117,30 @@ def test_a_weights_only_file_is_not_resumed_but_started_from(cache, tmp_path):
     torch.save(ckpt, tmp_path / "w.pt")
     with pytest.raises(LivepianoError, match=r"holds weights only.*--init-from"):
         train(tiny(cache, tmp_path / "w.pt", max_steps=2), log=lambda *a: None)
+
+
+def test_a_plan_over_minutes_ends_at_the_floor_when_the_time_is_up(cache, tmp_path):
+    cfg = tiny(cache, tmp_path / "timed.pt", plan="minutes", minutes=0.05, lr=1e-2,
+               min_lr_ratio=0.1)
+    result = train(cfg, resume=False, log=lambda *a: None)
+    ckpt = torch.load(tmp_path / "timed.pt", weights_only=False)
+    assert ckpt["meta"]["schedule"]["plan_seconds"] == pytest.approx(3.0)
+    assert ckpt["resume"]["seconds"] >= 3.0 and result["step"] > 0
+    # The rate of the last step: the floor, give or take the last step's share of the time.
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] < 0.2 * cfg.lr
+
+
+def test_a_plan_over_minutes_without_minutes_is_one_clear_line(cache, tmp_path):
+    with pytest.raises(LivepianoError, match=r"give --minutes too\.$"):
+        train(tiny(cache, tmp_path / "x.pt", plan="minutes"), log=lambda *a: None)
+
+
+def test_windows_drawn_ahead_in_other_processes_train_the_same_weights(cache, tmp_path):
+    # Windows of at most 64 tokens are used up every second step: many draws in 12 steps.
+    inline = train(tiny(cache, tmp_path / "inline.pt", max_steps=12, window_tokens=64,
+                        loader_workers=0), resume=False, log=lambda *a: None)
+    ahead = train(tiny(cache, tmp_path / "ahead.pt", max_steps=12, window_tokens=64,
+                       loader_workers=2), resume=False, log=lambda *a: None)
+    assert inline["tokens"] == ahead["tokens"]
+    for name, tensor in inline["model"].state_dict().items():
+        assert torch.equal(tensor, ahead["model"].state_dict()[name]), name

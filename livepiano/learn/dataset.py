@@ -247,3 +247,72 @@ class WindowSampler:
         if self.max_tokens:
             tokens = tokens[:self.max_tokens]
         return np.asarray(tokens, dtype=np.int64)
+
+
+class LaneWindows:
+    """The next window of a training lane, drawn from the lane's own generator state: the
+    window, its control vector (all zeros for a ``control_dropout`` share when the model is
+    conditioned) and the generator's state after the draw. With ``workers`` the draws run
+    ahead in other processes (stretching a window is Python work the training loop would
+    wait for); the result depends only on the state given, so it is the same either way."""
+
+    def __init__(self, cache: str | os.PathLike, *, steps: int, stretch, transpose: int,
+                 max_tokens: int, seed: int, conditioned: bool, control_dropout: float,
+                 workers: int = 0):
+        self.args = (str(cache), steps, stretch, transpose, max_tokens, seed, conditioned,
+                     control_dropout)
+        _lane_setup(*self.args)
+        self.pool = None
+        if workers > 0:
+            import multiprocessing
+
+            # spawn: the trainer has torch (and maybe CUDA) loaded, which fork does not survive
+            self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
+                                            initializer=_lane_setup, initargs=self.args)
+
+    def draw(self, rng_state: dict):
+        return _lane_draw(rng_state)
+
+    def ahead(self, rng_state: dict):
+        """A handle whose ``result()`` is ``draw(rng_state)``, started now when there are
+        workers."""
+        if self.pool is None:
+            return _Now(rng_state)
+        return self.pool.submit(_lane_draw, rng_state)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Now:
+    def __init__(self, rng_state: dict):
+        self.rng_state = rng_state
+
+    def result(self):
+        return _lane_draw(self.rng_state)
+
+
+_LANE: dict = {}
+
+
+def _lane_setup(cache, steps, stretch, transpose, max_tokens, seed, conditioned,
+                control_dropout) -> None:
+    tc = TokenCache(cache)
+    _LANE.update(sampler=WindowSampler(tc.tokens("train"), tc.files("train"), seed=seed,
+                                       steps=steps, stretch=stretch, transpose=transpose,
+                                       max_tokens=max_tokens),
+                 conditioned=conditioned, control_dropout=control_dropout)
+
+
+def _lane_draw(rng_state: dict):
+    rng = np.random.default_rng()
+    rng.bit_generator.state = rng_state
+    window = _LANE["sampler"].window(rng)
+    if _LANE["conditioned"]:
+        control = np.asarray(codec.control_vector(window), np.float32)
+        if rng.random() < _LANE["control_dropout"]:
+            control = np.zeros_like(control)
+    else:
+        control = np.zeros(0, np.float32)
+    return window, control, rng.bit_generator.state

@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA when there is a GPU, else the CPU
     precision: str = "auto"  # auto: bf16 autocast on CUDA, float32 on the CPU
     threads: int | None = None
+    loader_workers: int | None = None  # processes drawing windows ahead; None: some on CUDA
 
 
 def lr_at(cfg: TrainConfig, progress: float) -> float:

@@ -72,6 +72,8 @@ def _check(cfg: TrainConfig, world: int) -> None:
     if cfg.batch % world:
         raise LivepianoError(f"--batch {cfg.batch} is the whole batch over {world} processes; "
                              f"give a multiple of {world}.")
+    if cfg.loader_workers is not None and cfg.loader_workers < 0:
+        raise LivepianoError("--loader-workers is a number of processes; give 0 or more.")
     if not 0.0 <= cfg.warmup < 1.0:
         raise LivepianoError("--warmup is a share of the plan; give a number from 0 to below 1.")
 
@@ -136,13 +138,14 @@ class _Lane:
     """One lane of the batch: its random generator, its window, where it is in it, its
     control vector."""
 
-    __slots__ = ("control", "position", "rng", "window")
+    __slots__ = ("control", "pending", "position", "rng", "window")
 
     def __init__(self, seed: int, index: int):
         self.rng = np.random.default_rng([seed, index])
         self.window = None
         self.position = 0
         self.control = None
+        self.pending = None  # the next window, being drawn ahead
 
     def used_up(self) -> bool:
         return self.window is None or self.position >= len(self.window) - 1
@@ -196,8 +199,6 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                              f"with MIDI files.")
     train_tokens = len(flat)
     steps = round(cfg.window_seconds * codec.STEPS_PER_SECOND)
-    sampler = dataset.WindowSampler(flat, files, seed=cfg.seed, steps=steps, stretch=cfg.stretch,
-                                 transpose=cfg.transpose, max_tokens=cfg.window_tokens)
     val = validation_segments(cache, cfg.eval_segments)
     my_val = val[rank::world]
 
@@ -230,9 +231,8 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     model.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.Adam([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": rest, "weight_decay": 0.0}],
-                           lr=cfg.lr, decoupled_weight_decay=True)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
 
     per_rank = cfg.batch // world
     mine = range(rank * per_rank, (rank + 1) * per_rank)
@@ -291,13 +291,20 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                  {"path": str(cfg.init_from), "tokens_seen": start_tokens} if init else None)
     plan_seconds = (cfg.minutes or 0) * 60
 
+    workers = cfg.loader_workers
+    if workers is None:
+        workers = (0 if device.type != "cuda" else
+                   max(1, min(8, (os.cpu_count() or 2) // world - 1)))
+    windows = dataset.LaneWindows(cfg.cache, steps=steps, stretch=cfg.stretch,
+                                  transpose=cfg.transpose, max_tokens=cfg.window_tokens,
+                                  seed=cfg.seed, conditioned=bool(mcfg.control_dim),
+                                  control_dropout=cfg.control_dropout, workers=workers)
+
     def new_window(lane: _Lane) -> None:
-        lane.window = sampler.window(lane.rng)
+        lane.window, lane.control, after = lane.pending.result()
         lane.position = 0
-        ctrl = codec.control_vector(lane.window) if mcfg.control_dim else np.zeros(0, np.float32)
-        if mcfg.control_dim and lane.rng.random() < cfg.control_dropout:
-            ctrl = np.zeros_like(ctrl)
-        lane.control = np.asarray(ctrl, np.float32)
+        lane.rng.bit_generator.state = after
+        lane.pending = windows.ahead(after)
 
     def gathered(obj):
         if not distributed:
@@ -377,11 +384,12 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     try:
         while True:
             # Lanes whose window is used up start a new one with a fresh state.
-            fresh = []
-            for i, lane in enumerate(lanes):
-                if lane.used_up():
-                    new_window(lane)
-                    fresh.append(i)
+            fresh = [i for i, lane in enumerate(lanes) if lane.used_up()]
+            for i in fresh:  # all asked for before any is waited on
+                if lanes[i].pending is None:
+                    lanes[i].pending = windows.ahead(lanes[i].rng.bit_generator.state)
+            for i in fresh:
+                new_window(lanes[i])
             if fresh:
                 h, c = h.clone(), c.clone()
                 h[:, fresh] = 0.0
@@ -463,6 +471,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                 checkpoint()
                 last_ckpt = elapsed
     finally:
+        windows.close()
         for s, handler in old_handlers.items():
             signal.signal(s, handler)
     if bar is not None:

@@ -73,6 +73,9 @@ def load(settings: dict) -> tuple[controls.Controls, Path]:
     if "temperature" in settings:
         t = params.PARAMS["temperature"].curve
         values["temperature"] = min(max(float(settings["temperature"]), t.lo), t.hi)
+    if "density" in settings:
+        d = params.PARAMS["density"].curve
+        values["density"] = min(max(float(settings["density"]), d.lo), d.hi)
     if settings.get("mode") in choices.MODES:
         values["mode"] = settings["mode"]
     return controls.from_file(found, values, settings.get("takeover")), path
@@ -170,9 +173,14 @@ class Knobs:
             engine.temperature = value
             self._rewind()
         elif name in ("density", "key"):
+            steered = name == "density" and engine.steering is not None
+            if steered:  # the density steering's target, whatever the model
+                engine.steering.target = float(value)
             if engine.conditioned:
                 self._following = self.controls.values["key"] == params.FOLLOW
                 self._set_control(engine, rewind=True)
+            elif steered:
+                self._rewind()
             else:
                 self._once("unconditioned", f"{engine.model_path.name} is an unconditioned "
                                             f"model: density and key have no effect with it")

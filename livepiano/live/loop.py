@@ -62,6 +62,8 @@ class EngineLoop:
         self._own_lookahead: float | None = None  # set while a mode has lengthened it
         self.mode.attach(self)
         self.velocity_scale = 1.0  # the dynamics knob: scales the model's output velocities
+        # After the player's event, keep the silence the model had chosen (_keep_silence)
+        self.keep_silence = True
 
     # --- any thread ---------------------------------------------------------------------
 
@@ -124,46 +126,67 @@ class EngineLoop:
             return True
         now = self.clock()
         self.mode.heard(item, now)
+        silence_until = None
         if self.mode.takes_back:
-            self.take_back(now + TAKE_BACK_MARGIN_S)
+            silence_until = self.take_back(now + TAKE_BACK_MARGIN_S)
         tokens = player_tokens(item, StreamPosition.of(self.engine), self.origin)
         self.engine.prime(tokens)
+        if silence_until is not None and self.keep_silence:
+            self._keep_silence(silence_until)
         return True
 
+    def _keep_silence(self, until: float) -> None:
+        """The model had chosen to be silent until ``until`` when the player's event came:
+        it hears the player, then keeps that silence (fed as its own time-shifts) instead of
+        choosing again. Choosing again after every event of the player cut every long
+        silence it chose and kept every immediate note: it played more and more notes."""
+        steps = round((until - self.stream_time()) / STEP_S)
+        for tok in codec.shifts(steps) if steps > 0 else ():
+            before = self.engine.snapshot()
+            self.engine.feed(tok)
+            self._pending.append((self.stream_time(), before, ()))
+
     def _loop(self) -> None:
-        clock, inbox, engine = self.clock, self.inbox, self.engine
+        inbox = self.inbox
         while True:
-            try:
-                while True:
-                    if not self._take(inbox.get_nowait()):
-                        return
-            except queue.Empty:
-                pass
-            now = clock()
-            self.mode.tick(now)
-            if not self.mode.may_generate(now):
+            wait = self.turn()
+            if wait is None:
+                return
+            if wait > 0:
                 try:
-                    if not self._take(inbox.get(timeout=self.mode.idle_wait(now))):
+                    if not self._take(inbox.get(timeout=wait)):
                         return
                 except queue.Empty:
                     pass
-                continue
-            ahead = self.stream_time() - now
-            if ahead >= self.lookahead:
-                try:
-                    if not self._take(inbox.get(timeout=ahead - self.lookahead + 0.001)):
-                        return
-                except queue.Empty:
-                    pass
-                continue
-            if ahead < 0:
-                # The model fell behind the clock (start-up, a stall): it hears the silence
-                # that really passed, so that its next events are not already late.
-                behind = int(-ahead / STEP_S + 1)
-                self.caught_up_steps += behind
-                self.forget_pending()
-                engine.prime(codec.shifts(behind))
-            self._step(now)
+
+    def turn(self) -> float | None:
+        """One pass of the engine thread at ``clock()``: take everything in the inbox, tell
+        the mode the time, sample at most one event. Returns how long to wait for the inbox
+        before the next pass (0: go on at once), or None once stopped. ``run`` loops on it;
+        a benchmark on a simulated clock calls it directly, so both run the same code."""
+        inbox, engine = self.inbox, self.engine
+        try:
+            while True:
+                if not self._take(inbox.get_nowait()):
+                    return None
+        except queue.Empty:
+            pass
+        now = self.clock()
+        self.mode.tick(now)
+        if not self.mode.may_generate(now):
+            return self.mode.idle_wait(now)
+        ahead = self.stream_time() - now
+        if ahead >= self.lookahead:
+            return ahead - self.lookahead + 0.001
+        if ahead < 0:
+            # The model fell behind the clock (start-up, a stall): it hears the silence
+            # that really passed, so that its next events are not already late.
+            behind = int(-ahead / STEP_S + 1)
+            self.caught_up_steps += behind
+            self.forget_pending()
+            engine.prime(codec.shifts(behind))
+        self._step(now)
+        return 0.0
 
     def _step(self, now: float) -> None:
         engine, pending = self.engine, self._pending
@@ -193,12 +216,19 @@ class EngineLoop:
             self.scheduler.schedule(deadline, message, tag)
         pending.append((deadline, before, tags))
 
-    def take_back(self, cutoff: float) -> None:
-        """Take back the model's events that lie after ``cutoff`` on the clock."""
+    def take_back(self, cutoff: float) -> float | None:
+        """Take back the model's events that lie after ``cutoff`` on the clock. Returns the
+        time the silence the model had chosen at ``cutoff`` would have ended (the end of
+        the time-shifts that open what is taken back), None when it had chosen none."""
         pending = self._pending
         first = next((i for i, item in enumerate(pending) if item[0] > cutoff), None)
         if first is None:
-            return
+            return None
+        silence_until = None
+        for deadline, before, _tags in itertools.islice(pending, first, None):
+            if deadline <= self.origin + before.steps * STEP_S:
+                break  # not a time-shift: the silence ends here
+            silence_until = deadline
         self.engine.restore(pending[first][1])
         tags = [tag for i in range(first, len(pending)) for tag in pending[i][2]]
         self.taken_back += len(pending) - first
@@ -206,6 +236,7 @@ class EngineLoop:
             pending.pop()
         if tags:
             self.scheduler.take_back(tags)
+        return silence_until
 
 
 STEP_S = 1.0 / codec.STEPS_PER_SECOND

@@ -110,6 +110,7 @@ class Session:
 
     def run(self) -> int:
         from livepiano.live import ports
+        from livepiano.runtime import steering
         from livepiano.runtime.engine import Engine
         from livepiano.runtime.modelfile import resolve_model
 
@@ -132,6 +133,7 @@ class Session:
             knob_setup.open_port(api)
             model_path = resolve_model(s["model"])
             engine = Engine(model_path, temperature=s["temperature"], seed=s["seed"])
+            steering.configure(engine, s, accompany=True)
             origin = clock()
             recorder = Recorder(open_journal(path, origin))
             guardian = self._start_guardian(api, outp, channel)

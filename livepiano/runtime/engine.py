@@ -21,6 +21,10 @@ Masks applied when sampling:
 - with ``notes_allowed`` False, no note-ons and no velocity events (they only set up a note):
   the model can only let its notes go and wait, e.g. a duet answer winding down.
 
+On top of the masks, a sampling policy may shape the choice: ``steering`` (e.g.
+``runtime.steering.DensitySteering``) adds an offset to the logits and hears every event fed,
+its state part of ``snapshot``; ``top_p`` keeps only the nucleus.
+
 Also here, for the offline commands: ``score_segments`` / ``evaluate`` (`livepiano eval`: NLL
 of 30-second segments, batched and padded, each from a zero state), ``generate`` and
 ``describe_notes`` / ``describe_data`` (`livepiano generate`).
@@ -38,6 +42,7 @@ import numpy as np
 from livepiano import LivepianoError
 from livepiano.core import codec
 from livepiano.runtime.modelfile import model_shape, open_session, read_model_card
+from livepiano.runtime.steering import truncate
 
 # Fed when ``sample`` is called on a stream the model has heard nothing of: MAESTRO files
 # start with a velocity event, and bin 16 is a middle velocity (61).
@@ -110,6 +115,11 @@ class Engine:
         base[codec.NOTE_ON + hi + 1:codec.NOTE_OFF] = False
         base[codec.NOTE_OFF:codec.TIME_SHIFT] = False
         self._base_mask = base
+        # A sampling policy (``runtime.steering.DensitySteering`` or alike: ``logits_offset``,
+        # ``heard``, ``reset``, ``snapshot``/``restore``), None for the model's own choices;
+        # and the nucleus of the distribution sampled from (1.0: all of it).
+        self.steering = None
+        self.top_p = 1.0
         self.reset()
         # The first calls of a session allocate; make them here, not on the first live note
         # (the random generator is left as the seed made it).
@@ -208,6 +218,8 @@ class Engine:
         self._own_order: dict[int, tuple[int, int]] = {}
         self._own_ids: dict[int, list[int]] = {}
         self._next_voice = 0
+        if self.steering is not None:
+            self.steering.reset()
         # What sample may choose, kept up to date as voices start and end (time-shifts are
         # limited on top of this when a note is due).
         self._mask = self._base_mask.copy()
@@ -269,6 +281,8 @@ class Engine:
 
     def _track(self, tok: int, who: str) -> None:
         self._events += 1
+        if self.steering is not None:
+            self.steering.heard(tok, self._steps, who == ENGINE)
         if tok < codec.NOTE_OFF:
             if who == ENGINE:
                 self._own.setdefault(tok, []).append(self._steps)
@@ -354,6 +368,8 @@ class Engine:
         logits = self._logits.astype(np.float64)
         if self._bias is not None:
             logits = logits + self._bias
+        if self.steering is not None and self.notes_allowed:
+            logits = logits + self.steering.logits_offset(self._steps, update=False)
         p = np.zeros(codec.VOCAB_SIZE)
         if self._temperature == 0.0:
             p[int(np.argmax(np.where(allowed, logits, -np.inf)))] = 1.0
@@ -361,6 +377,8 @@ class Engine:
         z = np.where(allowed, logits / self._temperature, -np.inf)
         z -= z.max()
         np.exp(z, out=p)
+        if self.top_p < 1.0:
+            truncate(p, self.top_p)
         return p / p.sum()
 
     def sample(self) -> int:
@@ -375,6 +393,9 @@ class Engine:
             allowed = self._allowed(left)
             temperature = self._temperature
             logits = self._logits if self._bias is None else self._logits + self._bias
+            if self.steering is not None and self.notes_allowed:
+                # (winding down, only releases are left: they are the model's own)
+                logits = logits + self.steering.logits_offset(self._steps)
             if temperature == 0.0:
                 tok = int(np.argmax(np.where(allowed, logits, -np.inf)))
             else:
@@ -382,6 +403,8 @@ class Engine:
                              np.float32(-np.inf))
                 z -= z.max()
                 np.exp(z, out=z)
+                if self.top_p < 1.0:
+                    truncate(z, self.top_p)
                 cdf = np.cumsum(z)
                 tok = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
                 if tok >= codec.VOCAB_SIZE or not allowed[tok]:  # rounding at the cdf's end
@@ -411,7 +434,8 @@ class Engine:
                         {p: list(v) for p, v in self._player.items()},
                         {p: list(v) for p, v in self._own.items()},
                         dict(self._own_order), {p: list(v) for p, v in self._own_ids.items()},
-                        self._next_voice, self._mask.copy())
+                        self._next_voice, self._mask.copy(),
+                        None if self.steering is None else self.steering.snapshot())
 
     def restore(self, snap: "Snapshot") -> None:
         """Back to a ``snapshot`` of this engine (it can be restored more than once)."""
@@ -424,6 +448,8 @@ class Engine:
         self._own_ids = {p: list(v) for p, v in snap.own_ids.items()}
         self._next_voice = snap.next_voice
         self._mask = snap.mask.copy()
+        if self.steering is not None and snap.steering is not None:
+            self.steering.restore(snap.steering)
 
 
 @dataclass(frozen=True)
@@ -440,6 +466,7 @@ class Snapshot:
     own_ids: dict
     next_voice: int
     mask: np.ndarray
+    steering: object = None
 
 
 # --- scoring --------------------------------------------------------------------------------

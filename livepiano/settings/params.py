@@ -171,7 +171,8 @@ PARAMS: dict[str, Param] = _params(
           "high = adventurous", curve=TEMPERATURE_CURVE),
     # Density is what a conditioned model reads as control[0] (notes per second / 10, see
     # codec.CONTROL_LAYOUT); ratios again, with MAESTRO's typical 5 notes/s at the centre.
-    Param("density", KNOB, 5.0, "notes per second a conditioned model aims for",
+    Param("density", KNOB, 10.0,
+          "notes per second the model aims for (alone; the most it plays beside you)",
           curve=Curve(0.5, 5.0, 30.0), unit=" notes/s", digits=1),
     Param("key", KNOB, FOLLOW, "pitch-class histogram for a conditioned model: a key, or "
           "follow what you play", choices=KEYS),

@@ -35,7 +35,7 @@ from livepiano.settings.choices import (
     text_or_none,
     whole,
 )
-from livepiano.settings.params import check_bindings
+from livepiano.settings.params import PARAMS, check_bindings
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,23 @@ def duet_settings(s: Mapping[str, Any]) -> dict[str, Any]:
     lo, hi = get("answer")
     return {"wait": get("wait"), "min_call_s": get("min_call"), "min_answer": lo,
             "max_answer": hi, "barge_in": get("barge_in"), "follow": get("follow") is not False}
+
+
+# --- sampling that holds up for minutes (runtime.steering) -----------------------------------
+
+SCHEMA.update({
+    "steer": Setting(True, flag, "keep the model's note density near `density` (and, in "
+                                 "play, near yours); false: the model's own"),
+    "density": Setting(PARAMS["density"].default, number(0.5, 30.0),  # the knob's own default
+                       "notes per second the model aims for when it plays alone, and the "
+                       "most it plays when it accompanies you"),
+    "accompany_ratio": Setting(0.8, number(0.1, 2.0),
+                               "play: the model's notes per second as a share of yours over "
+                               "the last few seconds"),
+    "top_p": Setting(1.0, number(0.5, 1.0),
+                     "sample from the smallest set of events holding this much probability "
+                     "(1: all of them)"),
+})
 
 
 def defaults() -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""A private JACK server: ``jackd -R -S -d dummy`` under a unique name, for ``livepiano demo``
-on a system without an ALSA sequencer (a container, a headless box), and for the tests.
+"""A private JACK server: ``jackd -R -S -d dummy`` under a name of its own, for ``livepiano
+demo`` on a system without an ALSA sequencer (a container, a headless box), and for the tests.
 
     with JackServer() as jack:      # started; os.environ points this process's JACK clients at it
         ...                         # rtmidi.API_UNIX_JACK clients, or children run with jack.env
@@ -61,11 +61,39 @@ def die_with_parent() -> Callable[[], None] | None:
     return set_death_signal
 
 
+SLOTS = 6  # JACK2 registers at most 8 servers per machine, killed ones included
+
+
+def _claim_slot(prefix: str) -> tuple[int, int] | None:
+    """A server name from a small pool, held by a lock file until ``stop``: (slot, fd).
+
+    JACK2 keeps each server's entry in a shared registry of eight and reclaims a dead server's
+    entry only for a server of the same name. Unique names therefore fill the registry with
+    the entries of servers that were killed ("Too many servers already active"); reusing a
+    few names lets each new server take over the entry its killed predecessor left."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): unique names
+        return None
+    for slot in range(SLOTS):
+        path = os.path.join(tempfile.gettempdir(), f"{prefix}-jack-{slot}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return slot, fd
+    return None
+
+
 class JackServer:
     """A private JACK server; ``env`` is the environment for child processes that use it."""
 
     def __init__(self, name: str | None = None, prefix: str = "livepiano"):
-        self.name = name or f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self._slot = None if name is not None else _claim_slot(prefix)
+        self.name = name or (f"{prefix}-{self._slot[0]}" if self._slot
+                             else f"{prefix}-{uuid.uuid4().hex[:8]}")
         self.proc: subprocess.Popen | None = None
         self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_AUDIO_RESERVATION="1",
                         JACK_NO_START_SERVER="1")
@@ -139,6 +167,9 @@ class JackServer:
             else:
                 os.environ[key] = value
         self._saved = {}
+        if self._slot is not None:
+            os.close(self._slot[1])  # the lock goes with it
+            self._slot = None
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.log is None:

@@ -46,13 +46,16 @@ def add_arguments(p) -> None:
                         "(duet; default: the MAESTRO test-split excerpts in tests/data)")
     p.add_argument("--minutes", type=finite, default=10.0,
                    help="how long the session lasts (soak; default: 10)")
+    from livepiano.tools.bench import music
+
+    music.add_arguments(p)
     p.add_argument("--json", action="store_true",
                    help="end with one line of JSON holding the figures")
 
 
 # Each benchmark lives in its own module of this package, as a function ``bench(args) -> dict``;
 # it is imported only when asked for, so the command line stays cheap to build.
-BENCHES = ("model", "timing", "duet", "knobs", "soak")
+BENCHES = ("model", "timing", "duet", "knobs", "soak", "music")
 
 
 def run(which: str, args) -> int:

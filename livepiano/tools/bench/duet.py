@@ -129,10 +129,13 @@ def duet_run(model_path, calls, *, wait: float = DUET["wait"].default, realtime_
     from livepiano.live.loop import EngineLoop
     from livepiano.live.scheduler import Scheduler
     from livepiano.live.session import play_threads
+    from livepiano.runtime import steering
     from livepiano.runtime.engine import Engine
+    from livepiano.settings import schema
 
     clock = time.monotonic
     engine = Engine(model_path, seed=seed)
+    steering.configure(engine, schema.defaults(), accompany=True)  # as play does
     out = _StampingOutput(clock)
     inp = _QueueInput()
     scheduler = Scheduler(out, clock=clock, realtime_mode=realtime_mode)

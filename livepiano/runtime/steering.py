@@ -1,0 +1,212 @@
+"""Sampling policies that keep the model's playing in shape over minutes: density steering
+(a PI controller on the note-on and velocity logits toward a target of notes per second,
+which may follow the player's recent density) with human note lengths, a truncated tail
+(nucleus / min-p), and the model's own conditioning. Pure numpy; ``Engine`` calls them
+through its ``steering`` seam and its ``top_p``.
+
+Why a controller and not just a lower temperature or the conditioning: left alone, the
+model feeds on its own notes and gets busier and busier (`livepiano bench music` measures
+it); a temperature or a control vector shifts where it starts, not where it drifts to.
+The controller counts the engine's own note-ons over the last few seconds of the stream
+and lowers (or raises a little) the logits of the note-on and velocity events -- both,
+because a velocity event is how the model sets up its next note -- until the step's first
+note-on: it decides how often something begins; a chord, once begun, is the model's own.
+Held back, the model shortens its notes, so the release of a young note costs and that
+of an old one gains. Timing and which pitch stay the model's. The controller's state
+travels with the engine's snapshots, so a take-back restores it too.
+
+The nucleus is off by default (``top_p`` 1): each of the 100 time-shifts is unlikely on
+its own, so a nucleus cuts the long ones first, and the notes shrank to blips with it."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from livepiano.core import codec
+
+STEPS = codec.STEPS_PER_SECOND
+# Every figure below was chosen with `livepiano bench music` on the shipped model (README,
+# "Music that holds up"). The controller: the engine's rate over WINDOW_S of the stream,
+# its error relative to the target, a PI law, the bias clamped.
+WINDOW_S = 3.0
+GAIN_P = 3.0
+GAIN_I = 1.5
+INTEGRAL_LIMITS = (-2.0, 8.0)
+BIAS_LIMITS = (-16.0, 2.0)
+# Following the player: their note-ons over this much of the stream set the target.
+FOLLOW_WINDOW_S = 5.0
+FOLLOW_FLOOR = 1.0  # notes/s: an accompanist that follows a sparse player still plays
+# Notes a step may begin before the bias applies again (a chord is the model's own), and
+# the share of the bias on re-striking a pitch released in the same step.
+CHORD_NOTES = 4
+RESTRIKE_SHARE = 0.5
+# Note lengths: held back, the model fell into a dry staccato (median 0.08 s); its release
+# of a note younger than MIN_NOTE_S costs YOUNG_PENALTY, and the release of one older than
+# OLD_S gains OLD_GAIN per second past it (else more notes ran to the engine's 5-s cap).
+MIN_NOTE_S = 0.3
+YOUNG_PENALTY = -4.0
+OLD_S = 2.0
+OLD_GAIN = 4.0
+
+
+@dataclass(frozen=True)
+class SteeringState:
+    own: tuple
+    player: tuple
+    integral: float
+    last_step: int
+    sounding: dict
+    step_ons: int
+    released: tuple
+
+
+class DensitySteering:
+    """Holds the engine's note-on rate near ``target`` notes/s (``follow``: the player's
+    recent rate times ``follow``, at most ``target``, while the player plays; ``target``
+    alone after FOLLOW_WINDOW_S of the player's silence). Owned by the engine's thread, as
+    the engine is; ``target`` and ``follow`` may be swapped from a knob between samples."""
+
+    def __init__(self, target: float, follow: float | None = None):
+        self.target = float(target)
+        self.follow = None if follow is None else float(follow)
+        on_vel = np.zeros(codec.VOCAB_SIZE, np.float32)
+        on_vel[codec.NOTE_ON:codec.NOTE_OFF] = 1.0
+        on_vel[codec.VELOCITY:] = 1.0
+        self._on_vel = on_vel
+        self._zero = np.zeros(codec.VOCAB_SIZE, np.float32)
+        self._out = np.zeros(codec.VOCAB_SIZE, np.float32)  # reused: read it before the next call
+        self.reset()
+
+    def reset(self) -> None:
+        self._own: deque = deque()  # stream steps of the engine's note-ons
+        self._player: deque = deque()
+        self._integral = 0.0
+        self._last_step = 0
+        # pitch -> start step of the engine's latest voice of it (a re-struck pitch's
+        # release ends the entry: its older voice is the engine's 5-s cap's business)
+        self._sounding: dict[int, int] = {}
+        self._step_ons = 0  # note-ons in the current step so far
+        self._released: tuple = ()  # pitches the engine released in the current step
+
+    def heard(self, token: int, step: int, own: bool) -> None:
+        """An event fed to the model at stream ``step`` (``own``: sampled by the engine)."""
+        if token < codec.NOTE_OFF:
+            (self._own if own else self._player).append(step)
+            self._step_ons += 1
+            if own:
+                self._sounding[token] = step
+        elif token < codec.TIME_SHIFT:
+            if own:
+                self._sounding.pop(token - codec.NOTE_OFF, None)
+                self._released += (token - codec.NOTE_OFF,)
+        elif token < codec.VELOCITY:
+            self._step_ons = 0
+            self._released = ()
+
+    def goal(self, step: int) -> float:
+        """The target in notes/s at ``step``."""
+        if self.follow is None:
+            return self.target
+        horizon = step - int(FOLLOW_WINDOW_S * STEPS)
+        player = self._player
+        while player and player[0] < horizon:
+            player.popleft()
+        if not player:
+            return self.target
+        elapsed = min(FOLLOW_WINDOW_S, max(step / STEPS, 1.0))
+        return min(self.target, max(FOLLOW_FLOOR, self.follow * len(player) / elapsed))
+
+    def rate(self, step: int) -> float:
+        """The engine's note-ons per second over the last WINDOW_S of the stream."""
+        horizon = step - int(WINDOW_S * STEPS)
+        own = self._own
+        while own and own[0] < horizon:
+            own.popleft()
+        return len(own) / min(WINDOW_S, max(step / STEPS, 1.0))
+
+    def bias(self, step: int, update: bool = True) -> float:
+        """The logit offset of note-ons and velocity events at ``step`` (``update``: the
+        controller's step; False only looks)."""
+        goal = max(self.goal(step), 0.1)
+        error = self.rate(step) / goal - 1.0
+        dt = (step - self._last_step) / STEPS
+        lo, hi = INTEGRAL_LIMITS
+        integral = min(max(self._integral + error * dt, lo), hi)
+        if update:
+            self._last_step, self._integral = step, integral
+        b = -(GAIN_P * error + GAIN_I * integral)
+        return min(max(b, BIAS_LIMITS[0]), BIAS_LIMITS[1])
+
+    def logits_offset(self, step: int, update: bool = True) -> np.ndarray:
+        """The offset of the 388 logits at ``step``: ``bias`` on note-ons and velocity
+        events until the step's first note-on, and again from its CHORD_NOTES-th (a
+        re-strike of a pitch just released gets RESTRIKE_SHARE of it); the note lengths'
+        costs on the release of the engine's notes."""
+        b = self.bias(step, update)
+        ons = self._step_ons
+        out = self._out
+        if ons >= CHORD_NOTES or ons == 0:
+            np.multiply(self._on_vel, np.float32(b), out=out)
+            if ons == 0 and self._released:
+                out[codec.VELOCITY:] = b * RESTRIKE_SHARE
+                for pitch in self._released:
+                    out[codec.NOTE_ON + pitch] = b * RESTRIKE_SHARE
+        elif self._sounding:
+            out.fill(0.0)
+        else:
+            return self._zero
+        young = step - int(MIN_NOTE_S * STEPS)
+        old = step - int(OLD_S * STEPS)
+        for pitch, start in self._sounding.items():
+            if start > young:
+                out[codec.NOTE_OFF + pitch] = YOUNG_PENALTY
+            elif start < old:
+                out[codec.NOTE_OFF + pitch] = OLD_GAIN * (old - start) / STEPS
+        return out
+
+    def snapshot(self) -> SteeringState:
+        return SteeringState(tuple(self._own), tuple(self._player), self._integral,
+                             self._last_step, dict(self._sounding), self._step_ons,
+                             self._released)
+
+    def restore(self, state: SteeringState) -> None:
+        self._own, self._player = deque(state.own), deque(state.player)
+        self._integral, self._last_step = state.integral, state.last_step
+        self._sounding = dict(state.sounding)
+        self._step_ons, self._released = state.step_ons, state.released
+
+
+def truncate(weights: np.ndarray, top_p: float = 1.0, min_p: float = 0.0) -> None:
+    """Zero, in place, the unlikely tail of unnormalized probabilities ``weights`` (the most
+    likely event has weight 1): events under ``min_p`` of the most likely, then those
+    outside the smallest set holding ``top_p`` of the mass."""
+    if min_p > 0.0:
+        weights[weights < min_p * weights.max()] = 0.0
+    if top_p < 1.0:
+        order = np.argsort(weights)[::-1]
+        cdf = np.cumsum(weights[order])
+        keep = int(np.searchsorted(cdf, top_p * cdf[-1], side="left")) + 1
+        weights[order[keep:]] = 0.0
+
+
+def conditioning(density: float) -> list[float]:
+    """The control vector a conditioned model gets when nothing else sets one: ``density``
+    notes/s and a flat pitch-class histogram (an all-zero histogram is "unconditioned" to
+    it, and then the density means nothing to it either)."""
+    return codec.conditioning(density, [1.0 / 12] * 12)
+
+
+def configure(engine, settings: Mapping, *, accompany: bool = False) -> None:
+    """The stability defaults of ``settings`` on ``engine``: density steering toward
+    ``density`` notes/s (``accompany``: following the player's density times
+    ``accompany_ratio``), the truncated tail, and a conditioned model's control."""
+    density = float(settings["density"])
+    follow = float(settings["accompany_ratio"]) if accompany else None
+    engine.steering = DensitySteering(density, follow) if settings["steer"] else None
+    engine.top_p = float(settings["top_p"])
+    if engine.conditioned and engine.control is None and settings["steer"]:
+        engine.control = conditioning(density)
