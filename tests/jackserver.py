@@ -116,16 +116,42 @@ class JackServer(_PackageJackServer):
         raise TimeoutError(f"no JACK port like {pattern!r}; ports: {self.ports()}")
 
 
+_PIANIST = """
+import os, sys
+import rtmidi
+midi = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=sys.argv[1])
+midi.open_virtual_port(sys.argv[2])
+print("ready", flush=True)
+for line in sys.stdin:
+    midi.send_message(list(bytes.fromhex(line)))
+os._exit(0)  # no close_port: the server drops the port with the process
+"""
+
+
 class Pianist:
-    """A JACK MIDI output port that plays messages at their times."""
+    """A JACK MIDI output port that plays messages at their times.
 
-    def __init__(self, client: str = "pianist", port: str = "keys"):
-        import rtmidi
+    The port lives in a child process that exits without closing it: python-rtmidi's JACK
+    output frees its port while JACK's process callback may still be using it, which now and
+    then crashed the test run on a busy machine; a client that exits is dropped by the server,
+    and its port vanishes just as a keyboard's does when it is unplugged."""
 
-        self.midi = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client)
-        self.midi.open_virtual_port(port)
+    def __init__(self, client: str = "pianist", port: str = "keys", timeout: float = 10.0):
+        self.proc = subprocess.Popen([sys.executable, "-c", _PIANIST, client, port],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=die_with_parent())
         self.name = f"{client}:{port}"
         self.sent: list[tuple[float, list[int]]] = []  # (when it left, message)
+        ready = threading.Event()
+        threading.Thread(target=lambda: self.proc.stdout.readline() and ready.set(),
+                         daemon=True).start()
+        if not ready.wait(timeout):
+            self.close()
+            raise TimeoutError(f"the pianist's port {self.name} did not open")
+
+    def send(self, message) -> None:
+        self.proc.stdin.write(bytes(message).hex() + "\n")
+        self.proc.stdin.flush()
 
     def play(self, timed_messages, speed: float = 1.0, gap: float = 0.0015) -> None:
         """``timed_messages``: (seconds from now, [bytes]) in time order. Messages are at
@@ -138,13 +164,18 @@ class Pianist:
             wait = max(t0 + at / speed, last + gap) - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            self.midi.send_message(message)
+            self.send(message)
             last = time.monotonic()
             self.sent.append((last, message))
 
     def close(self) -> None:
-        self.midi.close_port()
-        self.midi.delete()
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 class Capture:

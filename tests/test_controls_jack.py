@@ -101,7 +101,7 @@ def _connected(jack, client_port: str, timeout: float = 30.0) -> None:
 
 
 def _cc(pianist: Pianist, number: int, value: int, channel: int = 0) -> None:
-    pianist.midi.send_message([0xB0 | channel, number, value])
+    pianist.send([0xB0 | channel, number, value])
 
 
 def _learn(jack, pianist, param, path, moves, timeout=20) -> subprocess.CompletedProcess:
