@@ -124,17 +124,18 @@ midi.open_virtual_port(sys.argv[2])
 print("ready", flush=True)
 for line in sys.stdin:
     midi.send_message(list(bytes.fromhex(line)))
-os._exit(0)  # no close_port: the server drops the port with the process
+midi.close_port()  # a crash here (the race below) ends this process, not the test run
+os._exit(0)
 """
 
 
 class Pianist:
     """A JACK MIDI output port that plays messages at their times.
 
-    The port lives in a child process that exits without closing it: python-rtmidi's JACK
-    output frees its port while JACK's process callback may still be using it, which now and
-    then crashed the test run on a busy machine; a client that exits is dropped by the server,
-    and its port vanishes just as a keyboard's does when it is unplugged."""
+    The port lives in a child process: python-rtmidi's JACK output frees its port while
+    JACK's process callback may still be using it, which now and then crashed the whole test
+    run on a busy machine; in a child, such a crash only ends the child, and its port
+    vanishes as an unplugged keyboard's does."""
 
     def __init__(self, client: str = "pianist", port: str = "keys", timeout: float = 10.0):
         self.proc = subprocess.Popen([sys.executable, "-c", _PIANIST, client, port],

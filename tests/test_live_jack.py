@@ -156,8 +156,13 @@ def test_plays_back_releases_everything_and_records(jack, tiny_model, tmp_path):
 def test_input_vanishing_keeps_playing_and_reconnects_then_sigterm(jack, tiny_model, tmp_path):
     pianist, cap = Pianist("pianist2", "keys"), Capture("capture2", jack.env)
     try:
+        # The density steering follows the player, who stops here: the model's going on
+        # playing is what is under test, not how sparse it may become.
+        settings = tmp_path / "settings.yaml"
+        settings.write_text("steer: false\n")
         proc = _start(jack, "--in", "pianist2", "--out", "capture2", "--model", tiny_model,
-                      "--record", tmp_path / "s.mid", "--seed", 2, "--echo")
+                      "--record", tmp_path / "s.mid", "--seed", 2, "--echo",
+                      "--config", settings)
         _wait_connected(jack, proc, "pianist2:keys", "capture2:input")
         pianist.play(excerpt(EXCERPT, 1.0))
         pianist.close()
