@@ -596,3 +596,33 @@ def test_smf_bytes_read_back_as_the_mido_file():
     b = codec.step_notes_to_midi(tracks)
     assert a.ticks_per_beat == b.ticks_per_beat and a.type == b.type == 1
     assert [list(t) for t in a.tracks] == [list(t) for t in b.tracks]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(60, 62), st.integers(0, 40), st.integers(1, 30),
+                          st.integers(0, 3)), max_size=40), st.booleans())
+def test_overlapping_voices_of_a_pitch_take_the_first_free_channel(raw, in_order):
+    """In the written file each note is on the first channel whose last note of its pitch
+    (among the notes before it) has ended by its start, whatever the order of the notes."""
+    notes = [codec.StepNote(p, 80, s, s + d, o) for p, s, d, o in raw]
+    if in_order:
+        notes.sort(key=lambda n: (n.start, n.order))
+    mid = mido.MidiFile(file=io.BytesIO(codec.step_notes_to_smf([("t", notes)])))
+    tps = mid.ticks_per_beat // 50
+    sounding, placed, now = {}, [], 0
+    for m in mid.tracks[0]:
+        now += m.time
+        if m.type == "note_on":
+            sounding.setdefault((m.channel, m.note), []).append(now)
+        elif m.type == "note_off":
+            placed.append((m.note, sounding[(m.channel, m.note)].pop(0), now, m.channel))
+    assert len(placed) == len(notes)
+    free_at: dict = {}
+    channels = [c for c in range(16) if c != 9]
+    for n in notes:
+        start = n.start * tps
+        want = next((c for c in channels if free_at.get((c, n.pitch), 0) <= start), 0)
+        free_at[(want, n.pitch)] = max(free_at.get((want, n.pitch), 0), n.end * tps)
+        got = [c for p, s, e, c in placed
+               if p == n.pitch and s // tps == n.start and e == n.end * tps]
+        assert want in got

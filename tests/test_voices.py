@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livepiano.core import messages
-from livepiano.core.voices import RULES, Voice, Voices
+from livepiano.core.voices import RULES, Voice, Voices, pair_oldest
 
 
 def test_oldest_a_note_off_ends_the_oldest_voice_of_its_pitch():
@@ -150,3 +150,24 @@ def test_all_a_note_off_leaves_its_pitch_silent_and_ends_what_sounded(evs):
             assert [e.start for e in ended] == sorted(e.start for e in ended)
     n = len(v)
     assert len(v.end()) == n and not v
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 4)), max_size=80))
+def test_pair_oldest_over_arrays_is_the_oldest_rule(evs):
+    v = Voices("oldest")
+    expected = [-1] * len(evs)
+    for i, (on, key) in enumerate(evs):
+        if on:
+            v.on(key, i, i)
+        else:
+            for ended in v.off(key, i):
+                expected[ended.data] = i
+    got = pair_oldest([k for _, k in evs], [on for on, _ in evs])
+    assert got.tolist() == expected
+
+
+def test_pair_oldest_ignores_a_note_off_of_a_silent_key_and_leaves_the_unreleased():
+    #         off 5  on 5  on 5  off 5  on 7  off 5  off 5
+    got = pair_oldest([5, 5, 5, 5, 7, 5, 5], [False, True, True, False, True, False, False])
+    assert got.tolist() == [-1, 3, 5, -1, -1, -1, -1]

@@ -23,7 +23,7 @@ import io
 import math
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -470,58 +470,128 @@ def _ticks_per_step(last_step: int) -> int:
     return max(1, min(_MAX_TICKS_PER_STEP, (_MAX_TICK - 1) // (last_step + 1)))
 
 
-def _staggers(notes: Sequence[StepNote], cap: int) -> list[int]:
+class NoteArrays(NamedTuple):
+    """Step notes as parallel numpy arrays (what a long session's save works on: a list of
+    hundreds of thousands of ``StepNote`` objects takes seconds to build and walk)."""
+
+    pitch: np.ndarray
+    velocity: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    order: np.ndarray
+
+    @classmethod
+    def of(cls, notes: "Sequence[StepNote] | NoteArrays") -> "NoteArrays":
+        if isinstance(notes, NoteArrays):
+            return notes
+        table = np.array([(n.pitch, n.velocity, n.start, n.end, n.order) for n in notes],
+                         dtype=np.int64).reshape(-1, 5)
+        return cls(*table.T)
+
+    def __len__(self) -> int:
+        return len(self.pitch)
+
+
+def _staggers(notes: NoteArrays, cap: int) -> np.ndarray:
     """Tick offsets that make (start, offset, pitch) order equal to the stream's order of
     onsets within each step; offsets stay below half a step (``cap``)."""
-    out = [0] * len(notes)
-    by_step: dict[int, list[int]] = defaultdict(list)
-    for i, n in enumerate(notes):
-        by_step[n.start].append(i)
-    for members in by_step.values():
-        members.sort(key=lambda i: notes[i].order)
-        offset, prev = 0, None
-        for i in members:
-            if prev is not None and notes[i].pitch <= prev:
-                offset += 1
-            out[i] = min(offset, cap)
-            prev = notes[i].pitch
+    out = np.zeros(len(notes), dtype=np.int64)
+    if not len(notes):
+        return out
+    played = np.lexsort((notes.order, notes.start))  # stable: list order breaks ties
+    start, pitch = notes.start[played], notes.pitch[played]
+    same_step = np.zeros(len(played), dtype=bool)
+    np.equal(start[1:], start[:-1], out=same_step[1:])
+    back = np.zeros(len(played), dtype=bool)
+    back[1:] = same_step[1:] & (pitch[1:] <= pitch[:-1])  # out of pitch order: one tick on
+    count = np.cumsum(back)
+    step_begins = np.flatnonzero(~same_step)[np.cumsum(~same_step) - 1]
+    out[played] = np.minimum(count - count[step_begins], cap)
     return out
 
 
-def _channel_plan(notes: Sequence[tuple[int, int, int]]) -> list[int]:
-    """A MIDI channel per (pitch, start_tick, end_tick): overlapping voices of one pitch go
-    to different channels, because on one channel a note-off ends them all."""
-    free_at: dict[tuple[int, int], int] = {}
-    channels = [c for c in range(16) if c != 9]
-    plan = []
-    for pitch, start, end in notes:
-        chosen = channels[0]
-        for c in channels:
-            if free_at.get((c, pitch), 0) <= start:
-                chosen = c
+_CHANNELS = [c for c in range(16) if c != 9]
+
+
+def _channel_plan(pitch: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """A MIDI channel per note (pitch, start tick, end tick, in list order): overlapping voices
+    of one pitch go to different channels, because on one channel a note-off ends them all.
+    Each note takes the first channel whose last note of its pitch has ended by its start."""
+    n = len(pitch)
+    plan = np.full(n, _CHANNELS[0], dtype=np.int64)
+    if not n:
+        return plan
+    order = np.argsort(pitch, kind="stable")
+    p, s, e = pitch[order], start[order], end[order]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(p[1:], p[:-1], out=first[1:])
+    group = np.cumsum(first) - 1
+    # The latest end among the earlier notes of the same pitch (kept to its pitch by lifting
+    # each pitch's ends above every earlier pitch's).
+    apart = (int(e.max()) + 1) * group
+    latest = np.maximum.accumulate(e + apart) - apart
+    before = np.where(first, 0, np.roll(latest, 1))
+    # A note that starts after every earlier note of its pitch has ended takes the first
+    # channel; only the others need the channel search below. When starts never go back
+    # within a pitch, the state the search starts from is then known: the previous note on
+    # the first channel, every other channel free by now.
+    clear = s >= before
+    if clear.all():
+        return plan
+    ordered = bool((first | (np.concatenate(([0], s[:-1])) <= s)).all())
+    todo = np.flatnonzero(~clear) if ordered else range(n)  # out of order: search every note
+    starts, ends, firsts, clears = s.tolist(), e.tolist(), first.tolist(), clear.tolist()
+    chosen = np.zeros(n, dtype=np.int64)
+    free_at: dict[int, int] = {}
+    for i in (todo.tolist() if ordered else todo):
+        if firsts[i]:
+            free_at = {}
+        elif ordered and clears[i - 1]:
+            free_at = {0: ends[i - 1]}
+        pick = 0
+        for c in range(len(_CHANNELS)):
+            if free_at.get(c, 0) <= starts[i]:
+                pick = c
                 break
-        free_at[(chosen, pitch)] = max(free_at.get((chosen, pitch), 0), end)
-        plan.append(chosen)
+        free_at[pick] = max(free_at.get(pick, 0), ends[i])
+        chosen[i] = pick
+    plan[order] = np.asarray(_CHANNELS)[chosen]
     return plan
 
 
-def _placed_tracks(tracks: Sequence[tuple[str, Sequence[StepNote]]]):
-    """(ticks per beat, [(name, channels, timed)]): each track's notes as (tick, is_on,
-    channel, pitch, velocity) in file order, and the channels it uses."""
-    last = max((n.end for _, notes in tracks for n in notes), default=0)
+class _Placed(NamedTuple):
+    """One track's messages in file order: tick, note-on or off, channel, pitch, velocity."""
+
+    name: str
+    channels: list[int]
+    tick: np.ndarray
+    is_on: np.ndarray
+    channel: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+
+
+def _placed_tracks(tracks) -> tuple[int, list[_Placed]]:
+    """(ticks per beat, each track's messages in file order and the channels it uses)."""
+    tracks = [(name, NoteArrays.of(notes)) for name, notes in tracks]
+    last = max((int(notes.end.max()) for _, notes in tracks if len(notes)), default=0)
     tps = _ticks_per_step(last)
     out = []
     for name, notes in tracks:
-        staggers = _staggers(notes, (tps - 1) // 2)
-        placed = [(n.pitch, n.start * tps + k, n.end * tps) for n, k in zip(notes, staggers)]
-        plan = _channel_plan(placed)
-        timed = []
-        for (pitch, start, end), ch, n in zip(placed, plan, notes):
-            # At one tick, note-offs go before note-ons so a re-struck pitch sounds again.
-            timed.append((start, 1, ch, pitch, max(1, min(127, n.velocity))))
-            timed.append((end, 0, ch, pitch, 0))
-        timed.sort(key=lambda e: (e[0], e[1]))
-        out.append((name, sorted(set(plan)), timed))
+        on_tick = notes.start * tps + _staggers(notes, (tps - 1) // 2)
+        off_tick = notes.end * tps
+        plan = _channel_plan(notes.pitch, on_tick, off_tick)
+        # Each note's on then off, sorted stably by (tick, on): at one tick, note-offs go
+        # before note-ons so a re-struck pitch sounds again.
+        tick = np.stack([on_tick, off_tick], axis=1).ravel()
+        is_on = np.tile(np.array([1, 0], dtype=np.int64), len(notes))
+        velocity = np.stack([np.clip(notes.velocity, 1, 127),
+                             np.zeros(len(notes), dtype=np.int64)], axis=1).ravel()
+        file_order = np.lexsort((is_on, tick))
+        out.append(_Placed(name, sorted(set(plan.tolist())), tick[file_order],
+                           is_on[file_order], np.repeat(plan, 2)[file_order],
+                           np.repeat(notes.pitch, 2)[file_order], velocity[file_order]))
     return tps * _STEPS_PER_BEAT, out
 
 
@@ -532,18 +602,20 @@ def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program
     ticks_per_beat, placed = _placed_tracks(tracks)
     mid = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
     first = True
-    for name, channels, timed in placed:
+    for t in placed:
         track = mido.MidiTrack()
-        track.append(mido.MetaMessage("track_name", name=name, time=0))
+        track.append(mido.MetaMessage("track_name", name=t.name, time=0))
         if first:
             track.append(mido.MetaMessage("set_tempo", tempo=TEMPO, time=0))
             first = False
-        for ch in channels:
+        for ch in t.channels:
             track.append(mido.Message("program_change", channel=ch, program=program, time=0))
         now = 0
-        for tick, is_on, ch, pitch, vel in timed:
+        for tick, is_on, ch, pitch, vel in zip(t.tick.tolist(), t.is_on.tolist(),
+                                               t.channel.tolist(), t.pitch.tolist(),
+                                               t.velocity.tolist()):
             kind_ = "note_on" if is_on else "note_off"
-            track.append(mido.Message(kind_, channel=ch, note=pitch, velocity=vel if is_on else 0,
+            track.append(mido.Message(kind_, channel=ch, note=pitch, velocity=vel,
                                       time=tick - now))
             now = tick
         track.append(mido.MetaMessage("end_of_track", time=0))
@@ -560,29 +632,48 @@ def _varlen(n: int) -> bytes:
     return bytes(reversed(out))
 
 
-def step_notes_to_smf(tracks: Sequence[tuple[str, Sequence[StepNote]]],
-                      program: int = 0) -> bytes:
+def _note_messages(t: _Placed) -> bytes:
+    """The track's note messages as SMF bytes: each a variable-length delta time, then its
+    status, pitch and velocity (every byte placed at once: a long session has hundreds of
+    thousands of them)."""
+    if not len(t.tick):
+        return b""
+    delta = np.diff(t.tick, prepend=0)
+    width = 1 + (delta >= 1 << 7) + (delta >= 1 << 14) + (delta >= 1 << 21)
+    size = width + 3
+    at = np.cumsum(size) - size
+    out = np.zeros(int(size.sum()), dtype=np.uint8)
+    for k in range(4):  # the k-th byte of each delta, most significant first
+        has = width > k
+        shift = 7 * (width[has] - 1 - k)
+        more = np.where(k < width[has] - 1, 0x80, 0)
+        out[at[has] + k] = ((delta[has] >> shift) & 0x7F) | more
+    status = np.where(t.is_on == 1, 0x90, 0x80) | t.channel
+    out[at + width] = status
+    out[at + width + 1] = t.pitch
+    out[at + width + 2] = t.velocity
+    return out.tobytes()
+
+
+def step_notes_to_smf(tracks, program: int = 0) -> bytes:
     """The bytes of the file ``step_notes_to_midi`` makes, written directly: a long session
     has hundreds of thousands of messages, and building a mido object for each one takes
-    seconds an instrument's shutdown does not have."""
+    seconds an instrument's shutdown does not have. Notes are ``StepNote`` lists or
+    ``NoteArrays``."""
     ticks_per_beat, placed = _placed_tracks(tracks)
     chunks = [b"MThd", (6).to_bytes(4, "big"), (1).to_bytes(2, "big"),
               len(placed).to_bytes(2, "big"), ticks_per_beat.to_bytes(2, "big")]
     first = True
-    for name, channels, timed in placed:
+    for t in placed:
         body = bytearray()
-        label = name.encode("latin-1", "replace")
+        label = t.name.encode("latin-1", "replace")
         body += b"\x00\xff\x03" + _varlen(len(label)) + label
         if first:
             body += b"\x00\xff\x51\x03" + TEMPO.to_bytes(3, "big")
             first = False
-        for ch in channels:
+        for ch in t.channels:
             body += bytes((0, 0xC0 | ch, program))
-        now = 0
-        for tick, is_on, ch, pitch, vel in timed:
-            body += _varlen(tick - now)
-            body += bytes(((0x90 if is_on else 0x80) | ch, pitch, vel if is_on else 0))
-            now = tick
+        body += _note_messages(t)
         body += b"\x00\xff\x2f\x00"
         chunks += [b"MTrk", len(body).to_bytes(4, "big"), bytes(body)]
     return b"".join(chunks)

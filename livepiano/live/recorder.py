@@ -13,12 +13,13 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import platformdirs
 
 from livepiano import LivepianoError
 from livepiano.core import codec
 from livepiano.core.messages import NOTE_OFF, NOTE_ON
-from livepiano.core.voices import Voices
+from livepiano.core.voices import pair_oldest
 from livepiano.live import journal
 
 
@@ -120,26 +121,29 @@ class Recorder:
         return saved
 
 
-def step_notes(events) -> list[codec.StepNote]:
-    """(time, on, pitch, velocity) -> notes on the 10 ms grid; a voice ends at the first
-    note-off of its pitch, unreleased voices at the last event."""
-    voices = Voices("oldest")
-    notes: list[codec.StepNote] = []
-    for t, on, pitch, velocity in events:
-        step = codec.quantize(max(t, 0.0))
-        if on:
-            voices.on(pitch, step, velocity)
-            continue
-        for v in voices.off(pitch, step):
-            notes.append(codec.StepNote(pitch, v.data, v.start, max(step, v.start + 1)))
-    last = voices.last or 0
-    for v in voices.end():
-        notes.append(codec.StepNote(v.key, v.data, v.start, max(last, v.start + 1)))
-    notes.sort(key=lambda n: (n.start, n.pitch))
-    return notes
+def step_notes(t, is_on, pitch, velocity) -> codec.NoteArrays:
+    """A track's note events (arrays, in the order played) -> notes on the 10 ms grid, sorted
+    by (start, pitch): a voice ends at the first note-off of its pitch that follows it (the
+    "oldest" rule), unreleased voices at the last event; a note lasts at least one step."""
+    step = (np.maximum(t, 0.0) * codec.STEPS_PER_SECOND + 0.5).astype(np.int64)
+    is_on = np.asarray(is_on, dtype=bool)
+    ends = pair_oldest(pitch, is_on)
+    ons = np.flatnonzero(is_on)
+    closer = ends[ons]
+    released = closer >= 0
+    start = step[ons]
+    last = int(step.max()) if len(step) else 0
+    end = np.maximum(np.where(released, step[np.maximum(closer, 0)], last), start + 1)
+    # Notes of one pitch starting in one step keep the order in which they ended.
+    ended = np.where(released, closer, len(step) + ons)
+    notes = codec.NoteArrays(np.asarray(pitch, dtype=np.int64)[ons],
+                             np.asarray(velocity, dtype=np.int64)[ons], start, end,
+                             np.zeros(len(ons), dtype=np.int64))
+    keep = np.lexsort((ended, notes.pitch, start))
+    return codec.NoteArrays(*(column[keep] for column in notes))
 
 
-def session_midi(records):
+def session_midi(records) -> bytes:
     """The bytes of the two-track MIDI file (player, livepiano) of a journal's records."""
     tracks = []
     for track, name in ((journal.PLAYER, "player"), (journal.MODEL, "livepiano")):
@@ -147,9 +151,7 @@ def session_midi(records):
         kind = r["status"] & 0xF0
         r = r[(kind == NOTE_ON) | (kind == NOTE_OFF)]
         on = ((r["status"] & 0xF0) == NOTE_ON) & (r["data2"] > 0)
-        events = zip(r["t"].tolist(), on.tolist(), r["data1"].tolist(),
-                     (r["data2"] * on).tolist())
-        tracks.append((name, step_notes(events)))
+        tracks.append((name, step_notes(r["t"], on, r["data1"], r["data2"])))
     return codec.step_notes_to_smf(tracks)
 
 
