@@ -105,6 +105,7 @@ class Scheduler:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.sounding = Voices("oldest")  # keys (channel, pitch)
         self.lateness: deque = deque(maxlen=keep_lateness)  # seconds, one per deadline
+        self.deadlines: deque = deque(maxlen=keep_lateness)  # the deadline of each of them
         self.error: BaseException | None = None
         self._heap: list = []  # (deadline, seq, message, tag)
         self._spin = SPIN_S  # run() shortens it once the thread has SCHED_FIFO
@@ -238,6 +239,7 @@ class Scheduler:
             now = self.clock()
         self._track(message)
         if deadline is not None:
+            self.deadlines.append(deadline)
             self.lateness.append(now - deadline)
             if self.on_sent is not None:
                 self.on_sent(now, message)

@@ -78,6 +78,7 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     from livepiano.live.session import WAKE_S, Collector, MainPriority, engine_priority
     from livepiano.runtime.engine import Engine
     from livepiano.tools.bench.timing import NullOut, steal_ms
+    from livepiano.tools.bench.witness import Witness, overlapping
 
     events, length = _pianist_events(pianist_file())
     engine = Engine(model_path, temperature=1.0, seed=seed)
@@ -117,6 +118,9 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
     rss = [(0.0, _rss_mb())]
     minutes_out: list[dict] = []
     late: list[float] = []
+    over_1ms: list[tuple[float, float]] = []  # (deadline, lateness) of every deadline > 1 ms
+    witness = Witness()
+    witness.start()
     t0 = clock()
     for t in threads:
         t.start()
@@ -132,7 +136,10 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
             next_flush += journal.FLUSH_S
             recorder.journal.flush()
             while scheduler.lateness:
-                late.append(scheduler.lateness.popleft())
+                deadline, lateness = scheduler.deadlines.popleft(), scheduler.lateness.popleft()
+                late.append(lateness)
+                if lateness > 0.001:
+                    over_1ms.append((deadline, lateness))
             now = clock()
             rss.append((now - t0, _rss_mb()))
             if loop.error or scheduler.error:
@@ -150,7 +157,8 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
                     "rss_mb": round(rss[-1][1], 1),
                     "steal_ms": (steal - steal_at_minute if None not in (steal, steal_at_minute)
                                  else None),
-                    "loadavg_1m": round(os.getloadavg()[0], 2)})
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
+                    "minute_start": next_minute - 60.0, "minute_end": now})
                 late.clear()
                 steal_at_minute = steal
                 next_minute += 60.0
@@ -168,6 +176,15 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
         gc.callbacks.remove(pauses)
         collector.stop()
         main_priority.end()
+        witness.stop()
+    for m in minutes_out:
+        m["machine_max_us"] = round(witness.minute_max(m.pop("minute_start"),
+                                                        m.pop("minute_end")) * 1e6, 1)
+    late_at = np.asarray([d for d, _ in over_1ms])
+    late_s = np.asarray([v for _, v in over_1ms])
+    stalled = witness.stalled(late_at, late_s)
+    gc_end = pauses.at[:pauses.n]
+    in_gc = overlapping(late_at, late_s, gc_end - pauses.seconds[:pauses.n], gc_end)
     t_save = clock()
     saved = recorder.save()
     save_s = clock() - t_save
@@ -182,6 +199,15 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
         "minutes": minutes_out,
         "lateness_us_p99_worst_minute": max((m["p99_us"] or 0) for m in minutes_out),
         "lateness_us_max": max((m["max_us"] or 0) for m in minutes_out),
+        "late_over_1ms": int(late_s.size),
+        "late_over_1ms_in_machine_stalls": int(stalled.sum()),
+        "late_over_1ms_in_gc": int(in_gc.sum()),
+        "late_over_1ms_in_gc_not_stalls": int((in_gc & ~stalled).sum()),
+        "lateness_us_max_outside_machine_stalls": (round(float(late_s[~stalled].max()) * 1e6, 1)
+                                                   if (~stalled).any() else None),
+        "witness": witness.note, "witness_wakes": witness.wakes,
+        "machine_stall_us_max": round(float(witness.lateness.max()) * 1e6, 1)
+        if len(witness.lateness) else 0.0,
         "rss_mb_start": round(float(mb[0]), 1), "rss_mb_end": round(float(mb[-1]), 1),
         "rss_mb_per_min_after_first": round(slope, 3) if slope is not None else None,
         "gc_collections": int(pauses.n),
@@ -219,7 +245,7 @@ def bench(args) -> dict:
     say("minute  deadlines  lateness p50    p99      max (µs)  full GCs  RSS MB  load   "
         "stolen ms")
 
-    def minute(m: dict) -> None:
+    def minute(m: dict) -> None:  # the machine's own stalls are known only at the end
         say(f"{m['minute']:6d}  {m['deadlines']:9d}  {m['p50_us'] or 0:12.1f} "
             f"{m['p99_us'] or 0:8.1f} {m['max_us'] or 0:8.1f}  {m['gc_full']:8d}  "
             f"{m['rss_mb']:6.1f}  {m['loadavg_1m']:5.2f}  {m['steal_ms']}")
@@ -228,6 +254,14 @@ def bench(args) -> dict:
              seed=getattr(args, "seed", 0), progress=minute)
     say(f"lateness     worst minute's p99 {r['lateness_us_p99_worst_minute']:.1f} µs; max "
         f"{r['lateness_us_max']:.1f} µs over the run")
+    say(f"witnesses    bare processes beside it ({r['witness']}) woke up to "
+        f"{r['machine_stall_us_max']:.1f} µs late; their worst per minute: "
+        + ", ".join(f"{m['machine_max_us'] / 1000:.1f}" for m in r["minutes"]) + " ms")
+    outside = r["lateness_us_max_outside_machine_stalls"]
+    say(f"late > 1 ms  {r['late_over_1ms']} deadlines, {r['late_over_1ms_in_machine_stalls']} of "
+        f"them while a witness too was late, {r['late_over_1ms_in_gc_not_stalls']} others during a "
+        f"garbage collection; max outside the witnesses' stalls "
+        + (f"{outside:.1f} µs" if outside is not None else "none"))
     say(f"memory       RSS {r['rss_mb_start']} MB at the start, {r['rss_mb_end']} MB at the "
         f"end; {r['rss_mb_per_min_after_first']} MB/min after the first minute")
     say(f"gc           {r['gc_collections']} collections ({r['gc_full_collections']} full); "
