@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import pickle
 import warnings
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from livepiano import LivepianoError
 from livepiano.core import codec
+from livepiano.learn import checkpoint
 
 OPSET = 17
 TOLERANCE = 1e-3
@@ -35,42 +35,10 @@ PARITY_SHAPES = ((1, 1), (1, 64), (3, 1), (3, 64))  # (B, T)
 
 def load_checkpoint(path: str | os.PathLike):
     """(model in eval mode, checkpoint dict) of a checkpoint written by `livepiano train`."""
-    import torch
-
-    from livepiano.learn.network import ModelConfig, PerformanceRNN
-
-    path = Path(path)
-    if not path.is_file():
-        raise LivepianoError(f"no checkpoint at {path}; "
-                             f"give the .pt file that `livepiano train` wrote.")
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Resume state may hold objects the safe loader refuses; this is our own file.
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise LivepianoError(f"{path} is not a readable torch checkpoint ({type(e).__name__}); "
-                             f"give a checkpoint written by `livepiano train`.") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise LivepianoError(f"{path} is not a livepiano checkpoint (no config/model entries); "
-                             f"give a checkpoint written by `livepiano train`.")
-    known = set(ModelConfig.__dataclass_fields__)
-    config = ModelConfig(**{k: v for k, v in dict(ckpt["config"]).items() if k in known})
-    model = PerformanceRNN(config)
-    state = {}
-    for k, v in ckpt["model"].items():
-        for prefix in ("_orig_mod.", "module."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        state[k] = v
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise LivepianoError(f"{path}: the weights do not fit the model its config describes "
-                             f"({str(e).splitlines()[0]}); the checkpoint is damaged.") from None
+    state = checkpoint.read(path)
+    model = checkpoint.network(state, path)
     model.eval()
-    return model, ckpt
+    return model, state
 
 
 class _OnnxGraph:

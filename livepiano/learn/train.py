@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from livepiano import LivepianoError
 from livepiano.core import codec
-from livepiano.learn import dataset
+from livepiano.learn import checkpoint, dataset
 from livepiano.learn.network import ModelConfig, PerformanceRNN
 from livepiano.learn.plan import DECAYS, PLANS, TrainConfig, lr_at
 
@@ -115,25 +115,6 @@ def nll_sum(model: PerformanceRNN, segments: list[np.ndarray], device,
     return total, count
 
 
-def _save(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint behind
-
-
-def _load(path: Path, what: str) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise LivepianoError(f"{path} is not a readable checkpoint ({type(e).__name__}); "
-                             f"give a .pt file written by `livepiano train` {what}.") from None
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise LivepianoError(f"{path} is not a livepiano checkpoint; "
-                             f"give a .pt file written by `livepiano train` {what}.")
-    return state
-
-
 class _Lane:
     """One lane of the batch: its random generator, its window, where it is in it, its
     control vector."""
@@ -205,7 +186,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     out = Path(cfg.out)
     state = None
     if resume and out.exists():
-        state = _load(out, "to resume from")
+        state = checkpoint.read(out, "to resume from")
         if "world_size" not in state:
             raise LivepianoError(f"{out} was written by an earlier livepiano whose runs cannot be "
                                  f"resumed; start a new run from its weights with "
@@ -218,16 +199,17 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
             f"written by {state['world_size']} process(es))")
     init = None
     if state is None and cfg.init_from:
-        init = _load(Path(cfg.init_from), "to start from")
+        init = checkpoint.read(cfg.init_from, "to start from")
         shape = {k: v for k, v in init["config"].items() if k in ModelConfig.__dataclass_fields__}
         mcfg = ModelConfig(**{**shape, "dropout": cfg.dropout})
     elif state is None:
         mcfg = ModelConfig(embedding=cfg.embedding, hidden=cfg.hidden, layers=cfg.layers,
                            dropout=cfg.dropout,
                            control_dim=codec.CONTROL_DIM if cfg.conditioned else 0)
-    model = PerformanceRNN(mcfg)
     if init is not None:
-        model.load_state_dict(init["model"])
+        model = checkpoint.network(init, cfg.init_from, dropout=cfg.dropout)
+    else:
+        model = PerformanceRNN(mcfg)
     model.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
@@ -313,7 +295,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
         dist.gather_object(obj, bucket, dst=0)
         return bucket
 
-    def checkpoint(val_nll=None) -> None:
+    def save_checkpoint(val_nll=None) -> None:
         mine_state = {"lanes": [lane.state() for lane in lanes],
                       "h": h.detach().float().cpu(), "c": c.detach().float().cpu(),
                       "torch_rng": torch.get_rng_state(),
@@ -348,7 +330,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                        "torch_rng": [part["torch_rng"] for part in parts],
                        "cuda_rng": [part["cuda_rng"] for part in parts]},
         }
-        _save(out, payload)
+        checkpoint.write(out, payload)
 
     def spent() -> float:
         return seconds_before + time.monotonic() - t_start
@@ -468,7 +450,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
                 log(f"\nstep {step}: validation NLL {v:.4f} nats/event ({tokens:,} tokens)")
                 last_eval = elapsed
             if elapsed - last_ckpt >= cfg.checkpoint_every_minutes * 60:
-                checkpoint()
+                save_checkpoint()
                 last_ckpt = elapsed
     finally:
         windows.close()
@@ -477,7 +459,7 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     if bar is not None:
         bar.close()
     v = evaluate()
-    checkpoint(v)
+    save_checkpoint(v)
     log(f"stopped ({stop['why']}) at step {step}: {tokens:,} tokens "
         f"({tokens / train_tokens:.3f} epochs), validation NLL {v:.4f} nats/event; saved {out}")
     return {"step": step, "tokens": tokens, "val_nll": v, "history": history, "model": model}
