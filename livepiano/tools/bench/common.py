@@ -1,9 +1,11 @@
 """What the benchmarks share: real-time priority for the measuring thread, percentiles, the
-model card's summary line."""
+model card's summary line, duet calls cut from recorded performances."""
 
 from __future__ import annotations
 
 import os
+
+CALL_SECONDS = (1.5, 2.5, 2.0, 3.5, 1.8, 3.0)  # the lengths calls are cut at, in turn
 
 # MAESTRO's mean rate of performance events (≈ 45 events/s): a 30-second priming chunk.
 PRIME_CHUNK_TOKENS = 1350
@@ -42,3 +44,46 @@ def card_summary(path) -> str:
     return (f"  ({model.get('layers')}x{model.get('hidden')}, {training.get('epochs')} epochs, "
             f"validation NLL {nll})")
 
+
+
+def cut_calls(performances, wait: float, *, count: int | None = None,
+              seconds: float | None = None, between: float = 0.0) -> list[list[tuple]]:
+    """Duet calls cut from the performances in turn (each a list of (start, end, pitch,
+    velocity) sorted by start), lengths cycling through CALL_SECONDS: the notes starting in a
+    window (ends kept, at most 0.4 s past it), shifted to start at 0; a window with a silence
+    of ``wait`` - 0.1 s inside (it would be two calls), or under 3 notes, is passed over.
+    Stops at ``count`` calls, or when the calls, their answers (each about as long) and
+    ``between`` after each fill ``seconds``, or when the performances run out."""
+    cursors: list[float | None] = [0.0] * len(performances)
+    calls: list[list[tuple]] = []
+    filled, k = 0.0, 0
+    while ((count is None or len(calls) < count) and (seconds is None or filled < seconds)
+           and any(c is not None for c in cursors)):
+        i = k % len(performances)
+        k += 1
+        notes, a = performances[i], cursors[i]
+        if a is None:
+            continue
+        length = CALL_SECONDS[len(calls) % len(CALL_SECONDS)]
+        last = notes[-1][0] if notes else -1.0
+        while a is not None:
+            if a > last:
+                a = None
+                break
+            window = [n for n in notes if a <= n[0] < a + length]
+            if len(window) >= 3:
+                first = window[0][0]
+                cut = [(s - first, min(e, a + length + 0.4) - first, p, v)
+                       for s, e, p, v in window]
+                covered, gap = 0.0, 0.0
+                for s, e, _, _ in cut:
+                    gap = max(gap, s - covered)
+                    covered = max(covered, e)
+                if gap < wait - 0.1:
+                    calls.append(cut)
+                    filled += 2 * max(e for _, e, _, _ in cut) + wait + between
+                    a += length + 0.5
+                    break
+            a += 0.5
+        cursors[i] = a
+    return calls

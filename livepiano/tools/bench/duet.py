@@ -8,7 +8,7 @@ import os
 from livepiano.core import messages
 from livepiano.core.voices import Voices
 from livepiano.settings.schema import DUET
-from livepiano.tools.bench.common import card_summary
+from livepiano.tools.bench.common import card_summary, cut_calls
 
 
 def _duet_sources(data: str | None, limit: int = 8) -> tuple[list[list[tuple]], str]:
@@ -36,40 +36,6 @@ def _duet_sources(data: str | None, limit: int = 8) -> tuple[list[list[tuple]], 
     return ([[(n.start * step, n.end * step, n.pitch, n.velocity)
               for n in codec.tokens_to_step_notes(a[:20000])] for a in arrays],
             f"{len(arrays)} performances of {data}" + (f" ({split} split)" if split else ""))
-
-
-def _duet_calls(sources, count: int, wait: float) -> list[list[tuple]]:
-    """``count`` calls cut from the sources in turn: the notes starting in a window (their
-    ends kept, at most 0.4 s past it), shifted to start at 0; a window whose notes leave a
-    silence of ``wait`` - 0.1 s inside is passed over (it would be two calls)."""
-    cursors = [0.0] * len(sources)
-    calls: list[list[tuple]] = []
-    k = 0
-    while len(calls) < count and any(c is not None for c in cursors):
-        i = k % len(sources)
-        k += 1
-        notes, a = sources[i], cursors[i]
-        if a is None:
-            continue
-        length = DUET_CALL_SECONDS[len(calls) % len(DUET_CALL_SECONDS)]
-        for _ in range(200):
-            window = [n for n in notes if a <= n[0] < a + length]
-            if not window and a > max((n[0] for n in notes), default=0.0):
-                a = None
-                break
-            first = min((n[0] for n in window), default=a)
-            cut = [(s - first, min(e, a + length + 0.4) - first, p, v) for s, e, p, v in window]
-            covered, gap = 0.0, 0.0
-            for s, e, _, _ in sorted(cut):
-                gap = max(gap, s - covered)
-                covered = max(covered, e)
-            if len(cut) >= 3 and gap < wait - 0.1:
-                calls.append(cut)
-                a += length + 0.5
-                break
-            a += 0.5
-        cursors[i] = a
-    return calls
 
 
 class _QueueInput:
@@ -260,7 +226,7 @@ def bench(args) -> dict:
     wait = float(getattr(args, "wait", None) or DUET["wait"].default)
     count = max(20, int(getattr(args, "calls", 21) or 21))
     sources, where = _duet_sources(getattr(args, "data", None))
-    calls = _duet_calls(sources, count, wait)
+    calls = cut_calls(sources, wait, count=count)
     if len(calls) < 20:
         from livepiano import LivepianoError
 
@@ -342,7 +308,6 @@ def bench(args) -> dict:
     return result
 
 
-DUET_CALL_SECONDS = (1.5, 2.5, 2.0, 3.5, 1.8, 3.0)  # the lengths calls are cut at, in turn
 
 
 DUET_BARGE_EVERY = 3  # every third answer is interrupted by the next call

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from livepiano import LivepianoError
+from livepiano.tools.bench.common import cut_calls
 
 WINDOW_S = 10.0
 HELD_S = 5.0  # a note this long or longer counts as held
@@ -41,7 +42,6 @@ REFERENCE_SEED = 0
 ACCOMPANY_S = 60.0
 PIANIST_RATE = (8.0, 10.0)  # notes/s of the pianist's 60 s in continuous mode
 DUET_S = 600.0
-CALL_SECONDS = (1.5, 2.5, 2.0, 3.5, 1.8, 3.0)  # the lengths calls are cut at, in turn
 CALL_GAP_S = 0.3  # silence between an answer's end and the next call
 # beside the repository, as the README's `livepiano prepare` example has it
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "maestro-v3.0.0"
@@ -428,45 +428,6 @@ def accompaniment(model_path, pianist: dict, seed: int = 1, seconds: float = ACC
 
 # --- the long duet --------------------------------------------------------------------------
 
-def cut_calls(performances: Sequence[list], wait: float, total: float) -> list[list[tuple]]:
-    """Calls cut in turn from the performances, lengths cycling through CALL_SECONDS: the
-    notes starting in a window (ends kept, at most 0.4 s past it), shifted to start at 0;
-    a window with a silence of ``wait`` - 0.1 s inside, or under 3 notes, is passed over.
-    Enough for ``total`` seconds of calls and answers (each answer about as long)."""
-    cursors = [0.0] * len(performances)
-    calls: list[list[tuple]] = []
-    budget, k = 0.0, 0
-    while budget < total and any(c is not None for c in cursors):
-        i = k % len(performances)
-        k += 1
-        notes, a = performances[i], cursors[i]
-        if a is None:
-            continue
-        length = CALL_SECONDS[len(calls) % len(CALL_SECONDS)]
-        last = notes[-1][0]
-        while a is not None:
-            if a > last:
-                a = None
-                break
-            window = [n for n in notes if a <= n[0] < a + length]
-            if len(window) >= 3:
-                first = window[0][0]
-                cut = [(s - first, min(e, a + length + 0.4) - first, p, v)
-                       for s, e, p, v in window]
-                covered, gap = 0.0, 0.0
-                for s, e, _, _ in cut:
-                    gap = max(gap, s - covered)
-                    covered = max(covered, e)
-                if gap < wait - 0.1:
-                    calls.append(cut)
-                    budget += 2 * max(e for _, e, _, _ in cut) + wait + CALL_GAP_S
-                    a += length + 0.5
-                    break
-            a += 0.5
-        cursors[i] = a
-    return calls
-
-
 def long_duet(model_path, files: Sequence[str], seed: int = 1, seconds: float = DUET_S) -> dict:
     """``duet_*`` figures: calls and answers for ``seconds`` on the simulated clock, one
     engine and one ``DuetMode`` throughout (the state kept across calls, as in play)."""
@@ -475,7 +436,7 @@ def long_duet(model_path, files: Sequence[str], seed: int = 1, seconds: float = 
 
     settings = dict(schema.defaults(), mode="duet")
     performances = [n for n in (file_notes(Path(f)) for f in files[:6]) if n]
-    calls = cut_calls(performances, settings["wait"], seconds)
+    calls = cut_calls(performances, settings["wait"], seconds=seconds, between=CALL_GAP_S)
     engine = session_engine(model_path, seed, accompany=True)
     mode = make_mode(settings)
     sim = SimSession(engine, mode)
