@@ -1,6 +1,8 @@
 """Settings and knob bindings: one schema, the defaults in one place, one YAML reader whose
 errors name the file, the line, the key and what is allowed, and one writer that rewrites
-only the keys it is given.
+only the keys it is given. A setting that a knob also drives (temperature, density, mode,
+the duet's wait and longest answer) takes the knob's default from ``params``, so the two
+never disagree.
 
 One file can hold it all: `livepiano play` reads ``livepiano.yaml`` in the user's config
 folder when it is there (``$LIVEPIANO_CONFIG`` names another; ``--config FILE`` too): a flat
@@ -64,14 +66,15 @@ ANSWER_S = (0.5, 120.0)  # the range of an answer's target length
 
 
 DUET: dict[str, Setting] = {
-    "wait": Setting(0.6, seconds(0.05, 10.0),
+    "wait": Setting(PARAMS["duet_wait"].default, seconds(0.05, 10.0),
                     "silence (no key, no pedal, no event) that ends a call"),
     "min_call_notes": Setting(2, whole(1, 100, integral_floats=True),
                               "fewest note-ons a call needs to be answered"),
     "min_call_s": Setting(0.3, seconds(0.0, 10.0),
                           "shortest call answered (first note-on to phrase end)"),
     "min_answer": Setting(2.0, seconds(*ANSWER_S), "shortest answer (target length)"),
-    "max_answer": Setting(16.0, seconds(*ANSWER_S), "longest answer (target length)"),
+    "max_answer": Setting(PARAMS["answer_length"].default, seconds(*ANSWER_S),
+                          "longest answer (target length)"),
     "grace": Setting(2.0, seconds(0.0, 10.0),
                      "after the target, how long an answer may go on looking for a pause "
                      "before it is cut"),
@@ -95,8 +98,9 @@ SCHEMA: dict[str, Setting] = {
                                        "the default sound device",
                    "a virtual port named livepiano"),
     "channel": Setting(1, number(1, 16, int), "MIDI channel of the model's notes, 1-16"),
-    "mode": Setting("continuous", choice(*MODES), "how the model takes turns with you"),
-    "temperature": Setting(1.0, number(0.05, 5.0), "sampling temperature"),
+    "mode": Setting(PARAMS["mode"].default, choice(*MODES), "how the model takes turns with you"),
+    "temperature": Setting(PARAMS["temperature"].default, number(0.05, 5.0),
+                           "sampling temperature"),
     "lookahead_ms": Setting(100, number(10, 1000, int),
                             "how far ahead of the clock the model may generate, in ms"),
     "echo": Setting(False, flag, "send your notes to the output too"),
@@ -193,7 +197,7 @@ def duet_settings(s: Mapping[str, Any]) -> dict[str, Any]:
 SCHEMA.update({
     "steer": Setting(True, flag, "keep the model's note density near `density` (and, in "
                                  "play, near yours); false: the model's own"),
-    "density": Setting(PARAMS["density"].default, number(0.5, 30.0),  # the knob's own default
+    "density": Setting(PARAMS["density"].default, number(0.5, 30.0),
                        "notes per second the model aims for when it plays alone, and the "
                        "most it plays when it accompanies you"),
     "accompany_ratio": Setting(0.8, number(0.1, 2.0),
