@@ -249,8 +249,11 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
             "data": {"source": data.get("source"), "cache": data.get("cache"),
                      "files": data.get("train_files"), "tokens": data.get("train_tokens")},
             "licence": LICENCE,
-            "steps": ckpt.get("step"),
+            "steps": ckpt.get("step"),  # of this run; tokens and epochs count from the start
             "tokens": ckpt.get("tokens_seen", ckpt.get("tokens")),  # "tokens" before torchrun
+            **({"continued_from": {"checkpoint": str(meta["init_from"].get("path")),
+                                   "tokens": meta["init_from"].get("tokens_seen")}}
+               if isinstance(meta.get("init_from"), dict) else {}),
             "processes": ckpt.get("world_size"),
             "epochs": None if ckpt.get("epochs") is None else round(float(ckpt["epochs"]), 3),
             "augment": meta.get("augment"),
