@@ -24,7 +24,7 @@ def test_overlapping_finds_the_intervals_that_meet():
 
 
 def test_a_witness_that_is_held_up_says_when_and_for_how_long():
-    witness = Witness(cpus=[sorted(os.sched_getaffinity(0))[0]])
+    witness = Witness()
     witness.start()
     try:
         time.sleep(0.2)
@@ -35,7 +35,7 @@ def test_a_witness_that_is_held_up_says_when_and_for_how_long():
         time.sleep(0.2)
     finally:
         witness.stop()
-    assert witness.wakes > 100
+    assert witness.wakes > 100 * len(witness.cpus)
     worst = int(np.argmax(witness.lateness))
     assert witness.lateness[worst] > 0.04
     assert abs(witness.deadline[worst] - held) < 0.01
