@@ -10,6 +10,7 @@ import os
 import signal
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -150,15 +151,26 @@ def test_ctrl_c_again_and_again_during_the_save_of_a_two_hour_session(
             chunk += rec.pack(t, i % 2, 0x90 if i % 4 < 2 else 0x80, 40 + (i // 4) % 48, 70)
         with open(journal.journal_path(record), "ab") as f:
             f.write(chunk)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.4)  # releasing, then saving
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        # Ctrl-C, then Ctrl-C again every 20 ms through the release until the save (a few
+        # tenths of a second) answers one, then once more.
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        presses = 0
+        while proc.poll() is None and presses < 500 and not any("saving…" in x for x in lines):
+            proc.send_signal(signal.SIGINT)
+            presses += 1
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            presses += 1
+        proc.wait(60)
+        reader.join(10)
+        err = "".join(lines)
     finally:
         cap.close()
     assert proc.returncode == 0, err
+    assert presses > 3, presses
     assert "saving…" in err and "interrupted." not in err.replace("interrupted (Ctrl-C)", "")
     assert "Traceback" not in err and "every note released" in err
     notes = codec.read_midi(record.read_bytes())[0]

@@ -90,6 +90,7 @@ class Session:
         self._stop = threading.Event()
         self._wake = threading.Event()  # the main thread's: a stop, or a knob change to show
         self.save_s: float | None = None  # how long the save at the end took
+        self._ending = "saving"  # what a Ctrl-C during the ending is told
         # For code that runs a session in-process (the demo): set once its threads are
         # playing; the scheduler's lateness figures once it has ended.
         self.playing = threading.Event()
@@ -240,8 +241,11 @@ class Session:
         _disarm_watchdog()
         server_gone = server is not None and server.gone.is_set()
         released = scheduler.released and not server_gone and _present(outp)
+        # From here on a Ctrl-C changes nothing: the save must finish, and after it the
+        # ports close within CLOSE_WAIT_S; the handlers come back only when all is done.
+        self._ending = "saving"
         for sig in old_handlers:
-            signal.signal(sig, self._on_signal_saving)
+            signal.signal(sig, self._on_signal_ending)
         t0 = time.monotonic()
         try:
             where = f"session saved to {recorder.save()}"
@@ -261,26 +265,31 @@ class Session:
                  f"{recorder.notes_in()} notes in, {recorder.notes_out()} out; scheduler "
                  f"lateness p99 {timing['lateness_us_p99'] / 1000:.2f} ms "
                  f"({scheduler.realtime_note}).")
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
-        # Closing a client waits for the MIDI system (a stalled JACK server can take
-        # seconds); the notes are released and the session saved, so do not wait long.
-        _arm_watchdog()
-        if server_gone:
-            return  # nothing to close on a server that is not there; libjack may hang in it
+        self._ending = "closing the ports"
+        try:
+            # Closing a client waits for the MIDI system (a stalled JACK server can take
+            # seconds); the notes are released and the session saved, so do not wait long.
+            _arm_watchdog()
+            if server_gone:
+                return  # nothing to close on a server that is not there; libjack may hang
+            closing = threading.Thread(target=self._close, args=(inp, outp, server),
+                                       daemon=True)
+            closing.start()
+            closing.join(CLOSE_WAIT_S)
+            _disarm_watchdog()
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
 
-        def close() -> None:
-            inp.close()
-            outp.close()
-            if server is not None:
-                server.close()
-        closing = threading.Thread(target=close, daemon=True)
-        closing.start()
-        closing.join(CLOSE_WAIT_S)
-        _disarm_watchdog()
+    @staticmethod
+    def _close(inp, outp, server) -> None:
+        inp.close()
+        outp.close()
+        if server is not None:
+            server.close()
 
-    def _on_signal_saving(self, _signum, _frame) -> None:
-        self.out.write("livepiano: saving…\n")
+    def _on_signal_ending(self, _signum, _frame) -> None:
+        self.out.write(f"livepiano: {self._ending}…\n")
         self.out.flush()
 
     def _on_signal(self, signum, _frame) -> None:
