@@ -154,8 +154,13 @@ def train(cfg: TrainConfig, resume: bool = True, log=print) -> dict:
     if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(cfg, resume, log if rank == 0 else (lambda *a, **k: None),
-                      rank, world, device)
+        result = _train(cfg, resume, log if rank == 0 else (lambda *a, **k: None),
+                        rank, world, device)
+        if owns_group:
+            # No rank tears its connections down while another may still be in a collective
+            # (gloo then aborts that process).
+            dist.barrier()
+        return result
     finally:
         if owns_group:
             dist.destroy_process_group()
