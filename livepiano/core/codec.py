@@ -540,11 +540,11 @@ def _channel_plan(pitch: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.n
     if clear.all():
         return plan
     ordered = bool((first | (np.concatenate(([0], s[:-1])) <= s)).all())
-    todo = np.flatnonzero(~clear) if ordered else range(n)  # out of order: search every note
+    todo = np.flatnonzero(~clear).tolist() if ordered else range(n)  # else search every note
     starts, ends, firsts, clears = s.tolist(), e.tolist(), first.tolist(), clear.tolist()
     chosen = np.zeros(n, dtype=np.int64)
     free_at: dict[int, int] = {}
-    for i in (todo.tolist() if ordered else todo):
+    for i in todo:
         if firsts[i]:
             free_at = {}
         elif ordered and clears[i - 1]:
@@ -623,13 +623,28 @@ def step_notes_to_midi(tracks: Sequence[tuple[str, Sequence[StepNote]]], program
     return mid
 
 
+def _varlen_widths(values: np.ndarray) -> np.ndarray:
+    """Bytes of each value as an SMF variable-length quantity (values below 2**28)."""
+    return 1 + (values >= 1 << 7) + (values >= 1 << 14) + (values >= 1 << 21)
+
+
+def _put_varlens(out: np.ndarray, at: np.ndarray, values: np.ndarray,
+                 width: np.ndarray) -> None:
+    """Write each value as a variable-length quantity of ``width`` bytes into ``out`` at
+    ``at``: seven bits a byte, most significant first, the high bit set on all but the last."""
+    for k in range(4):
+        has = width > k
+        shift = 7 * (width[has] - 1 - k)
+        more = np.where(k < width[has] - 1, 0x80, 0)
+        out[at[has] + k] = ((values[has] >> shift) & 0x7F) | more
+
+
 def _varlen(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
+    values = np.array([n], dtype=np.int64)
+    width = _varlen_widths(values)
+    out = np.zeros(int(width[0]), dtype=np.uint8)
+    _put_varlens(out, np.zeros(1, dtype=np.int64), values, width)
+    return out.tobytes()
 
 
 def _note_messages(t: _Placed) -> bytes:
@@ -639,17 +654,12 @@ def _note_messages(t: _Placed) -> bytes:
     if not len(t.tick):
         return b""
     delta = np.diff(t.tick, prepend=0)
-    width = 1 + (delta >= 1 << 7) + (delta >= 1 << 14) + (delta >= 1 << 21)
+    width = _varlen_widths(delta)
     size = width + 3
     at = np.cumsum(size) - size
     out = np.zeros(int(size.sum()), dtype=np.uint8)
-    for k in range(4):  # the k-th byte of each delta, most significant first
-        has = width > k
-        shift = 7 * (width[has] - 1 - k)
-        more = np.where(k < width[has] - 1, 0x80, 0)
-        out[at[has] + k] = ((delta[has] >> shift) & 0x7F) | more
-    status = np.where(t.is_on == 1, 0x90, 0x80) | t.channel
-    out[at + width] = status
+    _put_varlens(out, at, delta, width)
+    out[at + width] = np.where(t.is_on == 1, 0x90, 0x80) | t.channel
     out[at + width + 1] = t.pitch
     out[at + width + 2] = t.velocity
     return out.tobytes()

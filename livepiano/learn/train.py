@@ -205,15 +205,13 @@ def _train(cfg: TrainConfig, resume: bool, log, rank: int, world: int, device) -
     init = None
     if state is None and cfg.init_from:
         init = checkpoint.read(cfg.init_from, "to start from")
-        shape = {k: v for k, v in init["config"].items() if k in ModelConfig.__dataclass_fields__}
-        mcfg = ModelConfig(**{**shape, "dropout": cfg.dropout})
-    elif state is None:
-        mcfg = ModelConfig(embedding=cfg.embedding, hidden=cfg.hidden, layers=cfg.layers,
-                           dropout=cfg.dropout,
-                           control_dim=codec.CONTROL_DIM if cfg.conditioned else 0)
-    if init is not None:
         model = checkpoint.network(init, cfg.init_from, dropout=cfg.dropout)
+        mcfg = model.config
     else:
+        if state is None:
+            mcfg = ModelConfig(embedding=cfg.embedding, hidden=cfg.hidden, layers=cfg.layers,
+                               dropout=cfg.dropout,
+                               control_dim=codec.CONTROL_DIM if cfg.conditioned else 0)
         model = PerformanceRNN(mcfg)
     model.to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
