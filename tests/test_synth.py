@@ -215,7 +215,7 @@ def _sound_device_opens() -> bool:
         return False
 
 
-@pytest.mark.skipif(_sound_device_opens(), reason="a sound device is here: it would play")
+@pytest.mark.skipif(_sound_device_opens(), reason="platform: a sound device is here: it would play")
 def test_play_out_builtin_without_a_sound_device_is_one_line(tmp_path):
     env = _no_fluidsynth_env(tmp_path)
     r = _cli(["play", "--out", "builtin"], env, tmp_path, timeout=60)
