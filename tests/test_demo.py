@@ -107,7 +107,8 @@ def test_the_primer_is_found_and_cut_into_released_calls():
         assert not +down and not pedal, "a call must end with every key and the pedal up"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="platform: the Linux choice of systems")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="platform: the Linux choice of systems")
 def test_without_a_midi_system_the_demo_takes_in_process_ports(monkeypatch):
     from livepiano.tools import jack
 

@@ -12,6 +12,7 @@ import time
 
 import mido
 import pytest
+from jackserver import REPO, livepiano_env, read_only
 
 from livepiano import LivepianoError
 from livepiano.core import codec
@@ -120,17 +121,40 @@ def test_record_path_is_checked_before_playing(tmp_path):
     assert path == tmp_path / "new.mid" and note is None
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+_OPEN_IN = """
+import sys
+from pathlib import Path
+
+from livepiano import LivepianoError
+from livepiano.live.recorder import open_journal, record_path
+
+folder = Path(sys.argv[1])
+try:
+    (folder / "probe").write_text("x")
+    print("the folder takes files")
+except OSError:
+    pass
+path, _ = record_path(str(folder / "s.mid"))
+try:
+    open_journal(path, 0.0)
+    print("accepted")
+except LivepianoError as e:
+    print("refused:", e)
+"""
+
+
 def test_a_read_only_folder_fails_at_start(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        path, _ = record_path(str(folder / "s.mid"))
-        with pytest.raises(LivepianoError, match="cannot write the recording"):
-            open_journal(path, 0.0)
-    finally:
-        folder.chmod(0o700)
+    with read_only(folder) as wrap:
+        done = subprocess.run(wrap([sys.executable, "-c", _OPEN_IN, folder]),
+                              capture_output=True, text=True, timeout=60, cwd=REPO,
+                              env=livepiano_env(os.environ))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("refused: cannot write the recording to "
+                                                   f"{folder} "), done.stdout
+    assert list(folder.iterdir()) == []
 
 
 def test_two_hours_save_in_seconds(tmp_path):

@@ -192,7 +192,8 @@ def test_playing_never_imports_torch(tmp_path):
         cap = Capture("synth", jack.env)
         env, log = _watching_torch(jack.env, tmp_path)
         proc = subprocess.Popen([sys.executable, "-m", "livepiano.cli", "play", "--api", "jack",
-                                 "--out", "synth", "--record", str(tmp_path / "s.mid"), "--seed", "1"],
+                                 "--out", "synth", "--record", str(tmp_path / "s.mid"),
+                                 "--seed", "1"],
                                 env=env, cwd=PACKAGE.parent, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent())
         try:

@@ -73,7 +73,8 @@ def test_an_api_this_rtmidi_lacks_says_which_it_has():
         ports.resolve_api(missing[0])
 
 
-@pytest.mark.skipif(Path("/dev/snd/seq").exists(), reason="platform: this machine has an ALSA sequencer")
+@pytest.mark.skipif(Path("/dev/snd/seq").exists(),
+                    reason="platform: this machine has an ALSA sequencer")
 def test_no_alsa_is_one_clear_line_without_c_library_noise(capfd):
     with pytest.raises(LivepianoError) as e:
         ports.open_client("in", "alsa")

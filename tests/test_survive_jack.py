@@ -1,6 +1,7 @@
 """Sessions that survive what dies, on real JACK ports: livepiano killed (the guardian
 silences the synth, the journal brings the session back), the JACK server killed (one line,
-saved, non-zero exit), Ctrl-C pressed again and again during the save of a long session.
+saved, non-zero exit), Ctrl-C pressed again and again during the save of a long session; and
+a --record folder that cannot be written, refused before anything plays (as root too).
 
 Marked ``jack``: skipped where jackd is missing, but a failure when $CI is set."""
 
@@ -10,6 +11,7 @@ import os
 import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -17,10 +19,13 @@ from collections import Counter
 import mido
 import pytest
 from jackserver import (
+    REPO,
     Capture,
     JackServer,
     jackd_available,
+    livepiano_env,
     need,
+    read_only,
     start_livepiano,
     tiny_model,  # noqa: F401 (a fixture)
 )
@@ -163,6 +168,27 @@ def test_sigkill_leaves_no_stuck_note_and_the_next_start_recovers_the_session(
     assert sum(lost.values()) <= 1, (f"{sum(lost.values())} of the {sum(heard.values())} notes "
                                      f"heard more than 1 s before the kill are not in the "
                                      f"recovered session: {dict(lost)}")
+
+
+def test_play_refuses_a_read_only_record_folder_before_it_plays(jack, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    cap = Capture("synth", jack.env)
+    try:
+        with read_only(folder) as wrap:
+            done = subprocess.run(
+                wrap([sys.executable, "-m", "livepiano.cli", "play", "--api", "jack", "--out",
+                      "synth", "--record", folder / "s.mid"]),
+                env=livepiano_env(jack.env), cwd=REPO, capture_output=True, text=True,
+                timeout=120)
+    finally:
+        cap.close()
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"livepiano: cannot write the recording to {folder} ("), done.stderr
+    assert lines[0].endswith("record elsewhere with --record FILE.mid."), lines
+    assert cap.messages == [] and list(folder.iterdir()) == []
 
 
 def test_jack_server_killed_mid_play(jack, tiny_model, tmp_path):
