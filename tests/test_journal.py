@@ -8,7 +8,6 @@ import gc
 import os
 import subprocess
 import sys
-import time
 
 import mido
 import pytest
@@ -157,9 +156,9 @@ def test_a_read_only_folder_fails_at_start(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-def test_two_hours_save_in_seconds(tmp_path):
-    """A pre-filled journal as long as two hours of busy playing: the MIDI file is made from
-    it well inside the time a shutdown allows."""
+def test_two_hours_of_journal_make_the_whole_midi_file(tmp_path):
+    """A pre-filled journal as long as two hours of busy playing becomes the MIDI file, every
+    note of it. (How long that takes is `livepiano bench soak`'s figure, not a test's.)"""
     rec = _recorder(tmp_path / "long.mid", origin=0.0)
     add = rec.journal.add
     t = 0.0
@@ -169,12 +168,10 @@ def test_two_hours_save_in_seconds(tmp_path):
         add(track, t, 0x90 if i % 4 < 2 else 0x80, 40 + i % 48, 70)
         if i % 20000 == 0:
             rec.journal.flush(sync=False)
-    t0 = time.monotonic()
     path = rec.save()
-    took = time.monotonic() - t0
     notes = codec.read_midi(path.read_bytes())[0]
     assert len(notes) == 2 * 3600 * 20 // 2
-    assert took < 10, took
+    assert max(n.end for n in notes) == pytest.approx(2 * 3600, abs=0.1)
 
 
 def test_recover_command(tmp_path, run_livepiano):
