@@ -451,8 +451,8 @@ class LiveSynth:
         from livepiano.live import ports
         from livepiano.tools.render import GAIN, find_fluidsynth, find_soundfont
 
-        found = find_fluidsynth()
-        if found is None or found[0] != "cli":
+        exe = find_fluidsynth()
+        if exe is None:
             return None
         try:
             sf = find_soundfont(soundfont)
@@ -461,7 +461,7 @@ class LiveSynth:
         driver = {"alsa": "alsa_seq", "coremidi": "coremidi", "jack": "jack"}[api]
         name = CLIENT + "-synth"
         proc = subprocess.Popen(
-            [found[1], "-q", "-g", f"{GAIN:g}", "-m", driver, "-o", f"midi.{driver}.id={name}",
+            [exe, "-q", "-g", f"{GAIN:g}", "-m", driver, "-o", f"midi.{driver}.id={name}",
              *audio, str(sf)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         out = None
