@@ -16,6 +16,7 @@
   const NOW_AT = 0.88; // the "now" line, as a share of the roll's width
   const SEEN_KEPT = 5000;
   const SEND_EVERY_MS = 80; // a control being dragged posts at most this often
+  const HANDS_OFF_MS = 800; // a control just moved by hand is not moved by the frames meanwhile
 
   // What the tests (and a curious user's console) can read.
   const view = window.livepiano = {
@@ -27,7 +28,8 @@
   let open = new Map(); // "who pitch" -> the sounding notes of that pitch, oldest first
   let fresh = []; // live events not drawn yet
   const controls = new Map(); // name -> {spec, set(value)}
-  let dragging = null;
+  let dragging = null; // the control held by the pointer
+  const touched = new Map(); // name -> when it was last moved by hand (performance.now())
   const $ = (id) => document.getElementById(id);
 
   function rgb(c) { return `rgb(${c[0]},${c[1]},${c[2]})`; }
@@ -118,7 +120,8 @@
     text("ahead-ms", st.lookahead_ms != null ? `${st.lookahead_ms} ms` : "…");
     const values = st.values || {};
     for (const [name, c] of controls) {
-      if (name in values && dragging !== name) c.set(values[name]);
+      const recent = performance.now() - (touched.get(name) || -Infinity) < HANDS_OFF_MS;
+      if (name in values && dragging !== name && !recent) c.set(values[name]);
     }
   }
 
@@ -185,13 +188,18 @@
       post("set", { name: spec.name, value: spec.values[+input.value] });
     };
     input.addEventListener("pointerdown", () => { dragging = spec.name; });
+    for (const end of ["pointerup", "pointercancel"]) {
+      input.addEventListener(end, () => { dragging = null; });
+    }
     input.addEventListener("input", () => {
+      touched.set(spec.name, performance.now());
       out.value = shown(spec, spec.values[+input.value]);
       const wait = SEND_EVERY_MS - (performance.now() - last);
       if (wait <= 0) send(); else if (!timer) timer = setTimeout(send, wait);
     });
     input.addEventListener("change", () => {
       dragging = null;
+      touched.set(spec.name, performance.now());
       if (timer) { clearTimeout(timer); send(); }
     });
     return (value) => {
@@ -222,7 +230,10 @@
     for (const choice of spec.choices) select.append(new Option(choice, choice));
     select.addEventListener("focus", () => { dragging = spec.name; });
     select.addEventListener("blur", () => { dragging = null; });
-    select.addEventListener("change", () => post("set", { name: spec.name, value: select.value }));
+    select.addEventListener("change", () => {
+      touched.set(spec.name, performance.now());
+      post("set", { name: spec.name, value: select.value });
+    });
     box.append(select);
     return (value) => { if (select.value !== value) select.value = value; };
   }
