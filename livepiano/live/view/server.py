@@ -116,6 +116,18 @@ class ViewServer:
         for t in self._threads:
             t.start()
 
+    def wait_for_page(self, timeout: float) -> None:
+        """Until a page is connected (a benchmark measures with one open), else a one-line
+        ``LivepianoError``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.stage is None or not self.stage.pages():
+            if time.monotonic() >= deadline:
+                raise LivepianoError(f"no page opened {self.url} within {timeout:.0f} s; open "
+                                     f"it in a browser, or leave out --view.")
+            time.sleep(0.05)
+
     def close(self) -> None:
         """Stop serving: the event streams end, the port is free again."""
         if self.stage is not None:

@@ -106,9 +106,6 @@ class Stage:
         self.scheduler = scheduler
         self.knobs = knobs
         self.clock = clock
-        self.origin = loop.origin
-        # the session's origin on the wall clock (when ``clock`` is time.monotonic)
-        self.origin_epoch_ms = (time.time() - (time.monotonic() - self.origin)) * 1000
         self.labels = dict(labels or {})
         self._events: deque = deque(maxlen=EVENTS_KEPT)
         self._snapshot: dict = {}  # replaced whole by the engine thread
@@ -240,7 +237,7 @@ class Stage:
 
     def whole_frame(self, now: float, status: dict) -> bytes:
         return _encode({"reset": True, "now": self._ms(now), "ev": list(self._history),
-                        "st": status, "origin_epoch_ms": round(self.origin_epoch_ms, 1),
+                        "st": status, "origin_epoch_ms": round(self.origin_epoch_ms(), 1),
                         "history_s": HISTORY_S, "params": self._params})
 
     def status(self, now: float, figures: dict) -> dict:
@@ -276,6 +273,15 @@ class Stage:
         if self.knobs is not None:
             snap["values"] = self.knobs.values()
         self._snapshot = snap
+
+    @property
+    def origin(self) -> float:
+        """The session's origin on its clock (the loop's: a benchmark may set it late)."""
+        return self.loop.origin
+
+    def origin_epoch_ms(self) -> float:
+        """The session's origin on the wall clock (when its clock is time.monotonic)."""
+        return (time.time() - (time.monotonic() - self.origin)) * 1000
 
     def _ms(self, t: float) -> int:
         return int(math.floor((t - self.origin) * 1000 + 0.5))

@@ -37,7 +37,7 @@ class _FeedPort:
 def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float] = (0.5, 1.5),
             lookahead: float = 0.1, gap_ms: tuple[float, float] = (50.0, 150.0),
             realtime_mode: str = "auto", seed: int | None = 0, timeout: float = 120.0,
-            progress=None) -> dict:
+            progress=None, view_port: int | None = None, say=print) -> dict:
     """From a CC message to the first event sampled with the new temperature, in-process as
     in ``play``: the real ``Listener`` polls a port the benchmark feeds, its ``on_control``
     hook hands the CC to ``Knobs`` through ``EngineLoop.call``; the engine generates in
@@ -45,7 +45,9 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
     temperatures is pushed every ``gap_ms`` (random in the range). Per change: ``t0`` when
     the CC is pushed; applied (on the engine thread); effect (the first sample that used the
     new temperature has returned); stream (where that event begins in the stream, on the
-    clock: from then on what sounds was sampled with the new value)."""
+    clock: from then on what sounds was sampled with the new value). ``view_port``: serve
+    the stage view there (as ``play --view``, the knob's moves shown) and measure once a page
+    has opened it."""
     import random
 
     from livepiano.live.listener import Listener
@@ -86,6 +88,12 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
             applied[w[0]] = clock()
 
     knobs.on_applied = on_applied
+    view = None
+    if view_port is not None:
+        from livepiano.tools.bench.common import open_view
+
+        view = open_view(loop, scheduler, view_port, realtime_mode, say, knobs)
+        loop.origin = clock() + 0.05
     threads = play_threads(scheduler, loop, listener, realtime_mode)
     for t in threads:
         t.start()
@@ -113,6 +121,8 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
         scheduler.stop()
         for t in threads:
             t.join(2.0)
+        if view is not None:
+            view.close()
     effect = [(rows[i][1] - rows[i][0]) * 1000 for i in sorted(rows)]
     stream = [(rows[i][2] - rows[i][0]) * 1000 for i in sorted(rows)]
     apply_ms = [(applied[i] - rows[i][0]) * 1000 for i in sorted(rows) if i in applied]
@@ -122,7 +132,10 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
                 f"{name}_p99": round(percentile(xs, 99), 2),
                 f"{name}_max": round(max(xs), 2) if xs else 0.0}
 
-    result = {"changes": changes, "measured": len(effect), "missed": changes - len(effect)}
+    result = {"changes": changes, "measured": len(effect), "missed": changes - len(effect),
+              "view": view is not None}
+    if view is not None:
+        result.update({"view_frames": view.stage.frames, "view_pages": view.stage.pages()})
     result.update(stats("knob_to_effect_ms", effect))
     result.update(stats("knob_to_applied_ms", apply_ms))
     result.update(stats("knob_to_stream_ms", stream))
@@ -147,7 +160,11 @@ def bench(args) -> dict:
     say(f"knob         a CC every 50-150 ms, alternating between two temperatures; "
         f"{changes} changes (about {changes * 0.1:.0f} s)")
     r = latency(path, changes=changes, realtime_mode=getattr(args, "realtime", "auto") or "auto",
-                seed=getattr(args, "seed", 0))
+                seed=getattr(args, "seed", 0), say=say,
+                view_port=getattr(args, "view_port", 8765) if getattr(args, "view", False)
+                else None)
+    if r["view"]:
+        say(f"view         a page open ({r['view_frames']} frames sent)")
     r["loadavg_1m"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     say(f"to effect    p50 {r['knob_to_effect_ms_p50']:7.2f} ms   p99 "
         f"{r['knob_to_effect_ms_p99']:7.2f} ms   max {r['knob_to_effect_ms_max']:7.2f} ms   "
