@@ -312,7 +312,10 @@
     g.strokeRect(nowX + 0.5, 0.5, aheadW, H - 1);
     g.setLineDash([]);
     g.fillStyle = "rgb(170,176,190)";
-    g.fillText(`look-ahead ${ahead} ms`, nowX + aheadW + 4 * ratio, 14 * ratio);
+    const label = `look-ahead ${ahead} ms`;
+    const labelW = g.measureText(label).width;
+    g.fillText(label, nowX + aheadW + 4 * ratio + labelW < W ? nowX + aheadW + 4 * ratio
+      : nowX - labelW - 4 * ratio, 14 * ratio);
     // the notes: the pianist's first, the model's over them
     for (const who of ["p", "m"]) {
       for (const n of view.notes) {
