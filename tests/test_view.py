@@ -385,3 +385,66 @@ def test_the_page_shows_both_players_and_its_temperature_control_steers_the_engi
     for who in ("p", "m"):
         lags = sorted(drawn - (seen["origin"] + t) for t, drawn, _ in seen["seen"][who])
         assert lags and lags[int(len(lags) * 0.95)] < 200 and lags[0] > -5, (who, lags)
+
+
+# --- the seams the view uses, without a browser ---------------------------------------------------
+
+def test_a_value_from_the_page_takes_the_knobs_path_and_rewinds_the_look_ahead(tiny_model):
+    from test_knobs import drain, generate_ahead, rig
+
+    kn, loop, _scheduler, _out, clock = rig(tiny_model, takeover="pickup")
+    generate_ahead(loop, 2.0)
+    clock.t = 0.5
+    kn.set("Temperature", 0.5)  # checked here, applied on the engine thread
+    assert loop.engine.temperature == 1.0
+    drain(loop)
+    assert loop.engine.temperature == 0.5 and kn.values()["temperature"] == 0.5
+    assert loop.stream_time() <= clock.t + loop.lookahead and loop.taken_back > 0
+    assert kn.tick() == [("temperature 0.50", False)]  # said as a knob's change is
+    with pytest.raises(LivepianoError, match="must be a number from 0.1 to 2"):
+        kn.set("temperature", 2.5)
+    with pytest.raises(LivepianoError, match="not something the view can set"):
+        kn.set("learn", True)
+    assert loop.inbox.empty()  # nothing reached the engine
+    kn.press("panic")
+    drain(loop)
+    assert kn.tick() == [("panic", False)]
+    # the knob in pickup mode must reach the page's value before it takes over again
+    kn.on_control(0, 21, 0, clock.t)
+    drain(loop)
+    assert loop.engine.temperature == 0.5
+
+
+def test_the_duet_turn_and_the_last_answer_latency_as_the_view_shows_them(tiny_model):
+    from livepiano.live.duet import DuetSettings
+    from livepiano.live.duet_mode import DuetMode
+    from livepiano.live.listener import PlayerEvent
+    from livepiano.live.loop import EngineLoop
+    from livepiano.live.scheduler import Scheduler
+    from livepiano.runtime.engine import Engine
+
+    now = [0.0]
+    mode = DuetMode(DuetSettings(wait=0.6, min_answer=1.0, max_answer=1.5, grace=1.0))
+    loop = EngineLoop(Engine(tiny_model, seed=2), Scheduler(None, clock=lambda: now[0]),
+                      origin=0.0, lookahead=0.1, mode=mode, clock=lambda: now[0])
+    call = []
+    for i in range(6):
+        call += [(0.2 + 0.2 * i, True, 60 + i), (0.45 + 0.2 * i, False, 60 + i)]  # legato
+    call.sort()
+    shown = []
+    for ms in range(9000):
+        now[0] = t = ms / 1000
+        while call and call[0][0] <= t:
+            at, on, pitch = call.pop(0)
+            loop._take([PlayerEvent(at, on, pitch, 80 if on else 0)])
+        while (wait := loop.turn()) is not None and wait <= 0:
+            pass
+        state = mode.shown(t)
+        if not shown or shown[-1][1] != state["turn"]:
+            shown.append((t, state["turn"], state["answer_latency_ms"]))
+    turns = [turn for _, turn, _ in shown]
+    assert turns[:3] == ["listening", "waiting", "answering"], shown
+    assert turns[-1] == "listening" and "winding down" in turns, shown
+    assert shown[1][0] == pytest.approx(1.45, abs=0.002)  # the last key up: the wait runs
+    assert shown[2][0] == pytest.approx(1.45 + 0.6, abs=0.02)  # the wait is over
+    assert shown[0][2] is None and 600 <= shown[-1][2] <= 700, shown  # the wait, then a note
