@@ -81,8 +81,8 @@
     }
     skew = Math.max(skew, f.now - received);
     for (const ev of f.ev) apply(ev, !f.reset);
-    const horizon = f.now - historyMs - 2000;
-    if (view.notes.length && view.notes[0].e !== null && view.notes[0].e < horizon) {
+    if (view.frames % 20 === 0) { // about once a second: forget what ended out of sight
+      const horizon = f.now - historyMs - 2000;
       view.notes = view.notes.filter((n) => n.e === null || n.e >= horizon);
     }
     view.frames += 1;
