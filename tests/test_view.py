@@ -27,7 +27,8 @@ from jackserver import tiny_model  # noqa: F401 (a fixture)
 from livepiano import LivepianoError
 from livepiano.live.inprocess import MidiIn, MidiOut
 from livepiano.live.session import Session
-from livepiano.live.view import ViewServer, stage
+from livepiano.live.view import pages, stage
+from livepiano.live.view.process import ViewServer
 from livepiano.settings import params, schema
 from livepiano.tools import pianoroll
 
@@ -147,7 +148,7 @@ class Event:
         self.time, self.on, self.pitch, self.velocity = t, on, pitch, velocity
 
 
-def test_the_hand_off_never_blocks_keeps_a_bounded_tail_and_a_slow_page_is_resynced():
+def test_the_hand_off_never_blocks_and_keeps_a_bounded_tail():
     st = stage.Stage(FakeLoop(), FakeScheduler(), clock=lambda: 101.0)
     t0 = time.perf_counter()
     for i in range(100_000):  # far more than it keeps, nobody draining
@@ -155,31 +156,48 @@ def test_the_hand_off_never_blocks_keeps_a_bounded_tail_and_a_slow_page_is_resyn
     took = time.perf_counter() - t0
     assert took < 1.0  # one append each (~1 µs), whatever the view does
     assert len(st._events) == stage.EVENTS_KEPT  # the newest kept, the oldest gone
-
-    page = st.connect()
-    first = json.loads(st.tick(101.0))  # the frame every page in step gets
+    line = st.frame(101.0, {"late_p99_ms": 0.2})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1  # one line for the pipe
+    first = json.loads(line)
     # ms from the session's origin; the newest events kept
     assert len(first["ev"]) == stage.EVENTS_KEPT
     assert first["ev"][0][:2] == ["m", round((100_000 - stage.EVENTS_KEPT) * 0.01)]
     assert first["ev"][-1][:2] == ["m", 1000]
+    assert first["now"] == 1000 and first["st"]["late_p99_ms"] == 0.2
+    assert json.loads(st.frame(101.0))["ev"] == []  # drained
+
+
+def test_the_server_keeps_the_history_and_resyncs_a_page_that_falls_behind():
+    counts = []
+    pg = pages.Pages(on_count=counts.append)
+    page = pg.connect()
+    assert counts == [1]
+    pg.feed({"now": 1000, "origin_epoch_ms": 5e11, "ev": [["m", 900, 60, 80]],
+             "st": {"mode": "duet"}})
     whole = json.loads(page.next(0.1))  # a new page gets a whole frame first
-    assert whole["reset"] and whole["origin_epoch_ms"] > 0
+    assert whole["reset"] and whole["origin_epoch_ms"] == 5e11 and whole["history_s"] == 20
+    assert whole["ev"] == [["m", 900, 60, 80]] and whole["st"]["out_per_s"] == 0.5
     assert [p["name"] for p in whole["params"]] == [*params.SETTABLE, *params.PRESSABLE]
     temperature = whole["params"][0]
     assert temperature["values"][64] == pytest.approx(1.0) and len(temperature["values"]) == 128
 
     # the page stops reading: its queue fills, frames are dropped, nothing waits
-    st.heard([Event(100.5, True, 64, 90)])
-    for _ in range(stage.PAGE_FRAMES + 5):
-        st.tick(101.0)
+    pg.feed({"now": 1500, "ev": [["p", 1500, 64, 90]], "st": {}})
+    for i in range(pages.PAGE_FRAMES + 5):
+        pg.feed({"now": 1600 + i, "ev": [], "st": {}})
     assert page.dropped > 0
     frames = []
     while (f := page.next(0.01)) not in (False, None):
         frames.append(json.loads(f))
     # behind: what it had queued went, a whole frame (with the notes it missed) came next
     resyncs = [f for f in frames if f.get("reset")]
-    assert len(resyncs) == 1 and ["p", 500, 64, 90] in resyncs[0]["ev"]
-    assert len(frames) < stage.PAGE_FRAMES
+    assert len(resyncs) == 1 and ["p", 1500, 64, 90] in resyncs[0]["ev"]
+    assert len(frames) < pages.PAGE_FRAMES
+    # the history keeps the last 20 s (and a little)
+    pg.feed({"now": 30_000, "ev": [["p", 30_000, 65, 90]], "st": {}})
+    assert list(pg.history) == [["p", 30_000, 65, 90]]
+    pg.disconnect(page)
+    assert counts == [1, 0]
 
 
 def test_a_note_off_and_all_notes_off_reach_the_view_and_nothing_else_does():
@@ -189,8 +207,8 @@ def test_a_note_off_and_all_notes_off_reach_the_view_and_nothing_else_does():
     st.sent(100.3, [0xB0, 123, 0])  # All Notes Off (a panic)
     st.sent(100.4, [0xB0, 64, 0])  # pedal up: not drawn
     st.heard([Event(100.5, False, 62, 0)])
-    assert json.loads(st.tick(101.0))["ev"] == [["m", 100, 60, 0], ["m", 200, 61, 0],
-                                                ["m", 300, -1, 0], ["p", 500, 62, 0]]
+    assert json.loads(st.frame(101.0))["ev"] == [["m", 100, 60, 0], ["m", 200, 61, 0],
+                                                 ["m", 300, -1, 0], ["p", 500, 62, 0]]
 
 
 # --- the page's files ----------------------------------------------------------------------------

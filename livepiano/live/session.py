@@ -224,7 +224,7 @@ class Session:
         s = self.settings
         if not s.get("view"):
             return None
-        from livepiano.live.view import ViewServer
+        from livepiano.live.view.process import ViewServer
 
         self.view = ViewServer(s["view_host"], s["view_port"])
         return self.view
@@ -233,7 +233,7 @@ class Session:
     def _stage(view, loop, scheduler, kn, inp, outp):
         if view is None:
             return None
-        from livepiano.live.view import Stage
+        from livepiano.live.view.stage import Stage
 
         return Stage(loop, scheduler, kn, clock=loop.clock,
                      labels={"in": inp.label, "out": outp.label})

@@ -1,11 +1,18 @@
-"""The stage view's HTTP server: the page (shipped inside the package), its frames as
-server-sent events, and the knob changes it posts -- standard library only, in threads of its
-own (one per connection), none of them a real-time thread.
+"""The stage view's HTTP server, a process of its own (``python -m livepiano.live.view.server
+HOST PORT``, started by ``process.ViewServer``): the page (shipped inside the package), the
+session's frames as server-sent events, and the knob changes the page posts -- standard
+library only.
 
     GET  /            the page          GET /view.js, /view.css   its script and style
     GET  /events      the frames (text/event-stream, one ``data:`` line each)
     POST /set         {"name": "temperature", "value": 0.8}: a knob-driven setting
     POST /press       {"name": "panic"}: an action (panic, end of call)
+
+With the session: its stdin brings a first line (the token, whether there are knobs to steer),
+then one frame per line; its stdout answers ``{"listening": PORT}`` (or ``{"error": LINE}``),
+then ``{"pages": N}`` whenever the number of open pages changes and ``{"set": [NAME, VALUE]}``
+/ ``{"press": NAME}`` for each accepted change. It ends when its stdin does (the session ended,
+or died).
 
 Nobody else steers the instrument: on this machine's own address (127.0.0.1, the default) a
 request must name that address as its Host (a web page elsewhere cannot reach the view through
@@ -15,10 +22,6 @@ address every request needs the random token of the URL printed at start (403 wi
 Values are checked by the knobs' own definitions (``settings.params``): out of range, wrong
 type or an unknown name is a 400 with one line, and nothing changes. Only the page's own three
 files are served.
-
-Why the standard library: a page, a push channel one way (server-sent events: plain HTTP, the
-browser reconnects by itself) and a small POST the other way need no framework, and the play
-path gains no dependency.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import secrets
+import signal
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -35,8 +39,8 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from livepiano import LivepianoError
-from livepiano.live.view.stage import Stage
-from livepiano.settings.schema import LOCAL_HOSTS
+from livepiano.live.view.pages import Pages
+from livepiano.settings import params
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ QUERY_MARK = "{{query}}"  # in index.html: where the token goes into the page's 
 KEEPALIVE_S = 10.0  # a comment line on an idle event stream this often
 WRITE_TIMEOUT_S = 10.0  # a page that takes no data for this long is dropped
 MAX_BODY = 4096
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+       "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 def page_file(name: str) -> bytes:
@@ -66,24 +72,22 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 16
 
 
-class ViewServer:
-    """The view's HTTP server. ``listen`` binds the port (a taken port fails here, before the
-    session opens its MIDI ports); ``start(stage)`` serves; ``close`` ends it."""
+class View:
+    """The server's state: where it listens, the token, the page's files, the pages, and how
+    an accepted change reaches the session (``tell``)."""
 
-    def __init__(self, host: str = LOCAL_HOSTS[0], port: int = 8765, *,
-                 token: str | None = None):
+    def __init__(self, host: str, port: int, token: str | None, knobs: bool,
+                 tell: Callable[[dict], None]):
         self.host = host
-        self.local = host in LOCAL_HOSTS
-        # a token unless the view is on this machine's own address (tests may pass one)
-        self.token = token if token is not None else (None if self.local
-                                                      else secrets.token_urlsafe(16))
+        self.token = token
+        self.knobs = knobs
+        self.tell = tell
         self.files = {path: page_file(name) for path, (name, _type) in FILES.items()}
-        self.stage: Stage | None = None
-        self._threads: list[threading.Thread] = []
+        self.pages = Pages(on_count=lambda n: tell({"pages": n}))
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server_class = type("_Server", (_Server,), {"address_family": family})
         try:
-            self.httpd = server_class((host, port), _handler(self))
+            self.httpd = server_class((host, port), handler(self))
         except OSError as e:
             why = e.strerror or str(e)
             raise LivepianoError(f"the view cannot listen on {host}:{port} ({why}); pick "
@@ -91,68 +95,12 @@ class ViewServer:
                                  f"--view-host.") from None
         self.port = self.httpd.server_address[1]
 
-    @property
-    def url(self) -> str:
-        """The page's address as printed at start (with the token when one is needed)."""
-        host = self.host
-        if host in ("0.0.0.0", "::"):
-            host = socket.gethostname() or host
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
-
     def allowed_hosts(self) -> set[str]:
         names = {"127.0.0.1", "localhost", "[::1]"}
         return {f"{n}:{self.port}" for n in names} | (names if self.port == 80 else set())
 
-    def start(self, stage: Stage, prepare: Callable | None = None) -> None:
-        """Serve ``stage``: the HTTP thread and the stage's view thread (``prepare`` runs first
-        on the latter, e.g. to set its priority)."""
-        self.stage = stage
-        self._threads = [
-            threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="view-http", daemon=True),
-            threading.Thread(target=stage.run, args=(prepare,), name="view", daemon=True)]
-        for t in self._threads:
-            t.start()
 
-    def wait_for_page(self, timeout: float) -> None:
-        """Until a page is connected (a benchmark measures with one open), else a one-line
-        ``LivepianoError``."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while self.stage is None or not self.stage.pages():
-            if time.monotonic() >= deadline:
-                raise LivepianoError(f"no page opened {self.url} within {timeout:.0f} s; open "
-                                     f"it in a browser, or leave out --view.")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        """Stop serving: the event streams end, the port is free again."""
-        if self.stage is not None:
-            self.stage.stop()
-        if self._threads:
-            self.httpd.shutdown()
-        self.httpd.server_close()
-        for t in self._threads:
-            t.join(2.0)
-        self._threads = []
-
-
-def serve(loop, scheduler, knobs=None, *, host: str = LOCAL_HOSTS[0], port: int = 8765,
-          labels: dict | None = None, prepare: Callable | None = None) -> ViewServer:
-    """The view of a session or a benchmark, serving: its server and its stage started."""
-    server = ViewServer(host, port)
-    try:
-        server.start(Stage(loop, scheduler, knobs, clock=loop.clock, labels=labels), prepare)
-    except BaseException:
-        server.close()
-        raise
-    return server
-
-
-def _handler(view: ViewServer):
+def handler(view: View):
     class Handler(BaseHTTPRequestHandler):
         server_version = "livepiano-view"
         sys_version = ""
@@ -179,12 +127,11 @@ def _handler(view: ViewServer):
         def _refuse(self, code: int, line: str) -> None:
             self._answer(code, (line + "\n").encode())
 
-        def _checked(self) -> tuple[str, dict] | None:
-            """(path, query) of a request that may be answered; else refused here."""
+        def _checked(self) -> str | None:
+            """The path of a request that may be answered; else it is refused here."""
             parts = urlsplit(self.path)
-            query = parse_qs(parts.query)
             if view.token is not None:
-                given = (query.get("token") or [""])[0]
+                given = (parse_qs(parts.query).get("token") or [""])[0]
                 if not hmac.compare_digest(given.encode(), view.token.encode()):
                     self._refuse(403, "this view needs the token of the URL livepiano printed "
                                       "at start (…/?token=...).")
@@ -193,15 +140,14 @@ def _handler(view: ViewServer):
                 self._refuse(403, "this view answers only on this machine's own address, e.g. "
                                   f"http://127.0.0.1:{view.port}/.")
                 return None
-            return parts.path, query
+            return parts.path
 
         # --- GET ------------------------------------------------------------------------
 
         def do_GET(self):  # noqa: N802 - the base class's name
-            checked = self._checked()
-            if checked is None:
+            path = self._checked()
+            if path is None:
                 return
-            path, _query = checked
             if path == "/events":
                 return self._events()
             if path not in FILES:
@@ -210,16 +156,12 @@ def _handler(view: ViewServer):
             if path == "/":
                 mark = f"?token={view.token}" if view.token else ""
                 body = body.replace(QUERY_MARK.encode(), mark.encode())
-            csp = ("default-src 'none'; script-src 'self'; style-src 'self'; "
-                   "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
-                   "form-action 'none'; frame-ancestors 'none'")
-            self._answer(200, body, FILES[path][1], {"Content-Security-Policy": csp})
+            self._answer(200, body, FILES[path][1], {"Content-Security-Policy": CSP})
 
         do_HEAD = do_GET  # noqa: N815
 
         def _events(self) -> None:
-            stage = view.stage
-            page = stage.connect() if stage is not None else None
+            page = view.pages.connect()
             if page is None:
                 return self._refuse(503, "too many pages are open on this view; close one.")
             try:
@@ -239,16 +181,15 @@ def _handler(view: ViewServer):
             except OSError:  # the page went away (or stopped reading)
                 pass
             finally:
-                stage.disconnect(page)
+                view.pages.disconnect(page)
                 self.close_connection = True
 
         # --- POST -----------------------------------------------------------------------
 
         def do_POST(self):  # noqa: N802 - the base class's name
-            checked = self._checked()
-            if checked is None:
+            path = self._checked()
+            if path is None:
                 return
-            path, _query = checked
             if path not in ("/set", "/press"):
                 return self._refuse(404, "nothing to post here: /set or /press.")
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -273,16 +214,58 @@ def _handler(view: ViewServer):
             keys = {"name", "value"} if path == "/set" else {"name"}
             if not isinstance(body, dict) or set(body) != keys:
                 return self._refuse(400, f"the body must be JSON like {example}.")
-            knobs = view.stage.knobs if view.stage is not None else None
-            if knobs is None:
+            if not view.knobs:
                 return self._refuse(409, "nothing to steer here: this session has no knobs.")
             try:
                 if path == "/set":
-                    knobs.set(body["name"], body["value"])
+                    view.tell({"set": list(params.checked_setting(body["name"], body["value"]))})
                 else:
-                    knobs.press(body["name"])
+                    view.tell({"press": params.checked_action(body["name"])})
             except LivepianoError as e:
                 return self._refuse(400, str(e))
             self._answer(200, b'{"ok":true}\n', "application/json")
 
     return Handler
+
+
+def main(argv: list[str]) -> int:
+    """The server process: ``HOST PORT``; see the module docstring for its pipes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the session's; EOF ends this
+    out = sys.stdout.buffer
+    lock = threading.Lock()
+
+    def tell(message: dict) -> None:
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        with lock:
+            try:
+                out.write(line)
+                out.flush()
+            except (OSError, ValueError):
+                pass
+
+    hello = json.loads(sys.stdin.buffer.readline() or b"{}")
+    try:
+        view = View(argv[0], int(argv[1]), hello.get("token"), bool(hello.get("knobs")), tell)
+    except LivepianoError as e:
+        tell({"error": str(e)})
+        return 1
+    tell({"listening": view.port})
+    serving = threading.Thread(target=view.httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                               name="view-http", daemon=True)
+    serving.start()
+    try:
+        for line in sys.stdin.buffer:  # the session's frames, until it ends
+            try:
+                frame = json.loads(line)
+            except ValueError:
+                continue
+            view.pages.feed(frame)
+    finally:
+        view.pages.close()
+        view.httpd.shutdown()
+        view.httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -99,7 +99,7 @@ def open_view(loop, scheduler, port: int, realtime_mode: str, say, knobs=None):
     from livepiano.live.controls import Controls
     from livepiano.live.knobs import Knobs
     from livepiano.live.session import engine_priority
-    from livepiano.live.view import serve
+    from livepiano.live.view.process import serve
 
     if knobs is None:
         knobs = Knobs(Controls(), loop, clock=loop.clock)
