@@ -135,7 +135,7 @@ def latency(model_path, *, changes: int = 200, temperatures: tuple[float, float]
     result = {"changes": changes, "measured": len(effect), "missed": changes - len(effect),
               "view": view is not None}
     if view is not None:
-        result.update({"view_frames": view.stage.frames, "view_pages": view.stage.pages()})
+        result.update({"view_frames": view.stage.frames, "view_pages": view.stage.pages})
     result.update(stats("knob_to_effect_ms", effect))
     result.update(stats("knob_to_applied_ms", apply_ms))
     result.update(stats("knob_to_stream_ms", stream))

@@ -102,7 +102,7 @@ def timing(model_path, *, deadlines: int = 2000, load: bool = False, realtime_mo
     steal1 = steal_ms()
     result["steal_ms"] = steal1 - steal0 if steal0 is not None and steal1 is not None else None
     if view is not None:
-        result.update({"view_frames": view.stage.frames, "view_pages": view.stage.pages()})
+        result.update({"view_frames": view.stage.frames, "view_pages": view.stage.pages})
     result.update({"view": view is not None, "load": load,
                    "realtime": scheduler.realtime_note, "speed": speed,
                    "seconds": round(clock() - t0, 1), "caught_up_steps": loop.caught_up_steps,
