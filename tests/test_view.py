@@ -466,3 +466,34 @@ def test_the_duet_turn_and_the_last_answer_latency_as_the_view_shows_them(tiny_m
     assert shown[1][0] == pytest.approx(1.45, abs=0.002)  # the last key up: the wait runs
     assert shown[2][0] == pytest.approx(1.45 + 0.6, abs=0.02)  # the wait is over
     assert shown[0][2] is None and 600 <= shown[-1][2] <= 700, shown  # the wait, then a note
+
+
+def test_bench_timing_measures_with_a_page_open(tiny_model):
+    need_browser()
+    from livepiano.tools.bench.timing import timing
+
+    opened, done = threading.Event(), threading.Event()
+
+    def open_page(url):
+        with Browser() as b:
+            b.driver.get(url)
+            b.wait("window.livepiano && livepiano.seen.m.length > 0", 60, "the model's notes")
+            opened.set()
+            done.wait(120)
+
+    browsers = []
+
+    def say(line):
+        m = re.search(r"view\s+(http://\S+) -- waiting", line)
+        if m:
+            browsers.append(threading.Thread(target=open_page, args=(m.group(1),), daemon=True))
+            browsers[-1].start()
+
+    try:
+        r = timing(tiny_model, deadlines=300, view_port=0, say=say, realtime_mode="off")
+    finally:
+        done.set()
+        for t in browsers:
+            t.join(30)
+    assert browsers and opened.is_set()
+    assert r["view"] and r["view_frames"] > 10 and r["deadlines"] >= 300

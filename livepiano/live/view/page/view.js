@@ -17,6 +17,8 @@
   const SEEN_KEPT = 5000;
   const SEND_EVERY_MS = 80; // a control being dragged posts at most this often
   const HANDS_OFF_MS = 800; // a control just moved by hand is not moved by the frames meanwhile
+  const STALE_MS = 1500; // frames arriving this much later than they could: start afresh
+  const RECONNECT_EVERY_MS = 5000; // ... at most this often
 
   // What the tests (and a curious user's console) can read.
   const view = window.livepiano = {
@@ -27,6 +29,7 @@
   let skew = -Infinity; // session ms minus performance.now(), from the frames
   let open = new Map(); // "who pitch" -> the sounding notes of that pitch, oldest first
   let fresh = []; // live events not drawn yet
+  let source = null, connectedAt = -Infinity;
   const controls = new Map(); // name -> {spec, set(value)}
   let dragging = null; // the control held by the pointer
   const touched = new Map(); // name -> when it was last moved by hand (performance.now())
@@ -80,6 +83,13 @@
       view.resets += 1;
     }
     skew = Math.max(skew, f.now - received);
+    // A frame that arrives much later than the best one did: this page fell behind (a busy
+    // device); what waits in the connection is old, so a new one starts from a whole frame.
+    if (skew - (f.now - received) > STALE_MS && received - connectedAt > RECONNECT_EVERY_MS) {
+      view.reconnects = (view.reconnects || 0) + 1;
+      connect();
+      return;
+    }
     for (const ev of f.ev) apply(ev, !f.reset);
     if (view.frames % 20 === 0) { // about once a second: forget what ended out of sight
       const horizon = f.now - historyMs - 2000;
@@ -91,7 +101,9 @@
   }
 
   function connect() {
-    const source = new EventSource("events" + Q);
+    if (source) source.close();
+    connectedAt = performance.now();
+    source = new EventSource("events" + Q);
     source.onmessage = (e) => onFrame(JSON.parse(e.data));
     source.onopen = () => { $("link").textContent = "live"; $("link").className = "figure"; };
     source.onerror = () => {
