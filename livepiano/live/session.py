@@ -125,8 +125,8 @@ class Session:
         if renamed:
             self.say(renamed)
         knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
-        view = self._listen_view()  # a taken port, too
         api = ports.resolve_api(s["api"])
+        view = self._listen_view()  # a taken port, too
         try:
             outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
         except BaseException:
