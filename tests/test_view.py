@@ -497,3 +497,14 @@ def test_bench_timing_measures_with_a_page_open(tiny_model):
             t.join(30)
     assert browsers and opened.is_set()
     assert r["view"] and r["view_frames"] > 10 and r["deadlines"] >= 300
+
+
+def test_bench_knobs_via_the_view_times_the_pages_path_to_the_sampler(tiny_model):
+    from livepiano.tools.bench.knobs import latency
+
+    said = []
+    r = latency(tiny_model, changes=30, via="view", realtime_mode="off", wait_for_page=False,
+                say=said.append)
+    assert r["via"] == "view" and r["view"] and any("view " in line for line in said)
+    assert r["measured"] >= 28, r  # each posted change reached the sampler
+    assert 0 < r["knob_to_applied_ms_p50"] < r["knob_to_effect_ms_p50"] + 1e-9 < 1000

@@ -49,6 +49,9 @@ def add_arguments(p) -> None:
     p.add_argument("--view", action="store_true",
                    help="serve the stage view during the run and start measuring once a page "
                         "has opened it: its cost, beside a run without (timing, knobs)")
+    p.add_argument("--via", choices=("cc", "view"), default="cc",
+                   help="how the knob changes arrive: a CC through the listener, or posted to "
+                        "the stage view as its page does (knobs; default: %(default)s)")
     p.add_argument("--view-port", type=int, default=8765,
                    help="the view's port for --view (default: %(default)s; 0: any free one)")
     from livepiano.tools.bench import music

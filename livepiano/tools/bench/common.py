@@ -93,9 +93,11 @@ def cut_calls(performances, wait: float, *, count: int | None = None,
 VIEW_WAIT_S = 120.0  # how long --view waits for a page to open
 
 
-def open_view(loop, scheduler, port: int, realtime_mode: str, say, knobs=None):
+def open_view(loop, scheduler, port: int, realtime_mode: str, say, knobs=None,
+              wait: bool = True):
     """The stage view on a benchmark's engine loop and scheduler, as ``play --view`` serves
-    it (a fresh ``Knobs`` when the benchmark has none), once a page has opened it."""
+    it (a fresh ``Knobs`` when the benchmark has none); with ``wait``, once a page has opened
+    it."""
     from livepiano.live.controls import Controls
     from livepiano.live.knobs import Knobs
     from livepiano.live.session import engine_priority
@@ -107,6 +109,9 @@ def open_view(loop, scheduler, port: int, realtime_mode: str, say, knobs=None):
     sent = scheduler.on_sent
     scheduler.on_sent = view.stage.sent if sent is None else (
         lambda t, m: (sent(t, m), view.stage.sent(t, m)))
+    if not wait:
+        say(f"view         {view.url}")
+        return view
     say(f"view         {view.url} -- waiting for a page to open it")
     try:
         view.wait_for_page(VIEW_WAIT_S)
