@@ -226,7 +226,7 @@ class Session:
             return None
         from livepiano.live.view.process import ViewServer
 
-        self.view = ViewServer(s["view_host"], s["view_port"])
+        self.view = ViewServer(s["view_host"], s["view_port"], realtime=s["realtime"])
         return self.view
 
     @staticmethod

@@ -39,7 +39,9 @@ class ViewServer:
     ``close`` ends it."""
 
     def __init__(self, host: str = LOCAL_HOSTS[0], port: int = 8765, *,
-                 token: str | None = None):
+                 token: str | None = None, realtime: str = "off"):
+        """``realtime``: the session's ``--realtime``; under auto or fifo the server's threads
+        run at the lowest real-time priority (see ``server.realtime``)."""
         self.host = host
         local = host in LOCAL_HOSTS
         # a token unless the view is on this machine's own address (tests may pass one)
@@ -55,7 +57,7 @@ class ViewServer:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
                                                          env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "livepiano.live.view.server", host, str(port)],
+            [sys.executable, "-m", "livepiano.live.view.server", host, str(port), realtime],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
             start_new_session=True)  # Ctrl-C is for the session; it ends with its stdin
         try:
@@ -185,9 +187,10 @@ class ViewServer:
 
 
 def serve(loop, scheduler, knobs=None, *, host: str = LOCAL_HOSTS[0], port: int = 8765,
-          labels: dict | None = None, prepare: Callable | None = None) -> ViewServer:
+          labels: dict | None = None, prepare: Callable | None = None,
+          realtime: str = "off") -> ViewServer:
     """The view of a session or a benchmark, serving: its server process and its stage."""
-    server = ViewServer(host, port)
+    server = ViewServer(host, port, realtime=realtime)
     try:
         server.start(Stage(loop, scheduler, knobs, clock=loop.clock, labels=labels), prepare)
     except BaseException:

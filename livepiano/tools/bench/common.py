@@ -105,7 +105,8 @@ def open_view(loop, scheduler, port: int, realtime_mode: str, say, knobs=None,
 
     if knobs is None:
         knobs = Knobs(Controls(), loop, clock=loop.clock)
-    view = serve(loop, scheduler, knobs, port=port, prepare=engine_priority(realtime_mode))
+    view = serve(loop, scheduler, knobs, port=port, prepare=engine_priority(realtime_mode),
+                 realtime=realtime_mode)
     sent = scheduler.on_sent
     scheduler.on_sent = view.stage.sent if sent is None else (
         lambda t, m: (sent(t, m), view.stage.sent(t, m)))
