@@ -15,6 +15,7 @@
   const BLACK_KEYS = new Set([1, 3, 6, 8, 10]);
   const NOW_AT = 0.88; // the "now" line, as a share of the roll's width
   const SEEN_KEPT = 5000;
+  const DRAW_EVERY_MS = 30; // about 30 frames a second: smooth enough, half a browser's work
   const SEND_EVERY_MS = 80; // a control being dragged posts at most this often
   const HANDS_OFF_MS = 800; // a control just moved by hand is not moved by the frames meanwhile
   const STALE_MS = 1500; // frames arriving this much later than they could: start afresh
@@ -274,8 +275,12 @@
 
   // --- the piano roll ----------------------------------------------------------------------
 
-  function draw() {
+  let lastDrawn = -Infinity;
+
+  function draw(when) {
     requestAnimationFrame(draw);
+    if (when - lastDrawn < DRAW_EVERY_MS) return;
+    lastDrawn = when;
     const canvas = $("roll");
     const ratio = window.devicePixelRatio || 1;
     const W = Math.round(canvas.clientWidth * ratio), H = Math.round(canvas.clientHeight * ratio);
