@@ -247,6 +247,11 @@ KNOB_OPTIONS = {
     "control_in": {"metavar": "PORT"},
     "takeover": {},
 }
+VIEW_OPTIONS = {
+    "view": {"action": "store_const", "const": True},
+    "view_port": {"type": int, "metavar": "PORT"},
+    "view_host": {"metavar": "ADDRESS"},
+}
 DUET_OPTIONS = {
     "wait": {"type": finite, "metavar": "S"},
     "min_call": {"type": finite, "metavar": "S"},
@@ -283,6 +288,7 @@ def _add_play(sub) -> None:
     _add_log_option(p)
     _add_controls_option(p)
     _add_settings(p, KNOB_OPTIONS)
+    _add_view_options(p)
     _add_settings(p.add_argument_group("duet (--mode duet: you play a phrase, the model "
                                        "answers)"), DUET_OPTIONS)
     p.set_defaults(run=_cmd_play)
@@ -292,9 +298,15 @@ def _cmd_play(args) -> int:
     from livepiano.live import session
     from livepiano.settings import files
 
-    given = {key: getattr(args, key) for key in (*PLAY_OPTIONS, *KNOB_OPTIONS, *DUET_OPTIONS)}
+    given = {key: getattr(args, key) for key in (*PLAY_OPTIONS, *KNOB_OPTIONS, *VIEW_OPTIONS,
+                                                 *DUET_OPTIONS)}
     settings = files.for_play(args.config, dict(given, controls=args.controls))
     return session.Session(settings, status=args.status).run()
+
+
+def _add_view_options(p) -> None:
+    _add_settings(p.add_argument_group("the stage view (a page that shows the session and "
+                                       "steers the knobs; docs/view.md)"), VIEW_OPTIONS)
 
 
 # --- knobs: controls, learn ---------------------------------------------------------------
@@ -647,6 +659,7 @@ def _add_demo(sub) -> None:
                    help="soundfont for the audio (default: the first one found, else "
                         "pretty_midi's TimGM6mb.sf2)")
     _add_log_option(p)
+    _add_view_options(p)
     p.set_defaults(run=_cmd_demo)
 
 
@@ -654,7 +667,8 @@ def _cmd_demo(args) -> int:
     from livepiano.tools import demo
 
     result = demo.run(args.seconds, args.output_dir, plot=args.plot, api=args.api,
-                      model=args.model, seed=args.seed, soundfont=args.soundfont, wav=args.wav)
+                      model=args.model, seed=args.seed, soundfont=args.soundfont, wav=args.wav,
+                      view={key: getattr(args, key) for key in VIEW_OPTIONS})
     for line in result.report():
         print(line)
     return result.code
