@@ -378,16 +378,17 @@ def test_the_page_shows_both_players_and_its_temperature_control_steers_the_engi
             slider = b.driver.find_element(By.ID, "control-temperature")
             assert slider.get_attribute("value") == "64"  # the knob's centre: 1.0
             slider.send_keys(Keys.ARROW_LEFT * 24)
-            shown = b.wait("document.querySelector('#control-temperature + output, "
-                           "label[for=control-temperature] output').value")
             position = int(slider.get_attribute("value"))
             assert position == 40
             wanted = params.PARAMS["temperature"].value_at(position)
+            # The output follows each key press; the last one's value is the one to see.
+            b.wait("document.querySelector('#control-temperature + output, "
+                   f"label[for=control-temperature] output').value === '{wanted:.2f}'", 5,
+                   "the control's value")
             deadline = time.monotonic() + 5
             while abs(rig.engine.temperature - wanted) > 1e-3 and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert rig.engine.temperature == pytest.approx(wanted, abs=1e-3)
-            assert shown == f"{wanted:.2f}"
 
             # a MIDI knob moves the control (and the page leaves it alone meanwhile)
             rig.keys.send_message([0xB0, KNOB_CC, 127])
