@@ -57,3 +57,33 @@ def test_the_guardian_imports_no_model_runtime():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=60, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_a_note_is_in_the_shared_map_before_it_is_sent_and_leaves_it_after():
+    # What the guardian would see if the session died inside send_message: the note about to
+    # start is already there, the note being released is still there.
+    sounding = Sounding()
+    try:
+        seen = []
+
+        class Watching(Out):
+            def send_message(self, m):
+                seen.append([tuple(x) for x in silence(bytes(sounding.map), 0)
+                             if x[0] & 0xF0 == 0x80])
+                super().send_message(m)
+
+        out = Watching()
+        sched = Scheduler(out, channel=0, mirror=sounding)
+        thread = threading.Thread(target=sched.run, daemon=True)
+        thread.start()
+        sched.send_now([0x90, 60, 90])
+        sched.send_now([0x80, 60, 0])
+        deadline = time.monotonic() + 5
+        while len(out.sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen[:2] == [[(0x80, 60, 0)], [(0x80, 60, 0)]]
+        assert [m for m in silence(bytes(sounding.map), 0) if m[0] & 0xF0 == 0x80] == []
+        sched.stop()
+        thread.join(5)
+    finally:
+        sounding.close()

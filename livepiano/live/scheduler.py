@@ -235,6 +235,7 @@ class Scheduler:
         with self._lock:
             if self._panicked:
                 return
+            self._announce(message)
             self.out.send_message(message)
             now = self.clock()
         self._track(message)
@@ -243,6 +244,14 @@ class Scheduler:
             self.lateness.append(now - deadline)
             if self.on_sent is not None:
                 self.on_sent(now, message)
+
+    def _announce(self, message: list[int]) -> None:
+        """A note-on enters the guardian's map before it is sent: killed between the two, the
+        guardian releases a note that may not have sounded (harmless) instead of missing one
+        that did. A note-off leaves the map only after it was sent (``_track``)."""
+        if self.mirror is not None and messages.kind(message) == "on":
+            key = (message[0] & 0x0F, message[1])
+            self.mirror.set(key[0], key[1], self.sounding.count(key) + 1)
 
     def _track(self, message: list[int]) -> None:
         self.sounding.message(message, by_channel=True)
