@@ -510,7 +510,7 @@ def _cmd_generate(args) -> int:
     from livepiano.core import midifile
     from livepiano.runtime.engine import Engine
     from livepiano.runtime.modelfile import resolve_model
-    from livepiano.runtime.offline import describe_notes, generate
+    from livepiano.runtime.offline import describe_notes, generate, prepare
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
@@ -519,14 +519,11 @@ def _cmd_generate(args) -> int:
 
         renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
-    from livepiano.runtime import steering
-    from livepiano.settings import schema
-
-    steering.configure(engine, schema.merge(schema.defaults(), {"density": args.density}))
     primer = midifile.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
         raise LivepianoError(f"{args.primer} has no notes to prime the model with; "
                              f"give another primer.")
+    prepare(engine, primer, args.density)
     t0 = time.monotonic()
     result = generate(engine, args.seconds, primer)
     took = time.monotonic() - t0
