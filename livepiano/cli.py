@@ -465,11 +465,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--primer", default=None, metavar="FILE.mid",
                    help="a MIDI file the model hears first; it is written to the output as its own "
                         "track, 'primer', and generation continues after its end on track "
-                        "'livepiano'")
+                        "'livepiano', at the primer's density (unless --density) and leaning "
+                        "toward its pitch classes")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
     p.add_argument("--density", type=float, default=None, metavar="NOTES_PER_S",
-                   help="notes per second the model's playing is steered toward (default: the "
-                        "`density` setting's default)")
+                   help="notes per second the model's playing is steered toward, and the "
+                        "density a conditioned model is given (default: the primer's, "
+                        "else 10)")
     p.add_argument("--compare", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="also print the same figures for real playing: the median over the "
                         "30-second segments of this cache's test split or folder of MIDI files")

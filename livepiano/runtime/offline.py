@@ -43,8 +43,10 @@ class Generated:
 
 def prepare(engine: Engine, primer: Sequence[int] = (), density: float | None = None) -> None:
     """``engine`` set up as `livepiano generate` samples: the settings' defaults with
-    ``density`` (None: not given) for the steering and a conditioned model's control."""
-    steering.configure(engine, schema.merge(schema.defaults(), {"density": density}))
+    ``density`` (None: not given, so the primer's) for the steering, and a conditioned
+    model's control from the primer (``steering.configure``)."""
+    steering.configure(engine, schema.merge(schema.defaults(), {"density": density}),
+                       primer=primer)
 
 
 def generate(engine: Engine, seconds: float, primer: Sequence[int] = (),

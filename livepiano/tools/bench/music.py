@@ -86,6 +86,9 @@ def add_arguments(p) -> None:
                    help="free generations, seeds 1..N (music; default: 3)")
     p.add_argument("--parts", default=",".join(PARTS), metavar="PART,...",
                    help=f"which parts to run (music; default: all of {','.join(PARTS)})")
+    p.add_argument("--ensemble-midi", default=None, metavar="DIR",
+                   help="save each ensemble session there as a MIDI file, tracks player and "
+                        "livepiano (music)")
     p.add_argument("--reference", default=None, metavar="MIDI_DIR",
                    help="real playing to compare with and to take the pianist from: a MAESTRO "
                         "folder (its validation split) or any folder of MIDI files (music; "
@@ -363,19 +366,21 @@ class SimOutput:
                 if len(self._sent_tags) > 4096:
                     self._sent_tags.pop(next(iter(self._sent_tags)))
 
-    def notes(self, until: float) -> list[tuple[float, float, int]]:
-        """(start, end, pitch) of the notes sent; one still sounding ends at ``until``."""
-        open_: dict[int, list[float]] = {}
+    def notes(self, until: float, velocity: bool = False) -> list[tuple]:
+        """(start, end, pitch) of the notes sent, with their velocity when ``velocity``; one
+        still sounding ends at ``until``."""
+        open_: dict[int, list[tuple[float, int]]] = {}
         out = []
         for t, m in sorted(self.sent, key=lambda x: x[0]):
             on = m[0] & 0xF0 == 0x90 and m[2] > 0
             off = m[0] & 0xF0 == 0x80 or (m[0] & 0xF0 == 0x90 and m[2] == 0)
             if on:
-                open_.setdefault(m[1], []).append(t)
+                open_.setdefault(m[1], []).append((t, m[2]))
             elif off and open_.get(m[1]):
-                out.append((open_[m[1]].pop(0), t, m[1]))
-        out += [(t, until, p) for p, ts in open_.items() for t in ts]
-        return sorted(out)
+                start, vel = open_[m[1]].pop(0)
+                out.append((start, t, m[1], vel))
+        out += [(t, until, p, vel) for p, ts in open_.items() for t, vel in ts]
+        return sorted(n if velocity else n[:3] for n in out)
 
 
 class SimSession:
@@ -513,10 +518,24 @@ def _rounded(figures: dict) -> dict:
     return {k: _r(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
 
 
+def save_session(path: Path, player, model) -> None:
+    """A session's MIDI file as `livepiano play` records one: tracks "player" and
+    "livepiano", notes as (start s, end s, pitch, velocity)."""
+    from livepiano.core import codec
+
+    def steps(notes):
+        return [codec.StepNote(p, v, codec.quantize(s), max(codec.quantize(e), codec.quantize(s)
+                                                           + 1)) for s, e, p, v in notes]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec.step_notes_to_midi([("player", steps(player)), ("livepiano", steps(model))]).save(
+        str(path))
+
+
 def ensemble(model_path, pieces: Sequence[tuple[str, Path]], seed: int = 1,
-             seconds: float = ENSEMBLE_S) -> dict:
+             seconds: float = ENSEMBLE_S, midi_dir: Path | None = None) -> dict:
     """``ens_*`` figures: continuous mode beside each of ``pieces`` for ``seconds`` (from its
-    first note), each figure against its chance and beside the piece's own two hands."""
+    first note), each figure against its chance and beside the piece's own two hands; each
+    session saved into ``midi_dir`` when given."""
     rows, out_rows = [], []
     t0 = time.perf_counter()
     for character, path in pieces:
@@ -528,6 +547,10 @@ def ensemble(model_path, pieces: Sequence[tuple[str, Path]], seed: int = 1,
         model = sim.out.notes(seconds)
         pianist = [(s, e, p) for s, e, p, _ in part]
         f = measures.ensemble(model, pianist, seconds)
+        if midi_dir is not None:
+            name = character.replace(",", "").replace(" ", "-")
+            save_session(Path(midi_dir) / f"ensemble-{name}.mid", part,
+                         sim.out.notes(seconds, velocity=True))
         real = real_ensemble(part, seconds)
         rows.append(f)
         out_rows.append({"piece": character, "file": path.name,
@@ -761,7 +784,7 @@ def bench(args) -> dict:
         say("continuous   skipped: no 60 s at 8-10 notes/s in the reference files")
     if "ens" in parts:
         pieces = ensemble_pieces(root, ref)
-        ens = ensemble(path, pieces)
+        ens = ensemble(path, pieces, midi_dir=getattr(args, "ensemble_midi", None))
         result.update(ens)
         for row in ens["ens_performances"]:
             say(f"ensemble     {row['piece']:<15} pianist {row['pianist_rate']} notes/s, model "
