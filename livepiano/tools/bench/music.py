@@ -322,6 +322,24 @@ def steering_cost(tokens: Sequence[int]) -> float:
     return (time.perf_counter() - t0) / max(len(tokens), 1) * 1e6
 
 
+def listening_cost(model_path, part) -> float | None:
+    """Microseconds that continuous mode's listening takes per batch of the player's events
+    (hearing them, the lean and the control), on the engine thread, over a real part."""
+    from livepiano.live.modes import make_mode
+    from livepiano.settings import schema
+
+    settings = dict(schema.defaults(), mode="continuous")
+    sim = SimSession(session_engine(model_path, 1, accompany=True), make_mode(settings))
+    mode = sim.loop.mode
+    if getattr(mode, "listening", None) is None:
+        return None
+    events = player_events(part)
+    t0 = time.perf_counter()
+    for ev in events:
+        mode.heard([ev], ev.time)
+    return (time.perf_counter() - t0) / max(len(events), 1) * 1e6
+
+
 # --- the simulated clock --------------------------------------------------------------------
 
 class SimOutput:
@@ -562,6 +580,10 @@ def ensemble(model_path, pieces: Sequence[tuple[str, Path]], seed: int = 1,
     took = time.perf_counter() - t0
     result = {"ens_seconds": seconds, **ensemble_summary(rows, "ens_"),
               "ens_performances": out_rows, "ens_wall_s": _r(took, 1)}
+    if pieces:
+        notes = file_notes(pieces[0][1])
+        cost = listening_cost(model_path, excerpt(notes, notes[0][0], seconds) if notes else [])
+        result["listen_us_per_batch"] = _r(cost, 1)
     result.update({f"real_ens_{k}_excerpts": v for k, v in ensemble_summary(
         [{k: r[f"real_{k}"] for k in ENSEMBLE_KEYS} for r in out_rows], "").items()})
     return result
@@ -798,7 +820,8 @@ def bench(args) -> dict:
             f"{_pct(ens['ens_clash_chance'])}); lifts harmony {ens['ens_harmony_lift']} / sync "
             f"{ens['ens_sync_lift']} / key {ens['ens_key_lift']}; median note "
             f"{ens['ens_duration_ratio']} x the pianist's; under 0.1 s "
-            f"{_pct(ens['ens_short_share'])}")
+            f"{_pct(ens['ens_short_share'])}; listening {ens.get('listen_us_per_batch')} µs "
+            f"per batch of the pianist's events")
     if "cont" in parts:
         exclude = [p for _, p in ensemble_pieces(root, ref)] if "ens" in parts else []
         cont = continuations(path, continuation_primers(root, exclude=exclude))
