@@ -94,6 +94,9 @@ def _add_train(sub) -> None:
                         "(default: %(default)s)")
     p.add_argument("--init-from", metavar="CKPT.pt", default=D.init_from,
                    help="start a new run (own schedule) from the weights of this checkpoint")
+    p.add_argument("--widen", metavar="UNITS", type=int, default=D.widen,
+                   help="with --init-from: grow its hidden layers to UNITS units; the grown "
+                        "network starts out computing exactly what the checkpoint's did")
     p.add_argument("--fresh", action="store_true", help="start over even if the checkpoint exists")
     g = p.add_argument_group("budget and schedule")
     g.add_argument("--minutes", type=finite, default=D.minutes, help="stop after this many minutes")
@@ -118,6 +121,16 @@ def _add_train(sub) -> None:
     g.add_argument("--embedding", type=int, default=D.embedding, help="default: %(default)s")
     g.add_argument("--dropout", type=finite, default=D.dropout, help="default: %(default)s")
     g.add_argument("--unconditioned", action="store_true", help="no control input")
+    g = p.add_argument_group("two players")
+    g.add_argument("--two-players", action="store_true",
+                   help="a model that knows who played each event (a player input; it learns "
+                        "its own events only); with --init-from a one-player checkpoint, the "
+                        "input is added, starting silent")
+    g.add_argument("--solo-share", type=finite, default=D.solo_share,
+                   help="share of its windows played alone (default: %(default)s)")
+    g.add_argument("--duet-share", type=finite, default=D.duet_share,
+                   help="share made duets, phrases in turn; the rest are one hand beside the "
+                        "other (default: %(default)s)")
     g = p.add_argument_group("batches")
     g.add_argument("--batch", type=int, default=D.batch,
                    help="lanes in the whole batch, over all processes (default: %(default)s)")
@@ -132,8 +145,11 @@ def _add_train(sub) -> None:
                    help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N "
                         "(default: %(default)s)")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=D.precision,
-                   help="auto: bf16 autocast on CUDA, float32 on the CPU (default: %(default)s)")
-    g.add_argument("--threads", type=int, default=D.threads, help="torch CPU threads per process")
+                   help="auto: bf16 autocast on CUDA or on a CPU with native bf16 (AVX-512 "
+                        "BF16 or AMX), float32 elsewhere (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=D.threads,
+                   help="torch CPU threads per process (default: the machine's cores shared "
+                        "out among the processes)")
     g.add_argument("--loader-workers", type=int, default=D.loader_workers,
                    help="processes drawing training windows ahead of the loop "
                         "(default: none on the CPU, up to 8 on CUDA)")
@@ -155,9 +171,11 @@ def _cmd_train(args) -> int:
     except ImportError as e:
         raise LivepianoError(f"training needs torch ({e.name} is missing); "
                              f"install it with `pip install -e \".[train]\"`.") from None
-    cfg = TrainConfig(cache=args.cache, out=args.out, init_from=args.init_from,
+    cfg = TrainConfig(cache=args.cache, out=args.out, init_from=args.init_from, widen=args.widen,
                       hidden=args.hidden, layers=args.layers, embedding=args.embedding,
                       dropout=args.dropout, conditioned=not args.unconditioned,
+                      two_players=args.two_players, solo_share=args.solo_share,
+                      duet_share=args.duet_share,
                       batch=args.batch, bptt=args.bptt, window_seconds=args.window_seconds,
                       window_tokens=args.window_tokens, lr=args.lr,
                       min_lr_ratio=args.min_lr_ratio, warmup=args.warmup, decay=args.decay,
@@ -229,6 +247,11 @@ KNOB_OPTIONS = {
     "control_in": {"metavar": "PORT"},
     "takeover": {},
 }
+VIEW_OPTIONS = {
+    "view": {"action": "store_const", "const": True},
+    "view_port": {"type": int, "metavar": "PORT"},
+    "view_host": {"metavar": "ADDRESS"},
+}
 DUET_OPTIONS = {
     "wait": {"type": finite, "metavar": "S"},
     "min_call": {"type": finite, "metavar": "S"},
@@ -265,6 +288,7 @@ def _add_play(sub) -> None:
     _add_log_option(p)
     _add_controls_option(p)
     _add_settings(p, KNOB_OPTIONS)
+    _add_view_options(p)
     _add_settings(p.add_argument_group("duet (--mode duet: you play a phrase, the model "
                                        "answers)"), DUET_OPTIONS)
     p.set_defaults(run=_cmd_play)
@@ -274,9 +298,15 @@ def _cmd_play(args) -> int:
     from livepiano.live import session
     from livepiano.settings import files
 
-    given = {key: getattr(args, key) for key in (*PLAY_OPTIONS, *KNOB_OPTIONS, *DUET_OPTIONS)}
+    given = {key: getattr(args, key) for key in (*PLAY_OPTIONS, *KNOB_OPTIONS, *VIEW_OPTIONS,
+                                                 *DUET_OPTIONS)}
     settings = files.for_play(args.config, dict(given, controls=args.controls))
     return session.Session(settings, status=args.status).run()
+
+
+def _add_view_options(p) -> None:
+    _add_settings(p.add_argument_group("the stage view (a page that shows the session and "
+                                       "steers the knobs; docs/view.md)"), VIEW_OPTIONS)
 
 
 # --- knobs: controls, learn ---------------------------------------------------------------
@@ -628,6 +658,7 @@ def _add_demo(sub) -> None:
                    help="soundfont for the audio (default: the first one found, else "
                         "pretty_midi's TimGM6mb.sf2)")
     _add_log_option(p)
+    _add_view_options(p)
     p.set_defaults(run=_cmd_demo)
 
 
@@ -635,7 +666,8 @@ def _cmd_demo(args) -> int:
     from livepiano.tools import demo
 
     result = demo.run(args.seconds, args.output_dir, plot=args.plot, api=args.api,
-                      model=args.model, seed=args.seed, soundfont=args.soundfont, wav=args.wav)
+                      model=args.model, seed=args.seed, soundfont=args.soundfont, wav=args.wav,
+                      view={key: getattr(args, key) for key in VIEW_OPTIONS})
     for line in result.report():
         print(line)
     return result.code

@@ -55,11 +55,63 @@ def write_bad_midi():
     return write
 
 
-def pytest_collection_modifyitems(config, items):
-    # Real-time tests on real JACK ports share this machine with whatever else runs: a host
-    # stall can starve a period or a client. Each gets one more try; a second failure fails
-    # the run (and the first is reported as a rerun).
-    for item in items:
-        if item.get_closest_marker("jack") is not None:
-            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
+# --- a skip in CI is a failure --------------------------------------------------------------
+#
+# .ci/run installs everything a test here can need: jackd, FluidSynth and its SoundFont, torch
+# and onnx (the [train] extra). Where $CI is set, a test that skips for want of one of them
+# (need(), pytest.importorskip, a skipif) fails instead, so a broken install can never pass for
+# green. The one exception is a skip whose reason starts with PLATFORM: something no install
+# gives (another operating system, a sound device, a MIDI system this machine happens to have).
 
+PLATFORM = "platform: "
+
+
+def _in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def _skip_reason(longrepr) -> str:
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def _excused(reason: str) -> bool:
+    return reason.startswith(PLATFORM)
+
+
+class SkippedInCI(pytest.Item):
+    """Stands for a test module that skipped as a whole while being imported (e.g. a
+    module-level ``pytest.importorskip``): it fails, saying why, and the run goes on."""
+
+    def __init__(self, *, reason: str, **kwargs):
+        super().__init__(**kwargs)
+        self.reason = reason
+
+    def runtest(self):
+        pytest.fail(f"skipped in CI (CI installs what it needs): {self.reason}", pytrace=False)
+
+    def reportinfo(self):
+        return self.path, 0, self.name
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _in_ci():
+        reason = _skip_reason(report.longrepr)
+        if not _excused(reason):
+            report.outcome, report.longrepr = "passed", None
+            report.result = [SkippedInCI.from_parent(collector, name="skipped_in_ci",
+                                                     reason=reason)]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and _in_ci():
+        reason = _skip_reason(report.longrepr)
+        if not _excused(reason):
+            report.outcome = "failed"
+            report.longrepr = f"skipped in CI (CI installs what it needs): {reason}"

@@ -8,6 +8,7 @@ driver, under a unique name passed to every child through ``JACK_DEFAULT_SERVER`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
@@ -52,13 +53,37 @@ def start_livepiano(env: dict, *args) -> subprocess.Popen:
 
 
 def need(ok: bool, why: str) -> None:
-    """Skip a test whose real parts are missing here; in CI (``$CI`` set) fail it instead, so a
-    machine without JACK or FluidSynth can never pass for green."""
-    if ok:
+    """Skip a test whose real parts (jackd, FluidSynth) are missing here; in CI (``$CI`` set)
+    the skip is a failure (conftest.py), so a machine without them can never pass for green."""
+    if not ok:
+        pytest.skip(why)
+
+
+_READ_ONLY_MOUNT = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"'
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``with read_only(folder) as wrap:`` ``wrap(argv)`` is a command line that runs ``argv``
+    where ``folder`` cannot be written. Not as root: the folder's write permission is taken
+    away. As root, who writes whatever the permissions say, the command runs in a private
+    mount namespace (``unshare -m``) in which the folder is a read-only bind mount of itself;
+    nothing changes outside it."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield lambda argv: [str(a) for a in argv]
+        finally:
+            folder.chmod(0o700)
         return
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (a skipped JACK test is a failure in CI)")
-    pytest.skip(why)
+    unshare = shutil.which("unshare")
+    works = unshare is not None and subprocess.run(
+        [unshare, "-m", "--propagation", "private", "sh", "-c", _READ_ONLY_MOUNT, str(folder)],
+        capture_output=True, timeout=30).returncode == 0
+    need(works, "root writes into any folder, and no private mount namespace (unshare -m) "
+                "can be made here to mount one read-only")
+    yield lambda argv: [unshare, "-m", "--propagation", "private", "sh", "-c",
+                        _READ_ONLY_MOUNT + ' && exec "$@"', str(folder), *map(str, argv)]
 
 
 def jackd_available() -> bool:

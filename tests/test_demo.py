@@ -27,6 +27,7 @@ from livepiano.tools.render import wav_levels
 
 REPO = Path(__file__).resolve().parent.parent
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+ANSWER_ALLOWANCE_MS = 250
 
 
 def _need_ports() -> None:
@@ -80,6 +81,15 @@ def _model_notes_released(path: Path) -> tuple[int, dict]:
     return ons, {k: v for k, v in sounding.items() if v}
 
 
+def _answers_right_after_the_wait(out: str) -> None:
+    """A call's end to the answer's first note, the median of the calls: never before the
+    duet's wait, and at once after it (the answer opens with a note, due when the wait ends;
+    the allowance is for the engine's step and the ports, and a busy machine)."""
+    median = int(re.search(r"answer latency: median (\d+) ms", out).group(1))
+    wait_ms = demo.DUET_WAIT_S * 1000
+    assert wait_ms <= median <= wait_ms + ANSWER_ALLOWANCE_MS, out
+
+
 # --- without ports -----------------------------------------------------------------------------
 
 def test_the_primer_is_found_and_cut_into_released_calls():
@@ -107,7 +117,8 @@ def test_the_primer_is_found_and_cut_into_released_calls():
         assert not +down and not pedal, "a call must end with every key and the pedal up"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux choice of systems")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="platform: the Linux choice of systems")
 def test_without_a_midi_system_the_demo_takes_in_process_ports(monkeypatch):
     from livepiano.tools import jack
 
@@ -136,8 +147,7 @@ def test_the_demo_on_in_process_ports_without_jackd_or_fluidsynth(tmp_path):
     assert "demo (duet mode, in-process ports)" in out, out
     calls, answered = map(int, re.search(r"(\d+) calls? played, (\d+) answered", out).groups())
     assert calls >= 1 and answered >= 1, out
-    median = int(re.search(r"answer latency: median (\d+) ms", out).group(1))
-    assert demo.DUET_WAIT_S * 1000 <= median <= demo.DUET_WAIT_S * 1000 + 1500, out
+    _answers_right_after_the_wait(out)
     mid = tmp_path / "out" / "demo.mid"
     tracks = {t.name: t for t in mido.MidiFile(str(mid)).tracks}
     assert set(tracks) >= {"player", "livepiano"}
@@ -145,9 +155,7 @@ def test_the_demo_on_in_process_ports_without_jackd_or_fluidsynth(tmp_path):
     ons, left = _model_notes_released(mid)
     assert ons > 0 and left == {}, left
     wav_line = next(ln for ln in out.splitlines() if ln.startswith("wav:"))
-    pyfs = subprocess.run([sys.executable, "-c", "import fluidsynth; fluidsynth.Synth"],
-                          capture_output=True, check=False).returncode == 0
-    assert pyfs or "the built-in synth" in wav_line, wav_line
+    assert "the built-in synth" in wav_line, wav_line
     levels = wav_levels(tmp_path / "out" / "demo.wav")
     assert levels.seconds > 5 and not levels.silent and levels.rms > 1e-3, levels
 
@@ -175,10 +183,8 @@ def test_demo_plays_a_duet_writes_the_files_and_reports(tmp_path):
     assert len(re.findall(r"call \d+: \d+ notes", err)) == calls, err  # a line per call
     notes_in, notes_out = map(int, re.search(r"notes: (\d+) in .*, (\d+) out", out).groups())
     assert "demo.mid" in out and "demo.wav" in out
-    if "answer latency" in out and "duet mode" in out:
-        # Phrase end to the first answer note: the duet's wait, plus a little.
-        median = int(re.search(r"median (\d+) ms", out).group(1))
-        assert demo.DUET_WAIT_S * 1000 <= median <= demo.DUET_WAIT_S * 1000 + 1500, out
+    assert "duet mode" in out, out
+    _answers_right_after_the_wait(out)
     # demo.mid: the pianist's and the model's tracks, with notes, every model note released.
     mid = tmp_path / "demo.mid"
     tracks = {t.name: t for t in mido.MidiFile(str(mid)).tracks}

@@ -68,12 +68,13 @@ def test_an_api_this_rtmidi_lacks_says_which_it_has():
 
     missing = [n for n, i in ports._api_ids().items() if i not in rtmidi.get_compiled_api()]
     if not missing:
-        pytest.skip("this rtmidi has every API")
+        pytest.skip("platform: this rtmidi has every API")
     with pytest.raises(LivepianoError, match="built without " + missing[0]):
         ports.resolve_api(missing[0])
 
 
-@pytest.mark.skipif(Path("/dev/snd/seq").exists(), reason="this machine has an ALSA sequencer")
+@pytest.mark.skipif(Path("/dev/snd/seq").exists(),
+                    reason="platform: this machine has an ALSA sequencer")
 def test_no_alsa_is_one_clear_line_without_c_library_noise(capfd):
     with pytest.raises(LivepianoError) as e:
         ports.open_client("in", "alsa")
@@ -93,7 +94,7 @@ def test_cli_ports_without_a_midi_system(run_livepiano):
     env_api = "jack"
     r = run_livepiano("ports", "--api", env_api)
     if r.returncode == 0:
-        pytest.skip("a JACK server is running here")
+        pytest.skip("platform: a JACK server is running here")
     assert r.returncode == 1
     assert r.stderr.startswith("livepiano: cannot open MIDI through jack")
     assert len(r.stderr.strip().splitlines()) == 1

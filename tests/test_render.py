@@ -181,24 +181,3 @@ def test_render_errors_are_one_line(tmp_path):
         rm(_small_midi(tmp_path / "b.mid"), tmp_path / "no" / "such" / "b.wav")
     with pytest.raises(LivepianoError, match="no MIDI file"):
         rm(tmp_path / "none.mid", tmp_path / "b.wav")
-
-
-def _pyfluidsynth_importable() -> bool:
-    try:
-        import fluidsynth
-
-        return hasattr(fluidsynth, "Synth")
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _pyfluidsynth_importable(), reason="pyfluidsynth is not installed")
-def test_pyfluidsynth_path_renders_the_same_music(tmp_path):
-    """The pyfluidsynth path (used where the fluidsynth program is missing) plays the file
-    event by event: about the same length and level as the program."""
-    from livepiano.tools import render
-
-    mid = _small_midi(tmp_path / "p.mid")
-    render._render_pyfluidsynth(mid, tmp_path / "p.wav", find_soundfont(), 44100, render.GAIN)
-    lv = wav_levels(tmp_path / "p.wav")
-    assert 2.0 <= lv.seconds <= 5.0 and not lv.silent and lv.peak_dbfs > -30

@@ -16,12 +16,20 @@ from livepiano.live.scheduler import Scheduler
 
 
 class FakeOut:
-    def __init__(self, fail_after: int | None = None):
+    """A port that records what it is sent. ``fail_after``: every message from that many on
+    raises, as a vanished port does; ``fail_at``: only the messages at those positions (counted
+    over every attempt) raise. ``tried`` keeps every attempt, failed or not."""
+
+    def __init__(self, fail_after: int | None = None, fail_at: tuple[int, ...] = ()):
         self.sent: list[tuple[float, list[int]]] = []
+        self.tried: list[list[int]] = []
         self.fail_after = fail_after
+        self.fail_at = set(fail_at)
 
     def send_message(self, message):
-        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+        self.tried.append(list(message))
+        if (self.fail_after is not None and len(self.sent) >= self.fail_after) \
+                or len(self.tried) - 1 in self.fail_at:
             raise OSError("port gone")
         self.sent.append((time.monotonic(), list(message)))
 
@@ -111,14 +119,29 @@ def test_take_back_cancels_pending_and_ends_a_note_that_already_left():
 
 
 def test_a_failing_port_is_reported_and_still_panics():
+    # A port gone for good: the scheduler stops, keeps the error, and still tries to release
+    # every voice it left sounding, then All Notes Off and pedal up.
     out = FakeOut(fail_after=2)
-    s = Scheduler(out)
+    s = Scheduler(out, channel=3)
     t = _run(s)
     for p in (60, 61, 62):
-        s.send_now([0x90, p, 80])
+        s.send_now([0x93, p, 80])
     t.join(2)
     assert isinstance(s.error, OSError)
     assert not t.is_alive()
+    assert out.tried[3:] == [[0x83, 60, 0], [0x83, 61, 0], [0xB3, 123, 0], [0xB3, 64, 0]]
+    assert not s.released
+    # A port that failed once and came back: the same release reaches it.
+    out = FakeOut(fail_at=(2,))
+    s = Scheduler(out, channel=3)
+    t = _run(s)
+    for p in (60, 61, 62):
+        s.send_now([0x93, p, 80])
+    t.join(2)
+    assert isinstance(s.error, OSError) and not t.is_alive()
+    assert [m for _, m in out.sent[2:]] == [[0x83, 60, 0], [0x83, 61, 0], [0xB3, 123, 0],
+                                            [0xB3, 64, 0]]
+    assert s.released and not s.sounding
 
 
 # --- listener encoding -------------------------------------------------------------------
@@ -291,21 +314,31 @@ def test_every_note_on_gets_its_note_off_while_the_player_interrupts(tiny_model)
 
 
 def test_idle_work_runs_only_away_from_deadlines():
-    """The session's garbage collection runs in the scheduler thread's spare time: never
-    within IDLE_GAP_S of a deadline, and still when nothing is scheduled."""
-    from livepiano.live.scheduler import IDLE_GAP_S, SPIN_S
+    """The session's garbage collection runs in the scheduler thread's spare time: only when
+    the next deadline is more than IDLE_GAP_S (and the final spin) away, given the time it
+    has; and still when nothing is scheduled. Judged at the moment the scheduler decided (its
+    clock's last reading), so a stall of this machine cannot pass for a wrong decision."""
+    from livepiano.live.scheduler import IDLE_GAP_S, IDLE_POLL_S
+
+    readings = []
+
+    def clock() -> float:
+        now = time.monotonic()
+        if threading.current_thread().name == "scheduler":
+            readings.append(now)
+        return now
 
     out = FakeOut()
-    sched = Scheduler(out)
+    sched = Scheduler(out, clock=clock)
     calls = []
 
     def idle(gap: float) -> bool:
-        calls.append(time.monotonic())
+        calls.append((readings[-1] if readings else None, gap))
         time.sleep(0.001)  # work that takes a while
         return True
 
     sched.idle = idle
-    thread = threading.Thread(target=sched.run, daemon=True)
+    thread = threading.Thread(target=sched.run, daemon=True, name="scheduler")
     thread.start()
     t0 = time.monotonic() + 0.05
     deadlines = [t0 + i * 0.02 for i in range(20)]
@@ -315,12 +348,14 @@ def test_idle_work_runs_only_away_from_deadlines():
     sched.stop()
     thread.join(5)
     assert len(out.sent) >= 20
-    between = [t for t in calls if t0 - 0.05 < t < deadlines[-1]]
+    between = [(at, gap) for at, gap in calls if at is not None and t0 - 0.05 < at < deadlines[-1]]
     assert between, "idle work never ran between the deadlines"
-    for t in between:
-        ahead = min(d - t for d in deadlines + [float("inf")] if d > t)
-        assert ahead >= IDLE_GAP_S + SPIN_S - 0.001, ahead
-    assert any(t > deadlines[-1] for t in calls), "no idle work with nothing scheduled"
+    for at, gap in between:
+        ahead = min(d for d in deadlines if d > at) - at
+        assert gap > IDLE_GAP_S, gap
+        assert ahead - sched._spin == pytest.approx(gap, abs=1e-9), (ahead, gap)
+    assert any(at is not None and at > deadlines[-1] and gap == IDLE_POLL_S
+               for at, gap in calls), "no idle work with nothing scheduled"
 
 
 def test_the_session_collector_takes_garbage_collection_off_every_other_thread():

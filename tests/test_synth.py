@@ -124,13 +124,6 @@ def _one_line_error(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def _skip_if_pyfluidsynth() -> None:
-    code = "import fluidsynth; fluidsynth.Synth"
-    found = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
-    if found.returncode == 0:
-        pytest.skip("pyfluidsynth is importable here, so FluidSynth is never missing")
-
-
 def _midi_onsets(path: Path, apart: float = 0.05) -> np.ndarray:
     """Note-on times of a MIDI file, those closer than ``apart`` to the previous as one."""
     t, ons = 0.0, []
@@ -170,7 +163,6 @@ def _matched(a: np.ndarray, b: np.ndarray, within: float = 0.035) -> float:
 
 
 def test_generate_wav_without_fluidsynth_renders_the_midi_onsets(tmp_path):
-    _skip_if_pyfluidsynth()
     env = _no_fluidsynth_env(tmp_path)
     # 5 notes/s: onsets far enough apart that the same ones 150 ms later fall between them
     r = _cli(["generate", "--seconds", "6", "--seed", "1", "--density", "5", "-o",
@@ -193,7 +185,6 @@ def test_generate_wav_without_fluidsynth_renders_the_midi_onsets(tmp_path):
 
 
 def test_generate_wav_with_a_broken_soundfont_is_one_line(tmp_path):
-    _skip_if_pyfluidsynth()
     broken = tmp_path / "broken.sf2"
     broken.write_bytes(b"RIFF\x20\x00\x00\x00sfbkLIST\x40\x00\x00\x00pdta")
     r = _cli(["generate", "--seconds", "1", "-o", tmp_path / "x.mid", "--wav",
@@ -215,7 +206,7 @@ def _sound_device_opens() -> bool:
         return False
 
 
-@pytest.mark.skipif(_sound_device_opens(), reason="a sound device is here: it would play")
+@pytest.mark.skipif(_sound_device_opens(), reason="platform: a sound device is here: it would play")
 def test_play_out_builtin_without_a_sound_device_is_one_line(tmp_path):
     env = _no_fluidsynth_env(tmp_path)
     r = _cli(["play", "--out", "builtin"], env, tmp_path, timeout=60)

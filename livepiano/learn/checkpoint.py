@@ -59,16 +59,34 @@ def weights(state: dict) -> dict:
     return out
 
 
-def network(state: dict, path: str | os.PathLike = "the checkpoint", **config):
+def network(state: dict, path: str | os.PathLike = "the checkpoint", widen: int | None = None,
+            players: bool = False, **config):
     """The ``PerformanceRNN`` a checkpoint describes, its weights loaded; ``config`` overrides
-    entries of its config that do not change the weights' shapes (dropout)."""
-    from livepiano.learn.network import ModelConfig, PerformanceRNN
+    entries of its config that do not change the weights' shapes (dropout); ``widen`` grows its
+    hidden layers to that many units, computing the same function (``network.widened``);
+    ``players`` gives a one-player network the player input (``network.with_players``)."""
+    from livepiano.learn.network import ModelConfig, PerformanceRNN, widened, with_players
 
     known = set(ModelConfig.__dataclass_fields__)
-    model = PerformanceRNN(ModelConfig(**{**{k: v for k, v in dict(state["config"]).items()
-                                             if k in known}, **config}))
+    cfg = ModelConfig(**{**{k: v for k, v in dict(state["config"]).items() if k in known},
+                         **config})
+    loaded = weights(state)
+    if widen is not None and widen != cfg.hidden:
+        if widen < cfg.hidden:
+            raise LivepianoError(f"--widen {widen} is narrower than the {cfg.hidden} units of "
+                                 f"{path}; a network can only be widened.")
+        try:
+            loaded = widened(loaded, cfg, widen)
+        except (KeyError, RuntimeError) as e:
+            raise LivepianoError(f"{path}: the weights do not fit the model its config "
+                                 f"describes ({e}); the checkpoint is damaged.") from None
+        cfg = ModelConfig(**{**cfg.to_dict(), "hidden": widen})
+    if players and not cfg.players:
+        loaded = with_players(loaded, cfg)
+        cfg = ModelConfig(**{**cfg.to_dict(), "players": 2})
+    model = PerformanceRNN(cfg)
     try:
-        model.load_state_dict(weights(state))
+        model.load_state_dict(loaded)
     except RuntimeError as e:
         raise LivepianoError(f"{path}: the weights do not fit the model its config describes "
                              f"({str(e).splitlines()[0]}); the checkpoint is damaged.") from None

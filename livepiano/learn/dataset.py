@@ -14,17 +14,14 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
 from livepiano import LivepianoError
-from livepiano.core import codec
+from livepiano.core import codec, players
 from livepiano.core.midifile import midi_file_tokens
-
-if TYPE_CHECKING:
-    pass
 
 SPLITS = ("train", "validation", "test")
 SEGMENT_STEPS = 30 * codec.STEPS_PER_SECOND  # 30-second examples, as Magenta's pipeline
@@ -249,18 +246,36 @@ class WindowSampler:
         return np.asarray(tokens, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class PlayerMix:
+    """What a model that knows who played trains on: the share of windows played alone
+    (every event its own), the share made a duet (``players.alternate_phrases``); the rest
+    are accompaniment, the performance's hands split (``players.hand_flags``), the model
+    playing either hand."""
+
+    solo: float = 0.4
+    duet: float = 0.2
+
+
+class Window(NamedTuple):
+    tokens: np.ndarray
+    control: np.ndarray
+    flags: np.ndarray | None  # player flags (None for a one-player model)
+
+
 class LaneWindows:
     """The next window of a training lane, drawn from the lane's own generator state: the
     window, its control vector (all zeros for a ``control_dropout`` share when the model is
-    conditioned) and the generator's state after the draw. With ``workers`` the draws run
-    ahead in other processes (stretching a window is Python work the training loop would
-    wait for); the result depends only on the state given, so it is the same either way."""
+    conditioned), its player flags when the model knows who played (``mix``), and the
+    generator's state after the draw. With ``workers`` the draws run ahead in other processes
+    (stretching a window is Python work the training loop would wait for); the result depends
+    only on the state given, so it is the same either way."""
 
     def __init__(self, cache: str | os.PathLike, *, steps: int, stretch, transpose: int,
                  max_tokens: int, seed: int, conditioned: bool, control_dropout: float,
-                 workers: int = 0):
+                 mix: PlayerMix | None = None, workers: int = 0):
         self.args = (str(cache), steps, stretch, transpose, max_tokens, seed, conditioned,
-                     control_dropout)
+                     control_dropout, mix)
         _lane_setup(*self.args)
         self.pool = None
         if workers > 0:
@@ -297,22 +312,41 @@ _LANE: dict = {}
 
 
 def _lane_setup(cache, steps, stretch, transpose, max_tokens, seed, conditioned,
-                control_dropout) -> None:
+                control_dropout, mix) -> None:
     tc = TokenCache(cache)
     _LANE.update(sampler=WindowSampler(tc.tokens("train"), tc.files("train"), seed=seed,
                                        steps=steps, stretch=stretch, transpose=transpose,
                                        max_tokens=max_tokens),
-                 conditioned=conditioned, control_dropout=control_dropout)
+                 conditioned=conditioned, control_dropout=control_dropout, mix=mix,
+                 max_tokens=max_tokens)
+
+
+def two_players(window: np.ndarray, mix: PlayerMix,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, player flags) of a window as ``mix`` draws it: alone, a duet or one hand."""
+    draw = rng.random()
+    if draw < mix.solo:
+        return window, np.zeros(len(window), np.int64)
+    if draw < mix.solo + mix.duet:
+        return players.alternate_phrases(window, rng)
+    return window, players.hand_flags(window, own_hand=int(rng.integers(2)))
 
 
 def _lane_draw(rng_state: dict):
     rng = np.random.default_rng()
     rng.bit_generator.state = rng_state
     window = _LANE["sampler"].window(rng)
+    flags = None
+    if _LANE["mix"] is not None:
+        window, flags = two_players(window, _LANE["mix"], rng)
+        if _LANE["max_tokens"]:
+            window, flags = window[:_LANE["max_tokens"]], flags[:_LANE["max_tokens"]]
     if _LANE["conditioned"]:
-        control = np.asarray(codec.control_vector(window), np.float32)
+        # What the model is told to sound like describes its own part.
+        own = window if flags is None else players.own_tokens(window, flags)
+        control = np.asarray(codec.control_vector(own), np.float32)
         if rng.random() < _LANE["control_dropout"]:
             control = np.zeros_like(control)
     else:
         control = np.zeros(0, np.float32)
-    return window, control, rng.bit_generator.state
+    return Window(window, control, flags), rng.bit_generator.state

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from livepiano import LivepianoError
 from livepiano.core import codec
 from livepiano.runtime.engine import log_softmax
-from livepiano.runtime.modelfile import model_shape, open_session, resolve_model
+from livepiano.runtime.modelfile import model_feeds, model_shape, open_session, resolve_model
 from livepiano.runtime.offline import describe_notes
 
 
@@ -24,7 +24,8 @@ def score_segments(session, segments: Sequence[np.ndarray], *, batch: int = 16, 
     """(total NLL in nats, events scored) of segments, each from a zero state, scoring
     tokens[1:] given tokens[:-1]. Segments go ``batch`` at a time (sorted by length, padded,
     the padding masked), in chunks of ``chunk`` steps with the state carried. A conditioned
-    model gets an all-zero control (unconditioned)."""
+    model gets an all-zero control (unconditioned), a model that knows who played hears every
+    event as its own."""
     shape = model_shape(session)
     order = sorted(range(len(segments)), key=lambda i: len(segments[i]))
     total, events, done = 0.0, 0, 0
@@ -46,10 +47,7 @@ def score_segments(session, segments: Sequence[np.ndarray], *, batch: int = 16, 
         h = np.zeros((shape.layers, b, shape.hidden), np.float32)
         c = np.zeros_like(h)
         for t0 in range(0, length, chunk):
-            feeds = {"token": x[:, t0:t0 + chunk], "h": h, "c": c}
-            t = feeds["token"].shape[1]
-            if shape.control_dim:
-                feeds["control"] = np.zeros((b, t, shape.control_dim), np.float32)
+            feeds = model_feeds(shape, x[:, t0:t0 + chunk], h, c)
             logits, h, c = session.run(outputs, feeds)
             logp = log_softmax(logits.astype(np.float64))
             picked = np.take_along_axis(logp, y[:, t0:t0 + chunk, None], axis=-1)[..., 0]

@@ -5,6 +5,7 @@
 The ONNX graph (the contract in ARCHITECTURE.md):
     inputs  token int64 [B, T], h float32 [L, B, H], c float32 [L, B, H],
             control float32 [B, T, C] (conditioned models only; zeros = unconditioned)
+            player int64 [B, T] (models that know who played only; 0 own, 1 the other's)
     outputs logits float32 [B, T, 388], h_out, c_out
 B and T are dynamic: one file primes a phrase in one call and steps one event at a time.
 Exported in eval mode (no dropout), weights inside the file (no external data).
@@ -65,7 +66,25 @@ class _OnnxGraph:
             def forward(self, token, h, c):
                 return self.m(token, h, c)
 
-        wrapper = Conditioned(model) if model.config.control_dim else Unconditioned(model)
+        class TwoPlayers(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, token, h, c, control, player):
+                return self.m(token, h, c, control, player)
+
+        class TwoPlayersUnconditioned(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, token, h, c, player):
+                return self.m(token, h, c, None, player)
+
+        kind = {(True, False): Conditioned, (False, False): Unconditioned,
+                (True, True): TwoPlayers, (False, True): TwoPlayersUnconditioned}
+        wrapper = kind[(bool(model.config.control_dim), bool(model.config.players))](model)
         return wrapper.eval()
 
 
@@ -77,6 +96,8 @@ def _inputs(config, batch: int, steps: int, rng: np.random.Generator, zero_state
     feeds["c"] = (rng.standard_normal(shape) * scale).astype(np.float32)
     if config.control_dim:
         feeds["control"] = rng.random((batch, steps, config.control_dim)).astype(np.float32)
+    if config.players:
+        feeds["player"] = rng.integers(0, config.players, (batch, steps)).astype(np.int64)
     return feeds
 
 
@@ -92,8 +113,9 @@ def write_onnx(model, path: str | os.PathLike) -> None:
     args = tuple(torch.from_numpy(example[n]) for n in names)
     dynamic = {"token": {0: "B", 1: "T"}, "h": {1: "B"}, "c": {1: "B"},
                "logits": {0: "B", 1: "T"}, "h_out": {1: "B"}, "c_out": {1: "B"}}
-    if config.control_dim:
-        dynamic["control"] = {0: "B", 1: "T"}
+    for name in ("control", "player"):
+        if name in example:
+            dynamic[name] = {0: "B", 1: "T"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, args, str(path), dynamo=False, input_names=names,
@@ -131,9 +153,8 @@ def parity(model, onnx_path: str | os.PathLike, shapes=PARITY_SHAPES, seed: int 
             feeds = _inputs(model.config, batch, steps, rng, zero_state)
             got = session.run(["logits", "h_out", "c_out"], feeds)
             with torch.no_grad():
-                ref = model(torch.from_numpy(feeds["token"]), torch.from_numpy(feeds["h"]),
-                            torch.from_numpy(feeds["c"]),
-                            torch.from_numpy(feeds["control"]) if "control" in feeds else None)
+                ref = model(*(torch.from_numpy(feeds[n]) if n in feeds else None
+                              for n in ("token", "h", "c", "control", "player")))
             for a, b in zip(got, ref):
                 if a.shape != tuple(b.shape):
                     raise LivepianoError(f"{onnx_path}: onnxruntime gives shape {a.shape} where "
@@ -184,6 +205,8 @@ def int8_drift(model, onnx_path: str | os.PathLike, tokens: int = 512, seed: int
     feeds = {"token": x.numpy(), "h": h0.numpy(), "c": c0.numpy()}
     if config.control_dim:
         feeds["control"] = np.zeros((1, len(stream), config.control_dim), np.float32)
+    if config.players:
+        feeds["player"] = np.zeros((1, len(stream)), np.int64)
     got = torch.from_numpy(session.run(["logits"], feeds)[0][0]).double()
     logp, logq = torch.log_softmax(ref, -1), torch.log_softmax(got, -1)
     kl = float((logp.exp() * (logp - logq)).sum(-1).mean())
@@ -231,7 +254,10 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
                             "c": f"float32 [{config.layers}, B, {config.hidden}]",
                             **({"control": f"float32 [B, T, {config.control_dim}] "
                                            f"(zeros = unconditioned)"}
-                               if config.control_dim else {})},
+                               if config.control_dim else {}),
+                            **({"player": "int64 [B, T] (0 its own event, 1 the other "
+                                          "player's; time-shifts 0)"}
+                               if config.players else {})},
                  "outputs": {"logits": f"float32 [B, T, {codec.VOCAB_SIZE}]",
                              "h_out": "like h", "c_out": "like c"},
                  "parity_max_abs_diff": float(f"{max(diffs.values()):.3g}"),
@@ -239,6 +265,10 @@ def model_card(name: str, model, ckpt: dict, checkpoint_path, diffs: dict, test:
                  **({"int8_mean_kl": float(f"{int8['mean_kl']:.3g}"),
                      "int8_max_abs_logit_diff": float(f"{int8['max_abs_logit_diff']:.3g}")}
                     if int8 else {})},
+        "players": ({"flags": {"own": 0, "other": 1},
+                     "trained_on": meta.get("players"),
+                     "scored": "its own events only; the other player's are heard"}
+                    if config.players else None),
         "control": ({"dim": config.control_dim,
                      "layout": (list(codec.CONTROL_LAYOUT)
                                 if config.control_dim == codec.CONTROL_DIM else None),

@@ -17,6 +17,7 @@ class TrainConfig:
     cache: str = "cache/maestro"
     out: str = "checkpoints/run.pt"
     init_from: str | None = None  # start from these weights, with a plan of its own
+    widen: int | None = None  # with init_from: grow the hidden layers to this many units
     # model (ignored for the shape when resuming or starting from another checkpoint)
     hidden: int = 512
     layers: int = 3
@@ -24,6 +25,11 @@ class TrainConfig:
     dropout: float = 0.1
     conditioned: bool = True
     control_dropout: float = 0.5  # share of windows trained with an all-zero control
+    # a model that knows who played each event: the share of its windows played alone and
+    # the share made duets (the rest: one hand beside the other); see dataset.PlayerMix
+    two_players: bool = False
+    solo_share: float = 0.4
+    duet_share: float = 0.2
     # batches: lanes of windows, cut into chunks for truncated backprop; the batch is the
     # whole batch over all processes, each process holding batch / processes lanes
     batch: int = 64
@@ -49,8 +55,8 @@ class TrainConfig:
     checkpoint_every_minutes: float = 5.0
     seed: int = 1234
     device: str = "auto"  # auto: CUDA when there is a GPU, else the CPU
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, float32 on the CPU
-    threads: int | None = None
+    precision: str = "auto"  # auto: bf16 autocast on CUDA or a CPU with native bf16, else float32
+    threads: int | None = None  # torch CPU threads per process; None: the cores shared out
     loader_workers: int | None = None  # processes drawing windows ahead; None: some on CUDA
 
 

@@ -156,6 +156,26 @@ class DuetMode(Mode):
         self.apply(actions, self.loop.clock())
         return False
 
+    def shown(self, now: float) -> dict:
+        """The turn as the stage view names it -- ``listening``, ``waiting`` (the call is over
+        but for the wait), ``answering``, ``winding down`` (past the answer's target, or its
+        end decided) -- and the last answer's latency: the call's last key or pedal up to the
+        answer's first note, in ms (None before the first)."""
+        duet = self.duet
+        if duet.state == ANSWER:
+            turn = "winding down" if duet.winding_down(self.loop.stream_time()) else "answering"
+        elif duet.state == LISTEN:
+            turn = "waiting" if self._ahead is not None or self._upcoming() is not None \
+                else "listening"
+        else:
+            turn = "winding down"
+        latency = None
+        for t in reversed(duet.turns):
+            if t.first_note is not None:
+                latency = round((t.first_note - t.call_end) * 1000)
+                break
+        return {"turn": turn, "answer_latency_ms": latency}
+
     # --- the opening, sampled ahead -------------------------------------------------------
 
     def _upcoming(self) -> float | None:

@@ -132,6 +132,33 @@ class Knobs:
             self.apply(change, self.clock())
         self.loop.call(go)
 
+    def set(self, name: str, value, t: float | None = None) -> None:
+        """Set a knob-driven parameter from elsewhere than a knob (the stage view's controls)
+        as a knob would, through the engine thread: ``Controls.set`` (a pickup knob must reach
+        the new value again), then ``apply`` (temperature, density and key rewind the unheard
+        look-ahead). ``value`` is checked here first: a bad one raises a one-line
+        ``LivepianoError`` and nothing changes."""
+        name, value = params.checked_setting(name, value)
+        t = self.clock() if t is None else t
+
+        def go(_engine):
+            try:
+                change = self.controls.set(name, value)
+            except Exception as e:  # noqa: BLE001 - checked above; a knob never ends a session
+                log.debug("setting %s to %r failed", name, value, exc_info=True)
+                self.post(("say", f"{name} not changed ({e})", True))
+                return
+            self.apply(change, t)
+        self.loop.call(go)
+
+    def press(self, name: str, t: float | None = None) -> None:
+        """A momentary action (panic, end of call) from elsewhere than a pad, as a pad's
+        press: through the engine thread. An unknown name raises a one-line
+        ``LivepianoError``."""
+        p = params.PARAMS[params.checked_action(name)]
+        t = self.clock() if t is None else t
+        self.loop.call(lambda _engine: self.apply(controls.Change(p.name, True, p.text(True)), t))
+
     def heard(self, events) -> None:
         """The player's events (listener thread): the key "follow" listens to them. What they
         change is the engine thread's, so they are handed over through the loop's inbox."""
@@ -298,6 +325,11 @@ class Knobs:
         if key not in self._told:
             self._told.add(key)
             self.post(("say", text, True))
+
+    def values(self) -> dict:
+        """A copy of the parameters' current values (on the engine thread, which owns them:
+        the stage view asks for it through ``loop.call``)."""
+        return dict(self.controls.values)
 
     # --- the main thread ----------------------------------------------------------------
 

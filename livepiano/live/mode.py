@@ -56,6 +56,11 @@ class Mode:
     def end_of_call(self, t: float) -> None:
         """The player's end-of-call control was pressed at ``t``."""
 
+    def shown(self, now: float) -> dict:
+        """What an observer (the stage view) may show of this mode at ``now``, beyond its
+        name; called on the engine thread."""
+        return {}
+
     def detach(self, loop) -> None:
         """Another mode takes over the loop (the mode knob): leave the engine as found."""
 

@@ -95,6 +95,7 @@ class Session:
         # playing; the scheduler's lateness figures once it has ended.
         self.playing = threading.Event()
         self.lateness: dict | None = None
+        self.view = None  # the stage view's server (--view), once listening
 
     def say(self, text: str) -> None:
         log.info("%s", text)
@@ -125,7 +126,13 @@ class Session:
             self.say(renamed)
         knob_setup = knobs.SessionKnobs(s)  # a bad controls file fails before any port opens
         api = ports.resolve_api(s["api"])
-        outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
+        view = self._listen_view()  # a taken port, too
+        try:
+            outp = ports.Port("out", api, s["out"])  # ports first: a wrong name fails fast
+        except BaseException:
+            if view is not None:
+                view.close()
+            raise
         inp = recorder = guardian = server = None
         clock = time.monotonic
         channel = s["channel"] - 1
@@ -149,6 +156,8 @@ class Session:
                 loop, lambda name, say: knobs.build_mode(s, name, say))
             kn.notify = self._wake.set
         except BaseException:  # nothing played: nothing to keep
+            if view is not None:
+                view.close()
             if guardian is not None:
                 guardian.goodbye()
             if server is not None:
@@ -161,10 +170,16 @@ class Session:
             knob_setup.close()
             raise
 
+        stage = self._stage(view, loop, scheduler, kn, inp, outp)
+        if stage is not None:  # the view sees what the scheduler sends, as the recorder does
+            scheduler.on_sent = _both(recorder.sent, stage.sent)
+
         def deliver(events):
             recorder.heard(events)
             loop.hear(events)
             kn.heard(events)
+            if stage is not None:
+                stage.heard(events)
 
         def echo(message):
             scheduler.send_now([(message[0] & 0xF0) | channel] + list(message[1:]))
@@ -188,6 +203,9 @@ class Session:
                 t.start()
             self.say(f"playing ({loop.mode.name}); in: {inp.label}; out: {outp.label}; "
                      f"model: {model_path.name}; recording to {path}. Ctrl-C stops.")
+            if view is not None:
+                view.start(stage, engine_priority(s["realtime"]))
+                self.say(f"the view: {view.url}")
             self.playing.set()
             knob_setup.start(keys=self.status)
             self.say(knob_setup.describe())
@@ -195,9 +213,30 @@ class Session:
         finally:
             main_priority.end()
             collector.stop()
+            if view is not None:
+                view.close()
             self._shut_down(inp, outp, knob_setup, listener, loop, scheduler, threads,
                             recorder, guardian, server, old_handlers)
         return 1 if self.failed else 0
+
+    def _listen_view(self):
+        """The stage view's server, its port bound (``--view``), or None."""
+        s = self.settings
+        if not s.get("view"):
+            return None
+        from livepiano.live.view.process import ViewServer
+
+        self.view = ViewServer(s["view_host"], s["view_port"], realtime=s["realtime"])
+        return self.view
+
+    @staticmethod
+    def _stage(view, loop, scheduler, kn, inp, outp):
+        if view is None:
+            return None
+        from livepiano.live.view.stage import Stage
+
+        return Stage(loop, scheduler, kn, clock=loop.clock,
+                     labels={"in": inp.label, "out": outp.label})
 
     def _start_guardian(self, api: str, outp, channel: int):
         """The companion that silences the output if this process dies without a clean exit
@@ -281,6 +320,11 @@ class Session:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
 
+    def _view_input(self, state: str) -> None:
+        view = getattr(self, "view", None)
+        if view is not None and view.stage is not None:
+            view.stage.input(state)
+
     @staticmethod
     def _close(inp, outp, server) -> None:
         inp.close()
@@ -332,11 +376,13 @@ class Session:
                     break
                 if not input_gone and not inp.present():
                     input_gone = True
+                    self._view_input("gone")
                     listener.release_all()
                     self.say(f"the input port '{inp.name}' is gone; playing on and "
                              f"reconnecting when it is back.")
                 elif input_gone and inp.reopen():
                     input_gone = False
+                    self._view_input("ok")
                     self.say(f"the input port '{inp.name}' is back.")
             kn = getattr(self, "knobs", None)
             if kn is not None:  # knob changes: a line each (on a terminal, the status line)
@@ -353,6 +399,14 @@ class Session:
                         + (f"  | {kn.status()}" if kn is not None and kn.status() else ""))
                 self.out.write("\r\x1b[2K" + line)
                 self.out.flush()
+
+
+def _both(first: Callable, second: Callable) -> Callable:
+    """One ``on_sent`` hook that calls two."""
+    def both(t, message):
+        first(t, message)
+        second(t, message)
+    return both
 
 
 def _present(port) -> bool:

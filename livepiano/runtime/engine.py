@@ -8,7 +8,11 @@ No torch here (the play path imports onnxruntime, numpy and yaml only).
 
 The engine keeps its view of the stream it has fed the model: the step count (10 ms steps),
 the current velocity bin and the sounding voices, each with its start step and whether the
-player (``prime``) or the engine (``sample``) started it. The model hears both in one stream.
+player (``prime``) or the engine (``sample``) started it. The model hears both in one stream;
+a model that knows who played (its card and graph take a ``player`` input) also hears, beside
+each event, whose it is: the player's notes as the other player's, the engine's own (and a
+primer continued as the engine's own, ``prime(own=True)``) as its own; time-shifts belong to
+both. A one-player model gets no such input.
 
 Masks applied when sampling:
 - a note-off is allowed only for a pitch the engine itself has sounding (a note-off of a silent
@@ -41,7 +45,8 @@ import numpy as np
 
 from livepiano import LivepianoError
 from livepiano.core import codec
-from livepiano.runtime.modelfile import model_shape, open_session, read_model_card
+from livepiano.core.players import OTHER, OWN
+from livepiano.runtime.modelfile import model_feeds, model_shape, open_session, read_model_card
 from livepiano.runtime.steering import truncate
 
 # Fed when ``sample`` is called on a stream the model has heard nothing of: MAESTRO files
@@ -86,6 +91,7 @@ class Engine:
         self.layers, self.hidden = self.shape.layers, self.shape.hidden
         self.control_dim = self.shape.control_dim
         self.conditioned = self.control_dim > 0
+        self.two_players = self.shape.two_players
         lo, hi = pitch_range
         if not 0 <= lo <= hi <= 127:
             raise LivepianoError(f"pitch range {lo}..{hi} is not inside 0..127; give LOW <= HIGH.")
@@ -109,6 +115,7 @@ class Engine:
         self._key: np.ndarray | None = None
         self._outputs = ["logits", "h_out", "c_out"]
         self._tok1 = np.zeros((1, 1), np.int64)
+        self._own1 = np.full((1, 1), OWN, np.int64)
         # Note-ons outside the pitch range and every note-off are off unless a voice allows them.
         base = np.ones(codec.VOCAB_SIZE, bool)
         base[codec.NOTE_ON:codec.NOTE_ON + lo] = False
@@ -271,11 +278,12 @@ class Engine:
         ctl = self._control if self._control is not None else self._zero_control
         return np.broadcast_to(ctl, (batch, length, self.control_dim)).astype(np.float32)
 
-    def _run(self, tokens: np.ndarray) -> None:
-        feeds = {"token": tokens, "h": self._h, "c": self._c}
+    def _run(self, tokens: np.ndarray, player: np.ndarray) -> None:
+        length = tokens.shape[1]
+        control = None
         if self.conditioned:
-            length = tokens.shape[1]
-            feeds["control"] = self._control_step if length == 1 else self._control_rows(1, length)
+            control = self._control_step if length == 1 else self._control_rows(1, length)
+        feeds = model_feeds(self.shape, tokens, self._h, self._c, control, player)
         logits, self._h, self._c = self.session.run(self._outputs, feeds)
         self._logits = logits[0, -1]
 
@@ -306,21 +314,29 @@ class Engine:
         else:
             self._velocity_bin = tok - codec.VELOCITY + 1
 
-    def prime(self, tokens: Iterable[int]) -> None:
-        """Feed events (the player's) in one batched call; no sampling. Updates the LSTM
-        state, the logits for the next event and the view of the stream."""
+    def prime(self, tokens: Iterable[int], own: bool = False) -> None:
+        """Feed events in one batched call; no sampling. Updates the LSTM state, the logits
+        for the next event and the view of the stream. The events are the player's, or with
+        ``own`` the engine's own (a primer it continues: its notes are then the engine's to
+        release, and a model that knows who played hears them as its own)."""
         arr = np.asarray(list(tokens) if not isinstance(tokens, np.ndarray) else tokens,
                          dtype=np.int64).reshape(-1)
         if not arr.size:
             return
         if arr.min() < 0 or arr.max() >= codec.VOCAB_SIZE:
             raise ValueError(f"token ids are 0..{codec.VOCAB_SIZE - 1}")
+        flags = None
+        if self.two_players:
+            is_shift = (arr >= codec.TIME_SHIFT) & (arr < codec.VELOCITY)
+            flags = np.where(is_shift | own, OWN, OTHER).astype(np.int64).reshape(1, -1)
         # One call for any phrase; a very long stream goes in pieces to bound the memory
         # the logits take (the state is carried, so the result is the same).
         for start in range(0, arr.size, PRIME_PIECE):
-            self._run(arr[start:start + PRIME_PIECE].reshape(1, -1))
+            self._run(arr[start:start + PRIME_PIECE].reshape(1, -1),
+                      None if flags is None else flags[:, start:start + PRIME_PIECE])
+        who = ENGINE if own else PLAYER
         for tok in arr.tolist():
-            self._track(tok, PLAYER)
+            self._track(tok, who)
 
     def feed(self, token: int) -> None:
         """Feed one event as the engine's own (as ``sample`` does after choosing it)."""
@@ -328,7 +344,7 @@ class Engine:
         if not 0 <= token < codec.VOCAB_SIZE:
             raise ValueError(f"token ids are 0..{codec.VOCAB_SIZE - 1}")
         self._tok1[0, 0] = token
-        self._run(self._tok1)
+        self._run(self._tok1, self._own1)
         self._track(token, ENGINE)
 
     # --- sampling ------------------------------------------------------------------------

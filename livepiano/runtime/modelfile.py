@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from livepiano import LivepianoError
 from livepiano.core import codec
 from livepiano.core.shipped import shipped_file
@@ -97,6 +99,21 @@ class ModelShape:
     hidden: int
     control_dim: int  # 0: unconditioned
     vocab_size: int
+    two_players: bool = False  # takes a player flag beside every event
+
+
+def model_feeds(shape: ModelShape, token: np.ndarray, h: np.ndarray, c: np.ndarray,
+                control: np.ndarray | None = None, player: np.ndarray | None = None) -> dict:
+    """The inputs of one call of a model of ``shape``: only those it takes, the optional ones
+    as given or zeros (an all-zero control: unconditioned; all-zero player flags: every
+    event its own)."""
+    feeds = {"token": token, "h": h, "c": c}
+    if shape.control_dim:
+        feeds["control"] = (control if control is not None else
+                            np.zeros((*token.shape, shape.control_dim), np.float32))
+    if shape.two_players:
+        feeds["player"] = player if player is not None else np.zeros(token.shape, np.int64)
+    return feeds
 
 
 def model_shape(session, model_path="the model") -> ModelShape:
@@ -107,7 +124,8 @@ def model_shape(session, model_path="the model") -> ModelShape:
     if missing:
         raise LivepianoError(f"{model_path} lacks the {', '.join(missing)} input/output of a "
                              f"livepiano model; export it with `livepiano export`.")
-    expected = {"token": 2, "h": 3, "c": 3, "control": 3, "logits": 3, "h_out": 3, "c_out": 3}
+    expected = {"token": 2, "h": 3, "c": 3, "control": 3, "player": 2, "logits": 3, "h_out": 3,
+                "c_out": 3}
     for name, rank in expected.items():
         node = inputs.get(name) or outputs.get(name)
         if node is not None and len(node.shape) != rank:
@@ -130,4 +148,4 @@ def model_shape(session, model_path="the model") -> ModelShape:
     if vocab != codec.VOCAB_SIZE:
         raise LivepianoError(f"{model_path} predicts {vocab} events, not the {codec.VOCAB_SIZE} "
                              f"of livepiano's vocabulary; use a livepiano model.")
-    return ModelShape(layers, hidden, control, vocab)
+    return ModelShape(layers, hidden, control, vocab, "player" in inputs)

@@ -51,12 +51,12 @@ def prepare(engine: Engine, primer: Sequence[int] = (), density: float | None = 
 
 def generate(engine: Engine, seconds: float, primer: Sequence[int] = (),
              max_events: int | None = None) -> Generated:
-    """Prime ``engine`` with ``primer`` (none: a start velocity event), then sample until
-    ``seconds`` of generated time have passed; every note the engine started is released at
-    the end."""
+    """Prime ``engine`` with ``primer`` (none: a start velocity event) as its own playing,
+    which it continues, then sample until ``seconds`` of generated time have passed; every
+    note still sounding is released at the end."""
     engine.reset()
     primer = [int(t) for t in primer] or [START_TOKEN]
-    engine.prime(primer)
+    engine.prime(primer, own=True)
     primer_steps, start_bin = engine.steps, engine.velocity_bin
     goal = primer_steps + int(round(seconds * codec.STEPS_PER_SECOND))
     limit = max_events or max(10_000, int(seconds * 400))

@@ -66,7 +66,7 @@ class SteeringState:
     own: tuple
     player: tuple
     integral: float
-    last_step: int
+    last_step: int | None
     sounding: dict
     step_ons: int
     released: tuple
@@ -93,7 +93,9 @@ class DensitySteering:
         self._own: deque = deque()  # stream steps of the engine's note-ons
         self._player: deque = deque()
         self._integral = 0.0
-        self._last_step = 0
+        # The controller integrates from its first step on: a primer heard before it is
+        # counted in the rate but never wound up into the integral.
+        self._last_step: int | None = None
         # pitch -> start step of the engine's latest voice of it (a re-struck pitch's
         # release ends the entry: its older voice is the engine's 5-s cap's business)
         self._sounding: dict[int, int] = {}
@@ -141,7 +143,7 @@ class DensitySteering:
         controller's step; False only looks)."""
         goal = max(self.goal(step), 0.1)
         error = self.rate(step) / goal - 1.0
-        dt = (step - self._last_step) / STEPS
+        dt = 0.0 if self._last_step is None else (step - self._last_step) / STEPS
         lo, hi = INTEGRAL_LIMITS
         integral = min(max(self._integral + error * dt, lo), hi)
         if update:

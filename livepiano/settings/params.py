@@ -210,6 +210,42 @@ def param(name: str) -> Param:
     return PARAMS[key]
 
 
+# What can be changed from elsewhere than a knob (the stage view): the settings a knob drives,
+# and the momentary actions that make sense without a controller in hand.
+SETTABLE = tuple(n for n, p in PARAMS.items() if p.kind in (KNOB, TOGGLE))
+
+
+PRESSABLE = ("panic", "end_of_call")
+
+
+def checked_setting(name, value) -> tuple[str, Any]:
+    """(parameter name, ``value`` converted) for one of ``SETTABLE``, else a one-line
+    ``LivepianoError`` saying what is wrong (unknown name, not knob-driven, wrong type, out of
+    range) and what is allowed."""
+    p = _known(name, SETTABLE, "set")
+    try:
+        return p.name, p.check(value)
+    except ValueError as e:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise LivepianoError(f"{p.name} is {shown} but must be {e}.") from None
+
+
+def checked_action(name) -> str:
+    """The name of one of ``PRESSABLE``, else a one-line ``LivepianoError``."""
+    return _known(name, PRESSABLE, "press").name
+
+
+def _known(name, allowed: tuple, verb: str) -> Param:
+    listed = ", ".join(allowed)
+    if not isinstance(name, str):
+        raise LivepianoError(f"the name must be a text, one of {listed}.")
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    if key not in allowed:
+        raise LivepianoError(f"'{name[:40]}' is not something the view can {verb}; it can "
+                             f"{verb} {listed}.")
+    return PARAMS[key]
+
+
 def key_histogram(key: str, heard: Iterable[int] = ()) -> list[float]:
     """The 12-bin pitch-class histogram (sums to 1) for a ``KEYS`` entry; ``follow`` counts the
     pitches ``heard`` (the player's recent notes), flat when there are none."""

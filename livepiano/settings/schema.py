@@ -217,6 +217,29 @@ SCHEMA.update({
 })
 
 
+# --- the stage view (live.view): a page that shows the session and steers the knobs ----------
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # the view needs no token on these
+
+
+def _host(v):
+    allowed = "an address to listen on, e.g. 127.0.0.1 (this machine) or 0.0.0.0 (every network)"
+    if not isinstance(v, str) or not v.strip() or any(c in v for c in " /?#@[]"):
+        raise ValueError(allowed)
+    return v.strip()
+
+
+SCHEMA.update({
+    "view": Setting(False, flag, "serve the stage view: a page with the piano roll, the duet's "
+                                 "turn and the knobs, at the URL printed at start"),
+    "view_port": Setting(8765, whole(0, 65535), "the view's TCP port (0: any free one)"),
+    "view_host": Setting(LOCAL_HOSTS[0], _host,
+                         "where the view listens; any address but this machine's own (e.g. "
+                         "0.0.0.0, for a tablet on the stage's network) needs the random token "
+                         "in the printed URL"),
+})
+
+
 def defaults() -> dict[str, Any]:
     return {k: s.default for k, s in SCHEMA.items()}
 

@@ -451,8 +451,8 @@ class LiveSynth:
         from livepiano.live import ports
         from livepiano.tools.render import GAIN, find_fluidsynth, find_soundfont
 
-        found = find_fluidsynth()
-        if found is None or found[0] != "cli":
+        exe = find_fluidsynth()
+        if exe is None:
             return None
         try:
             sf = find_soundfont(soundfont)
@@ -461,7 +461,7 @@ class LiveSynth:
         driver = {"alsa": "alsa_seq", "coremidi": "coremidi", "jack": "jack"}[api]
         name = CLIENT + "-synth"
         proc = subprocess.Popen(
-            [found[1], "-q", "-g", f"{GAIN:g}", "-m", driver, "-o", f"midi.{driver}.id={name}",
+            [exe, "-q", "-g", f"{GAIN:g}", "-m", driver, "-o", f"midi.{driver}.id={name}",
              *audio, str(sf)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         out = None
@@ -596,7 +596,9 @@ def _track_notes(path: Path) -> tuple[int, int]:
 def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool = False,
         api: str | None = None, model: str | None = None, seed: int | None = None,
         soundfont: str | None = None, wav: bool = True, mode: str | None = None,
-        log=sys.stderr) -> Result:
+        view: dict | None = None, log=sys.stderr) -> Result:
+    """The demo; ``view``: the stage view's settings (``view``, ``view_port``, ``view_host``;
+    None or a missing one: the schema's default)."""
     from livepiano.live import modes
     from livepiano.live.session import Session
     from livepiano.settings import schema
@@ -619,6 +621,8 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
         mode = "duet" if "duet" in modes.MODES else "continuous"
     elif mode not in modes.MODES:
         raise LivepianoError(f"the demo's mode is one of {', '.join(modes.MODES)}, not {mode!r}.")
+
+    view_settings = schema.merge({}, dict(view or {}))  # a bad one is said before any port
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -646,6 +650,7 @@ def run(seconds: float = 45.0, out_dir: str | os.PathLike = ".", *, plot: bool =
                 sound, live_audio = synth, "the built-in synth"
         ear = Ear(api, sound)
         settings = schema.defaults()
+        settings.update(view_settings)
         # demo.mid is made anew each run, as demo.wav and demo.png are (a session never
         # overwrites a file: it would pick another name)
         (out_dir / "demo.mid").unlink(missing_ok=True)

@@ -1,13 +1,12 @@
 """MIDI file -> WAV through FluidSynth where it is installed, else the built-in synth; and
 the level of what came out.
 
-Three ways to render, the first one present wins:
+Two ways to render, the first one present wins:
 
 - the ``fluidsynth`` program: ``fluidsynth -ni -q -g GAIN -F out.wav -T wav -r RATE SF file.mid``
   (its fast-render mode: no audio device, faster than real time);
-- pyfluidsynth (``import fluidsynth``): the MIDI file is played into a ``Synth`` here, event by
-  event, and its samples are written with the stdlib ``wave`` module;
-- the built-in synth (``livepiano.core.synth``, numpy only), the same way.
+- the built-in synth (``livepiano.core.synth``, numpy only): the MIDI file is played into it
+  here, event by event, and its samples are written with the stdlib ``wave`` module.
 
 The soundfont is the one given (``--soundfont``), else ``$LIVEPIANO_SOUNDFONT``, else the first
 found in the usual places (Debian/Ubuntu/Fedora/Arch, Homebrew, FluidSynth's own default
@@ -19,7 +18,6 @@ locations), else the General MIDI one that livepiano installs with ``pretty_midi
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -31,13 +29,11 @@ from pathlib import Path
 from livepiano import LivepianoError
 from livepiano.core.synth import SOUNDFONT_ENV, find_soundfont
 
-log = logging.getLogger(__name__)
-
 SAMPLE_RATE = 44100
 # FluidSynth's own default gain (0.2) leaves MAESTRO piano with FluidR3_GM near -18 dBFS peak
 # (RMS -38 dBFS); 0.8 brings it to about -6 dBFS peak, with room left for denser chords.
 GAIN = 0.8
-TAIL_SECONDS = 1.5  # release and reverb after the last event (pyfluidsynth and built-in)
+TAIL_SECONDS = 1.5  # release and reverb after the last event (the built-in synth)
 BUILTIN_VIA = "the built-in synth (FluidSynth is not installed)"
 
 def install_hint() -> str:
@@ -54,19 +50,9 @@ def install_hint() -> str:
             "`sudo pacman -S fluidsynth soundfont-fluid`)")
 
 
-def find_fluidsynth() -> tuple[str, str] | None:
-    """("cli", path of the program) or ("pyfluidsynth", module file), or None."""
-    exe = shutil.which("fluidsynth")
-    if exe:
-        return "cli", exe
-    try:
-        import fluidsynth  # noqa: F401  (pyfluidsynth; raises ImportError without libfluidsynth)
-
-        if hasattr(fluidsynth, "Synth"):
-            return "pyfluidsynth", getattr(fluidsynth, "__file__", "fluidsynth")
-    except Exception:  # pyfluidsynth raises ImportError or OSError when the library is missing
-        log.debug("pyfluidsynth is not usable", exc_info=True)
-    return None
+def find_fluidsynth() -> str | None:
+    """The path of the ``fluidsynth`` program on PATH, or None."""
+    return shutil.which("fluidsynth")
 
 
 # --- levels --------------------------------------------------------------------------------
@@ -139,7 +125,7 @@ class Rendered:
     wav: Path
     levels: WavLevels
     soundfont: Path
-    via: str  # "fluidsynth CLI" or "pyfluidsynth"
+    via: str  # FluidSynth (the program) or the built-in synth, in words
 
     def describe(self) -> str:
         return f"{self.wav} ({self.levels.describe()}; {self.via}, {self.soundfont.name})"
@@ -152,20 +138,17 @@ def render_midi(midi_path: str | os.PathLike, wav_path: str | os.PathLike,
     midi_path, wav_path = Path(midi_path), Path(wav_path)
     if not midi_path.is_file():
         raise LivepianoError(f"no MIDI file at {midi_path}; give the path of a .mid file.")
-    synth = find_fluidsynth()
-    sf = find_soundfont(soundfont, sf2_only=synth is None)
+    exe = find_fluidsynth()
+    sf = find_soundfont(soundfont, sf2_only=exe is None)
     if not wav_path.parent.is_dir():
         raise LivepianoError(f"cannot write {wav_path}: the folder {wav_path.parent} does not "
                              f"exist; create it or write elsewhere.")
-    if synth is None:
+    if exe is None:
         _render_builtin(midi_path, wav_path, sf, sample_rate)
         via = BUILTIN_VIA
-    elif synth[0] == "cli":
-        _render_cli(synth[1], midi_path, wav_path, sf, sample_rate, gain)
-        via = "FluidSynth (fluidsynth program)"
     else:
-        _render_pyfluidsynth(midi_path, wav_path, sf, sample_rate, gain)
-        via = "FluidSynth (pyfluidsynth)"
+        _render_cli(exe, midi_path, wav_path, sf, sample_rate, gain)
+        via = "FluidSynth (fluidsynth program)"
     if not wav_path.is_file():
         raise LivepianoError(f"FluidSynth wrote no {wav_path}; check that the folder is "
                              f"writable.")
@@ -202,72 +185,6 @@ def _render_cli(exe: str, midi_path: Path, wav_path: Path, sf: Path, rate: int,
                or [f"exit status {proc.returncode}"])[0]
         raise LivepianoError(f"fluidsynth could not render {midi_path} ({why[:200]}); check "
                              f"the MIDI file and the soundfont {sf}.")
-
-
-def _render_pyfluidsynth(midi_path: Path, wav_path: Path, sf: Path, rate: int,
-                         gain: float) -> None:
-    import fluidsynth
-    import mido
-    import numpy as np
-
-    try:
-        mid = mido.MidiFile(str(midi_path))
-    except Exception as e:
-        raise LivepianoError(f"{midi_path}: not a readable MIDI file ({e}).") from None
-    synth = fluidsynth.Synth(gain=gain, samplerate=float(rate))
-    try:
-        sfid = synth.sfload(str(sf))
-        if sfid == -1:
-            raise LivepianoError(f"FluidSynth could not load the soundfont {sf}; give another "
-                                 f"with --soundfont.")
-        for ch in range(16):
-            if ch != 9:
-                synth.program_select(ch, sfid, 0, 0)
-        chunks = []
-        pending = 0.0  # seconds of audio owed before the next event
-        rendered = 0
-
-        def advance(seconds: float) -> None:
-            nonlocal pending, rendered
-            pending += seconds
-            n = int(round((pending) * rate))
-            if n > 0:
-                chunks.append(np.asarray(synth.get_samples(n), dtype=np.int16))
-                rendered += n
-                pending -= n / rate
-
-        for msg in mid:  # times in seconds, tempo applied
-            if msg.time:
-                advance(msg.time)
-            if msg.is_meta:
-                continue
-            t = msg.type
-            if t == "note_on":
-                if msg.velocity:
-                    synth.noteon(msg.channel, msg.note, msg.velocity)
-                else:
-                    synth.noteoff(msg.channel, msg.note)
-            elif t == "note_off":
-                synth.noteoff(msg.channel, msg.note)
-            elif t == "control_change":
-                synth.cc(msg.channel, msg.control, msg.value)
-            elif t == "program_change":
-                synth.program_change(msg.channel, msg.program)
-            elif t == "pitchwheel":
-                synth.pitch_bend(msg.channel, msg.pitch)
-        advance(TAIL_SECONDS)
-    finally:
-        synth.delete()
-    data = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-    try:
-        with wave.open(str(wav_path), "wb") as w:
-            w.setnchannels(2)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(data.astype("<i2").tobytes())
-    except OSError as e:
-        raise LivepianoError(f"cannot write {wav_path} ({e.strerror or e}); check the "
-                             f"folder.") from None
 
 
 def renderer_line(soundfont: str | os.PathLike | None = None) -> str:

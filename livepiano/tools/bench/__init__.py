@@ -49,6 +49,14 @@ def add_arguments(p) -> None:
                         "(duet; default: the MAESTRO test-split excerpts in tests/data)")
     p.add_argument("--minutes", type=finite, default=10.0,
                    help="how long the session lasts (soak; default: 10)")
+    p.add_argument("--view", action="store_true",
+                   help="serve the stage view during the run and start measuring once a page "
+                        "has opened it: its cost, beside a run without (timing, knobs)")
+    p.add_argument("--via", choices=("cc", "view"), default="cc",
+                   help="how the knob changes arrive: a CC through the listener, or posted to "
+                        "the stage view as its page does (knobs; default: %(default)s)")
+    p.add_argument("--view-port", type=int, default=8765,
+                   help="the view's port for --view (default: %(default)s; 0: any free one)")
     from livepiano.tools.bench import music
 
     music.add_arguments(p)

@@ -1,5 +1,6 @@
 """What the benchmarks share: real-time priority for the measuring thread, percentiles, the
-model card's summary line, duet calls cut from recorded performances."""
+model card's summary line, duet calls cut from recorded performances, the stage view beside a
+run (``--view``)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,35 @@ def cut_calls(performances, wait: float, *, count: int | None = None,
             a += 0.5
         cursors[i] = a
     return calls
+
+
+VIEW_WAIT_S = 120.0  # how long --view waits for a page to open
+
+
+def open_view(loop, scheduler, port: int, realtime_mode: str, say, knobs=None,
+              wait: bool = True):
+    """The stage view on a benchmark's engine loop and scheduler, as ``play --view`` serves
+    it (a fresh ``Knobs`` when the benchmark has none); with ``wait``, once a page has opened
+    it."""
+    from livepiano.live.controls import Controls
+    from livepiano.live.knobs import Knobs
+    from livepiano.live.session import engine_priority
+    from livepiano.live.view.process import serve
+
+    if knobs is None:
+        knobs = Knobs(Controls(), loop, clock=loop.clock)
+    view = serve(loop, scheduler, knobs, port=port, prepare=engine_priority(realtime_mode),
+                 realtime=realtime_mode)
+    sent = scheduler.on_sent
+    scheduler.on_sent = view.stage.sent if sent is None else (
+        lambda t, m: (sent(t, m), view.stage.sent(t, m)))
+    if not wait:
+        say(f"view         {view.url}")
+        return view
+    say(f"view         {view.url} -- waiting for a page to open it")
+    try:
+        view.wait_for_page(VIEW_WAIT_S)
+    except BaseException:
+        view.close()
+        raise
+    return view

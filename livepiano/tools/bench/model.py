@@ -20,7 +20,7 @@ def bench(args) -> dict:
 
     from livepiano.core import codec
     from livepiano.runtime.engine import Engine
-    from livepiano.runtime.modelfile import resolve_model
+    from livepiano.runtime.modelfile import model_feeds, resolve_model
 
     steps = max(2000, int(getattr(args, "steps", 3000) or 3000))
     path = resolve_model(getattr(args, "model", None))
@@ -53,9 +53,7 @@ def bench(args) -> dict:
 
         # The model call alone (T=1), to tell the model's time from the sampler's.
         state = np.zeros((engine.layers, 1, engine.hidden), np.float32)
-        feeds = {"token": np.zeros((1, 1), np.int64), "h": state, "c": state.copy()}
-        if engine.conditioned:
-            feeds["control"] = np.zeros((1, 1, engine.control_dim), np.float32)
+        feeds = model_feeds(engine.shape, np.zeros((1, 1), np.int64), state, state.copy())
         raw = np.empty(min(steps, 1000))
         for i in range(len(raw)):
             t = clock()

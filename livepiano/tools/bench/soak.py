@@ -7,7 +7,8 @@ second, the same garbage-collector set-up. The pianist is a MAESTRO excerpt from
 looped on its own thread and handed to the session as the listener hands it (recorder, then
 engine); the output is a null port. Reported: scheduler lateness p50/p99/max per minute, RSS
 at the start and end and its slope after the first minute, garbage-collector pauses (count,
-p99, max, by generation), notes in and out, and how long the save at the end took.
+p99, max, by generation), notes in and out, how long the save at the end took, and how long
+the save of a two-hour journal takes.
 """
 
 from __future__ import annotations
@@ -223,8 +224,29 @@ def soak(model_path, minutes: float, *, realtime_mode: str = "auto", seed: int |
         "loadavg": [round(v, 2) for v in os.getloadavg()],
         "model": str(model_path)}
     saved.unlink(missing_ok=True)
+    result["save_two_hours_s"] = round(two_hour_save_s(folder), 3)
     folder.rmdir()
     return result
+
+
+TWO_HOURS_MESSAGES = 2 * 3600 * 40  # 20 messages a second on each track: 144,000 notes
+
+
+def two_hour_save_s(folder: Path) -> float:
+    """Seconds that saving a journal as long as two hours of busy playing takes (the MIDI file
+    made from it at the session's end); the file is removed after."""
+    from livepiano.live.recorder import Recorder, open_journal
+
+    recorder = Recorder(open_journal(folder / "two-hours.mid", 0.0))
+    add = recorder.journal.add
+    for i in range(TWO_HOURS_MESSAGES):
+        add(i % 2, 5.0 + i * 0.025, 0x90 if i % 4 < 2 else 0x80, 40 + (i // 4) % 48, 70)
+    recorder.journal.flush()
+    t0 = time.monotonic()
+    saved = recorder.save()
+    took = time.monotonic() - t0
+    saved.unlink(missing_ok=True)
+    return took
 
 
 def bench(args) -> dict:
@@ -268,7 +290,8 @@ def bench(args) -> dict:
         f"pause p99 {r['gc_pause_ms_p99']} ms, max {r['gc_pause_ms_max']} ms (young p99 "
         f"{r['gc_young_pause_ms_p99']} ms; full max {r['gc_full_pause_ms_max']} ms)")
     say(f"notes        {r['notes_in']} in, {r['notes_out']} out; save at exit "
-        f"{r['save_s']:.3f} s")
+        f"{r['save_s']:.3f} s; a two-hour journal ({TWO_HOURS_MESSAGES // 2:,} notes) saves in "
+        f"{r['save_two_hours_s']:.3f} s")
     say(f"machine      {r['realtime']}; load average {' '.join(map(str, r['loadavg']))} "
         f"(1, 5, 15 min) at the end")
     return r
