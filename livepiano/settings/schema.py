@@ -207,10 +207,10 @@ SCHEMA.update({
     "accompany_ratio": Setting(0.8, number(0.1, 2.0),
                                "play: the model's notes per second as a share of yours over "
                                "the last few seconds"),
-    "listen": Setting(True, flag, "play, continuous mode: lean the model's note-ons toward "
-                                  "the pitch classes you played in the last few seconds, and "
-                                  "give a conditioned model your density and pitch classes; "
-                                  "false: neither"),
+    "listen": Setting(True, flag, "continuous mode: lean the model's note-ons toward the "
+                                  "pitch classes you played in the last second and still hold, "
+                                  "and give a conditioned model your density and pitch classes "
+                                  "of the last 5 s; false: neither"),
     "top_p": Setting(1.0, number(0.5, 1.0),
                      "sample from the smallest set of events holding this much probability "
                      "(1: all of them)"),
