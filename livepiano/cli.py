@@ -495,11 +495,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--primer", default=None, metavar="FILE.mid",
                    help="a MIDI file the model hears first; it is written to the output as its own "
                         "track, 'primer', and generation continues after its end on track "
-                        "'livepiano'")
+                        "'livepiano', at the primer's density (unless --density) and leaning "
+                        "toward its pitch classes")
     p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable result")
     p.add_argument("--density", type=float, default=None, metavar="NOTES_PER_S",
-                   help="notes per second the model's playing is steered toward (default: the "
-                        "`density` setting's default)")
+                   help="notes per second the model's playing is steered toward, and the "
+                        "density a conditioned model is given (default: the primer's, "
+                        "else 10)")
     p.add_argument("--compare", default=None, metavar="CACHE_OR_MIDI_DIR",
                    help="also print the same figures for real playing: the median over the "
                         "30-second segments of this cache's test split or folder of MIDI files")
@@ -540,7 +542,7 @@ def _cmd_generate(args) -> int:
     from livepiano.core import midifile
     from livepiano.runtime.engine import Engine
     from livepiano.runtime.modelfile import resolve_model
-    from livepiano.runtime.offline import describe_notes, generate
+    from livepiano.runtime.offline import describe_notes, generate, prepare
 
     if not args.seconds > 0:
         raise LivepianoError(f"--seconds must be more than 0, not {args.seconds}.")
@@ -549,14 +551,11 @@ def _cmd_generate(args) -> int:
 
         renderer_line(args.soundfont)
     engine = Engine(resolve_model(args.model), temperature=args.temperature, seed=args.seed)
-    from livepiano.runtime import steering
-    from livepiano.settings import schema
-
-    steering.configure(engine, schema.merge(schema.defaults(), {"density": args.density}))
     primer = midifile.midi_file_tokens(args.primer) if args.primer else []
     if args.primer and not primer:
         raise LivepianoError(f"{args.primer} has no notes to prime the model with; "
                              f"give another primer.")
+    prepare(engine, primer, args.density)
     t0 = time.monotonic()
     result = generate(engine, args.seconds, primer)
     took = time.monotonic() - t0

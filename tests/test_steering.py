@@ -16,7 +16,7 @@ from livepiano.live.mode import Continuous
 from livepiano.runtime import steering
 from livepiano.runtime.engine import Engine
 from livepiano.runtime.offline import generate
-from livepiano.settings import schema
+from livepiano.settings import params, schema
 from livepiano.tools.bench import music
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,8 +111,11 @@ def test_configure_reads_the_settings_schema(eager):
     engine = Engine(eager, seed=0)
     s = schema.defaults()
     steering.configure(engine, s, accompany=True)
-    assert engine.steering.target == s["density"]
+    assert s["density"] is None  # not set: alone, the knob's default
+    assert engine.steering.target == params.PARAMS["density"].default
     assert engine.steering.follow == s["accompany_ratio"]
+    steering.configure(engine, dict(s, density=12.0))
+    assert engine.steering.target == 12.0 and engine.steering.follow is None
     assert engine.top_p == s["top_p"]
     steering.configure(engine, dict(s, steer=False))
     assert engine.steering is None
@@ -164,7 +167,7 @@ def test_the_accompanist_follows_the_pianists_density():
 
 
 def steering_target() -> float:
-    return float(schema.defaults()["density"])
+    return steering.alone_density(schema.defaults())
 
 
 def test_take_back_no_longer_pushes_density():

@@ -197,7 +197,7 @@ def _sound_device_opens() -> bool:
     try:
         import miniaudio
 
-        from livepiano.live.ports import quiet_stderr
+        from livepiano.live.quiet import quiet_stderr
 
         with quiet_stderr():
             miniaudio.PlaybackDevice().close()

@@ -19,6 +19,7 @@ import numpy as np
 from livepiano import LivepianoError
 from livepiano.core import messages
 from livepiano.core.synth import SAMPLE_RATE, Synth, find_soundfont, load_soundfont
+from livepiano.live.quiet import quiet_stderr
 
 BUFFER_MS = 20  # the device's buffer: a message is heard at most about this much later
 RING_OUT_S = 0.5  # after All Notes Off at the close, before the device stops
@@ -67,8 +68,6 @@ class BuiltinSynth:
         except ImportError:
             raise LivepianoError("the built-in synth needs the miniaudio package for sound; "
                                  "reinstall livepiano (`pip install livepiano`).") from None
-        from livepiano.live.ports import quiet_stderr
-
         with quiet_stderr():  # ALSA lists every device it fails to open on stderr
             try:
                 device = miniaudio.PlaybackDevice(

@@ -32,6 +32,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from livepiano.core import messages
 from livepiano.live import controls, modes
 from livepiano.live.controls import Controls
@@ -73,7 +75,7 @@ def load(settings: dict) -> tuple[controls.Controls, Path]:
     if "temperature" in settings:
         t = params.PARAMS["temperature"].curve
         values["temperature"] = min(max(float(settings["temperature"]), t.lo), t.hi)
-    if "density" in settings:
+    if settings.get("density") is not None:
         d = params.PARAMS["density"].curve
         values["density"] = min(max(float(settings["density"]), d.lo), d.hi)
     if settings.get("mode") in choices.MODES:
@@ -104,6 +106,7 @@ class Knobs:
         # (time, pitch) of the player's recent note-ons (bounded: 10 s of the fastest playing)
         self._heard: deque = deque(maxlen=4000)
         self._following = False  # a conditioned model is steered by key "follow"
+        self._moved: set[str] = set()  # "density" and "key" once their knob has moved
         self._follow_due = 0.0
         self._told: set[str] = set()
         self._duet_values: dict[str, float] = {}
@@ -203,7 +206,10 @@ class Knobs:
             steered = name == "density" and engine.steering is not None
             if steered:  # the density steering's target, whatever the model
                 engine.steering.target = float(value)
-            if engine.conditioned:
+            self._moved.add(name)
+            if self._tell_listening(loop.mode):  # it leans and conditions from now on
+                self._rewind()
+            elif engine.conditioned:
                 self._following = self.controls.values["key"] == params.FOLLOW
                 self._set_control(engine, rewind=True)
             elif steered:
@@ -246,6 +252,22 @@ class Knobs:
         if loop.taken_back != before and hasattr(duet, "on_take_back"):
             duet.on_take_back(loop.stream_time())
 
+    def _tell_listening(self, mode) -> bool:
+        """A mode that listens to the player (continuous) takes the density and key the
+        knobs have set over what it hears; False when the mode does not listen."""
+        listening = getattr(mode, "listening", None)
+        if listening is None:
+            return False
+        values = self.controls.values
+        if "density" in self._moved:
+            listening.density = float(values["density"])
+        if "key" in self._moved:
+            key = values["key"]
+            listening.key = None if key == params.FOLLOW else np.asarray(
+                params.key_histogram(key))
+        mode.listen(self.clock())
+        return True
+
     def _set_control(self, engine, rewind: bool) -> None:
         values = self.controls.values
         horizon = self.clock() - FOLLOW_S
@@ -269,9 +291,14 @@ class Knobs:
             if self.loop.mode.name in choices.MODES:  # the toggle stays with the loop
                 self.controls.set("mode", self.loop.mode.name)
             return
+        old = self.loop.mode
+        if hasattr(old, "detach"):
+            old.detach(self.loop)
         if hasattr(mode, "attach"):
             mode.attach(self.loop)
         self.loop.mode = mode
+        if self._moved:
+            self._tell_listening(mode)
         self._apply_duet()
 
     def _apply_duet(self) -> bool:

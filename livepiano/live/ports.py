@@ -17,9 +17,9 @@ import logging
 import os
 import re
 import sys
-import tempfile
 
 from livepiano import LivepianoError
+from livepiano.live.quiet import quiet_stderr
 from livepiano.settings.choices import MIDI_APIS
 
 log = logging.getLogger(__name__)
@@ -85,32 +85,6 @@ _NO_SYSTEM_HINT = {
 }
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Keep C libraries (ALSA, libjack) from printing on our stderr while rtmidi opens a
-    client; what they said is handed back for error messages."""
-    captured = [""]
-    fd = 2  # where C libraries write, whatever sys.stderr is
-    try:
-        sys.stderr.flush()
-        saved = os.dup(fd)
-    except (AttributeError, OSError, ValueError):
-        yield captured
-        return
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            captured[0] = tmp.read().decode("utf-8", "replace")
-
-
-quiet_stderr = _quiet_stderr  # for other C libraries that talk on stderr (the audio device's)
-
-
 def open_client(kind: str, api: str, name: str = CLIENT_NAME):
     """A ``rtmidi.MidiIn`` (kind 'in') or ``rtmidi.MidiOut`` (kind 'out') client, or the same
     of ``livepiano.live.inprocess`` for api 'inprocess'."""
@@ -120,7 +94,7 @@ def open_client(kind: str, api: str, name: str = CLIENT_NAME):
         return (inprocess.MidiIn if kind == "in" else inprocess.MidiOut)(name)
     rtmidi = _rtmidi()
     cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
-    with _quiet_stderr():
+    with quiet_stderr():
         try:
             return cls(_api_ids()[api], name=name)
         except (rtmidi.SystemError, RuntimeError, OSError):

@@ -9,7 +9,9 @@ from typing import Sequence
 import numpy as np
 
 from livepiano.core import codec
+from livepiano.runtime import steering
 from livepiano.runtime.engine import START_TOKEN, Engine
+from livepiano.settings import schema
 
 
 @dataclass
@@ -37,6 +39,14 @@ class Generated:
             tracks.append(("primer", primer_notes))
         tracks.append(("livepiano", self.generated_notes()))
         return codec.step_notes_to_midi(tracks)
+
+
+def prepare(engine: Engine, primer: Sequence[int] = (), density: float | None = None) -> None:
+    """``engine`` set up as `livepiano generate` samples: the settings' defaults with
+    ``density`` (None: not given, so the primer's) for the steering, and a conditioned
+    model's control from the primer (``steering.configure``)."""
+    steering.configure(engine, schema.merge(schema.defaults(), {"density": density}),
+                       primer=primer)
 
 
 def generate(engine: Engine, seconds: float, primer: Sequence[int] = (),

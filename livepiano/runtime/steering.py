@@ -16,17 +16,25 @@ of an old one gains. Timing and which pitch stay the model's. The controller's s
 travels with the engine's snapshots, so a take-back restores it too.
 
 The nucleus is off by default (``top_p`` 1): each of the 100 time-shifts is unlikely on
-its own, so a nucleus cuts the long ones first, and the notes shrank to blips with it."""
+its own, so a nucleus cuts the long ones first, and the notes shrank to blips with it.
+
+Listening: what the model heard sets its aim unless the user set one. `generate --primer`
+aims at the primer's density and gives a conditioned model the primer's density and
+pitch classes (``configure(primer=...)``); in continuous mode ``Listening`` keeps the
+player's recent note-ons, note by note, for the mode to lean the model's note-ons toward
+their pitch classes (``Engine.key_bias``, as a duet answer leans toward its call) and to
+give a conditioned model their density and pitch classes."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from livepiano.core import codec
+from livepiano.settings.params import PARAMS
 
 STEPS = codec.STEPS_PER_SECOND
 # Every figure below was chosen with `livepiano bench music` on the shipped model (README,
@@ -195,6 +203,107 @@ def truncate(weights: np.ndarray, top_p: float = 1.0, min_p: float = 0.0) -> Non
         weights[order[keep:]] = 0.0
 
 
+# Listening to the player in continuous mode (clock seconds): the note-ons whose pitch
+# classes the model leans toward (with the notes still sounding), and those that make the
+# density and pitch classes a conditioned model hears. Chosen with `livepiano bench music`'s
+# ensemble (docs/music.md): a longer lean window let more semitone clashes through.
+LEAN_WINDOW_S = 1.0
+HEARD_WINDOW_S = 5.0
+
+
+class Listening:
+    """The player's recent playing, kept up to date as it comes (each note counted in and
+    out once, nothing per sampled event): the pitch classes of the note-ons over
+    LEAN_WINDOW_S and of the notes still sounding (the lean), and the note-ons over
+    HEARD_WINDOW_S (a conditioned model's control). ``density`` and ``key``: what the user
+    set (notes/s; a 12-bin histogram), None where the player's playing decides."""
+
+    def __init__(self, density: float | None = None, lean_window: float = LEAN_WINDOW_S,
+                 heard_window: float = HEARD_WINDOW_S):
+        self.density = None if density is None else float(density)
+        self.key: np.ndarray | None = None
+        self.lean_window = float(lean_window)
+        self.heard_window = float(heard_window)
+        self._recent: deque = deque()  # (time, pitch class) over the lean window
+        self._recent_counts = np.zeros(12)
+        self._heard: deque = deque()  # (time, pitch class) over the heard window
+        self._heard_counts = np.zeros(12)
+        self._sounding: dict[int, int] = {}  # pitch -> voices sounding
+        self._sounding_counts = np.zeros(12)
+        self._since: float | None = None  # the first note-on heard
+
+    def hear(self, t: float, pitch: int, on: bool = True) -> None:
+        """The player's note-on (``on``) or note-off of ``pitch`` at clock time ``t``."""
+        pitch = int(pitch)
+        pc = pitch % 12
+        if not on:
+            if self._sounding.get(pitch):
+                self._sounding[pitch] -= 1
+                self._sounding_counts[pc] -= 1
+            return
+        self._recent.append((t, pc))
+        self._recent_counts[pc] += 1
+        self._heard.append((t, pc))
+        self._heard_counts[pc] += 1
+        self._sounding[pitch] = self._sounding.get(pitch, 0) + 1
+        self._sounding_counts[pc] += 1
+        if self._since is None:
+            self._since = t
+
+    def forget(self, now: float) -> int:
+        """Let go of the note-ons older than the windows at ``now``; how many went."""
+        gone = 0
+        for notes, counts, window in ((self._recent, self._recent_counts, self.lean_window),
+                                      (self._heard, self._heard_counts, self.heard_window)):
+            horizon = now - window
+            while notes and notes[0][0] < horizon:
+                counts[notes.popleft()[1]] -= 1
+                gone += 1
+        return gone
+
+    def rate(self, now: float) -> float:
+        """The player's note-ons per second over the heard window (over the time since the
+        first note-on, early on)."""
+        if self._since is None:
+            return 0.0
+        return len(self._heard) / min(self.heard_window, max(now - self._since, 1.0))
+
+    def lean(self) -> np.ndarray | None:
+        """The histogram (sums to 1) the model's note-ons lean toward: the key set, else the
+        pitch classes of the player's latest note-ons and of their notes still sounding;
+        None when there are none."""
+        if self.key is not None:
+            return self.key
+        counts = self._recent_counts + self._sounding_counts
+        total = counts.sum()
+        return counts / total if total > 0 else None
+
+    def control(self, now: float, alone: float) -> list[float]:
+        """A conditioned model's control: the density set, else the player's over the heard
+        window (``alone`` after their silence); the key set, else the player's pitch
+        classes over the heard window (flat without any)."""
+        density = self.density
+        if density is None:
+            density = self.rate(now) if self._heard else alone
+        if self.key is not None:
+            hist = self.key
+        elif self._heard:
+            hist = self._heard_counts / self._heard_counts.sum()
+        else:
+            hist = np.full(12, 1.0 / 12)
+        return codec.conditioning(density, hist)
+
+
+def heard_density(tokens: Sequence[int]) -> float | None:
+    """The note-ons per second of a stretch of tokens (None without any), within the
+    ``density`` setting's range."""
+    vector = codec.control_vector(tokens)
+    if not vector.any():
+        return None
+    lo, hi = PARAMS["density"].curve.lo, PARAMS["density"].curve.hi
+    return min(max(float(vector[0]) * codec.DENSITY_SCALE, lo), hi)
+
+
 def conditioning(density: float) -> list[float]:
     """The control vector a conditioned model gets when nothing else sets one: ``density``
     notes/s and a flat pitch-class histogram (an all-zero histogram is "unconditioned" to
@@ -202,13 +311,30 @@ def conditioning(density: float) -> list[float]:
     return codec.conditioning(density, [1.0 / 12] * 12)
 
 
-def configure(engine, settings: Mapping, *, accompany: bool = False) -> None:
+def alone_density(settings: Mapping) -> float:
+    """Notes/s the model aims for alone: the ``density`` set, else the knob's default."""
+    density = settings.get("density")
+    return float(PARAMS["density"].default if density is None else density)
+
+
+def configure(engine, settings: Mapping, *, accompany: bool = False,
+              primer: Sequence[int] = ()) -> None:
     """The stability defaults of ``settings`` on ``engine``: density steering toward
-    ``density`` notes/s (``accompany``: following the player's density times
-    ``accompany_ratio``), the truncated tail, and a conditioned model's control."""
-    density = float(settings["density"])
+    ``density`` notes/s (not set: the ``primer``'s density when it has notes, else the
+    knob's default; ``accompany``: following the player's density times
+    ``accompany_ratio``), the truncated tail, and a conditioned model's control: that
+    density with the primer's pitch classes (flat without a primer). With ``listen`` on, the
+    note-ons lean toward the primer's pitch classes (``Engine.key_bias``), as a duet answer
+    leans toward its call."""
+    heard = codec.control_vector(primer) if len(primer) else np.zeros(codec.CONTROL_DIM)
+    density = alone_density(settings)
+    if settings.get("density") is None and heard.any():
+        density = heard_density(primer)
     follow = float(settings["accompany_ratio"]) if accompany else None
     engine.steering = DensitySteering(density, follow) if settings["steer"] else None
     engine.top_p = float(settings["top_p"])
     if engine.conditioned and engine.control is None and settings["steer"]:
-        engine.control = conditioning(density)
+        engine.control = (codec.conditioning(density, heard[1:]) if heard.any()
+                          else conditioning(density))
+    if heard.any() and settings.get("listen", True):
+        engine.key_bias = heard[1:]

@@ -197,12 +197,20 @@ def duet_settings(s: Mapping[str, Any]) -> dict[str, Any]:
 SCHEMA.update({
     "steer": Setting(True, flag, "keep the model's note density near `density` (and, in "
                                  "play, near yours); false: the model's own"),
-    "density": Setting(PARAMS["density"].default, number(0.5, 30.0),
+    # None: not set, so the model takes the density of what it hears (a primer, your
+    # playing) and aims for the knob's default when it plays alone
+    "density": Setting(None, lambda v: v if v is None else number(0.5, 30.0)(v),
                        "notes per second the model aims for when it plays alone, and the "
-                       "most it plays when it accompanies you"),
+                       "most it plays when it accompanies you; set, it also replaces the "
+                       "density a conditioned model would take from what it hears",
+                       f"not set: what it hears; alone {PARAMS['density'].default:g}"),
     "accompany_ratio": Setting(0.8, number(0.1, 2.0),
                                "play: the model's notes per second as a share of yours over "
                                "the last few seconds"),
+    "listen": Setting(True, flag, "continuous mode: lean the model's note-ons toward the "
+                                  "pitch classes you played in the last second and still hold, "
+                                  "and give a conditioned model your density and pitch classes "
+                                  "of the last 5 s; false: neither"),
     "top_p": Setting(1.0, number(0.5, 1.0),
                      "sample from the smallest set of events holding this much probability "
                      "(1: all of them)"),

@@ -2,7 +2,8 @@
 
 Each benchmark is a module of this package with a function ``bench(args) -> dict``, named in
 ``BENCHES``; the command
-prints a readable report and, with ``--json``, ends with one line holding the dict as JSON.
+prints a readable report; with ``--json`` the report goes to stderr and stdout holds one line,
+the dict as JSON.
 Arguments shared by the benchmarks are declared in ``add_arguments``. This module imports
 only the standard library and the settings schema at the top, so building the command line
 stays cheap.
@@ -10,8 +11,10 @@ stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import sys
 
 from livepiano.settings.choices import REALTIME
 from livepiano.settings.schema import DUET, SCHEMA
@@ -58,7 +61,8 @@ def add_arguments(p) -> None:
 
     music.add_arguments(p)
     p.add_argument("--json", action="store_true",
-                   help="end with one line of JSON holding the figures")
+                   help="stdout holds the figures alone, as one line of JSON (the report "
+                        "goes to stderr)")
 
 
 # Each benchmark lives in its own module of this package, as a function ``bench(args) -> dict``;
@@ -72,9 +76,13 @@ def run(which: str, args) -> int:
     if which not in BENCHES:
         raise LivepianoError(f"no benchmark called {which!r}; "
                              f"pick one of {', '.join(sorted(BENCHES))}.")
-    result = importlib.import_module(f"{__name__}.{which}").bench(args)
-    if getattr(args, "json", False):
-        print(json.dumps(result), flush=True)
+    if not getattr(args, "json", False):
+        importlib.import_module(f"{__name__}.{which}").bench(args)
+        return 0
+    # stdout holds the JSON object alone; the readable report goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        result = importlib.import_module(f"{__name__}.{which}").bench(args)
+    print(json.dumps(result), flush=True)
     return 0
 
 
