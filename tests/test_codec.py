@@ -245,7 +245,7 @@ def test_velocity_bins_match_magenta():
 
 
 def test_shifts_are_greedy():
-    assert codec.shifts(0) == []
+    assert codec.shifts(0) == [] and codec.shifts(-4) == []
     assert codec.shifts(100) == [codec.shift(100)]
     assert codec.shifts(101) == [codec.shift(100), codec.shift(1)]
     assert codec.shifts(1234) == [codec.shift(100)] * 12 + [codec.shift(34)]

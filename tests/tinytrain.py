@@ -46,7 +46,8 @@ def main(cache: str, out: str, steps: str, dump: str) -> None:
 
     from livepiano.learn.train import train
 
-    result = train(tiny(Path(cache), Path(out), max_steps=int(steps), dropout=0.0, lr=1e-2),
+    result = train(tiny(Path(cache), Path(out), max_steps=int(steps), dropout=0.0, lr=1e-2,
+                        precision="fp32"),
                    log=lambda *a: None)
     rank = int(os.environ.get("RANK", 0))
     torch.save(result["model"].state_dict(), Path(dump) / f"rank{rank}.pt")

@@ -104,7 +104,10 @@ def shift_steps(token: int) -> int:
 
 
 def shifts(steps: int) -> list[int]:
-    """Time-shift tokens for a silence of ``steps``: full 1 s shifts first, then the rest."""
+    """Time-shift tokens for a silence of ``steps``: full 1 s shifts first, then the rest;
+    none for a silence of no steps (or fewer: time never runs backwards)."""
+    if steps <= 0:
+        return []
     out = [TIME_SHIFT + MAX_SHIFT_STEPS - 1] * (steps // MAX_SHIFT_STEPS)
     if steps % MAX_SHIFT_STEPS:
         out.append(TIME_SHIFT + steps % MAX_SHIFT_STEPS - 1)
