@@ -222,3 +222,11 @@ def test_the_run_says_which_precision_it_chose(cache, tmp_path, monkeypatch):
     with pytest.raises(LivepianoError, match="native bf16"):
         train_module.train(tiny(cache, tmp_path / "q.pt", max_steps=1, precision="bf16"),
                            resume=False, log=lambda *a: None)
+
+
+def test_no_flags_means_every_event_is_its_own():
+    two, _ = _two_player_model()
+    x = torch.tensor([PATTERN * 2])
+    zero = two(x, *two.zero_state(1), None, torch.zeros_like(x))[0]
+    assert torch.equal(two(x, *two.zero_state(1))[0], zero)
+    assert not torch.allclose(two(x, *two.zero_state(1), None, torch.ones_like(x))[0], zero)

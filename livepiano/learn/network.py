@@ -64,7 +64,10 @@ class PerformanceRNN(nn.Module):
     def forward(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
                 control: torch.Tensor | None = None, player: torch.Tensor | None = None):
         x = self.embed(token)
-        if self.config.players and player is not None:
+        if self.config.players:
+            # No flags: every event is the model's own, as when it plays alone.
+            if player is None:
+                player = torch.zeros_like(token)
             x = x + self.player_embed(player)
         if self.config.control_dim:
             if control is None:
