@@ -27,7 +27,8 @@ def bench(args) -> dict:
     engine = Engine(path, seed=getattr(args, "seed", 0), temperature=1.0)
     say = getattr(args, "say", print)
     say(f"model        {path} ({engine.layers}x{engine.hidden}, "
-        f"{'conditioned' if engine.conditioned else 'unconditioned'})")
+        f"{'conditioned' if engine.conditioned else 'unconditioned'}"
+        f"{', two players' if engine.two_players else ''})")
 
     # Warm-up: a short phrase, then some sampling.
     engine.prime([codec.velocity_event(20), 60, codec.shift(20), codec.note_off(60)])
