@@ -399,16 +399,28 @@ def choose_pieces(pieces, wanted: str | None):
     if not wanted:
         return list(pieces)
     names = [music.piece_name(c) for c, _ in pieces]
-    picked = set()
-    for item in (w.strip() for w in wanted.split(",")):
-        if not item:
-            continue
+
+    def index(item: str) -> int | None:
         if item.isdigit() and 1 <= int(item) <= len(pieces):
-            picked.add(int(item) - 1)
-        elif music.piece_name(item) in names:
-            picked.add(names.index(music.piece_name(item)))
+            return int(item) - 1
+        name = music.piece_name(item)
+        return names.index(name) if name in names else None
+
+    items = [w.strip() for w in wanted.split(",")]
+    picked, i = set(), 0
+    while i < len(items):
+        if not items[i]:
+            i += 1
+            continue
+        # the longest run of items that names a piece: a character may hold a comma
+        for j in range(len(items), i, -1):
+            k = index(", ".join(items[i:j]))
+            if k is not None:
+                picked.add(k)
+                i = j
+                break
         else:
-            raise LivepianoError(f"--pieces: no piece {item!r}; the pieces are "
+            raise LivepianoError(f"--pieces: no piece {items[i]!r}; the pieces are "
                                  f"{', '.join(names)} (or 1-{len(pieces)}).")
     return [pieces[i] for i in sorted(picked)]
 
