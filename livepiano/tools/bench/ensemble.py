@@ -151,7 +151,6 @@ class _Child:
             [sys.executable, "-c", _CHILD, role, client, port, f"{JACK_GAP_S:g}"], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
             preexec_fn=die_with_parent())
-        self.done: str | None = None
         if self._line(timeout) != "ready":
             err = self.close()
             raise LivepianoError(f"the {role}'s JACK port {self.name} did not open: "
@@ -166,7 +165,7 @@ class _Child:
         return got[0].strip() if got else None
 
     def play(self, timed: list[tuple[float, list[int]]], timeout: float) -> tuple[int, float]:
-        """Play ``timed`` from now; (messages sent, the latest one's lateness in ms)."""
+        """Play ``timed`` from now; (messages sent, the worst lateness of one, in ms)."""
         for at, m in timed:
             self.proc.stdin.write(f"{at:.6f} {bytes(m).hex()}\n")
         self.proc.stdin.write("go\n")
@@ -199,12 +198,12 @@ class _Child:
 
 class Synth:
     """FluidSynth on the JACK server (MIDI in, audio out to the server's playback ports), or,
-    where it or a soundfont is missing, a port that takes the notes (``stand_in``)."""
+    where it or a soundfont is missing, a port that takes the notes (``sink``)."""
 
     def __init__(self, env: dict, say=print):
         from livepiano.tools.render import GAIN, find_fluidsynth, find_soundfont
 
-        self.proc = self.sink = None
+        self.proc = self.sink = self._err = None
         exe = find_fluidsynth()
         soundfont = None
         if exe is not None:
@@ -221,16 +220,17 @@ class Synth:
             return
         self.query = SYNTH_QUERY
         self.describe = f"FluidSynth ({exe} -m jack -a jack, {soundfont})"
+        self._err = tempfile.TemporaryFile("w+")  # its warnings must not fill a pipe
         self.proc = subprocess.Popen(
             [exe, "-q", "-j", "-g", f"{GAIN:g}", "-m", "jack", "-a", "jack",
              "-o", "synth.sample-rate=48000", str(soundfont)],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True)  # our Ctrl-C is not its
+            stderr=self._err, start_new_session=True)  # our Ctrl-C is not its
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise LivepianoError(f"FluidSynth exited at start: "
-                                     f"{self.proc.stderr.read().decode(errors='replace')[-300:]}")
+                self._err.seek(0)
+                raise LivepianoError(f"FluidSynth exited at start: {self._err.read()[-300:]}")
             if any("fluidsynth" in p.lower() and p.endswith(tuple(f"midi_{i:02d}"
                                                                   for i in range(4)))
                    for p in _jack_ports(env)):
@@ -243,6 +243,8 @@ class Synth:
     def close(self) -> None:
         if self.sink is not None:
             self.sink.close()
+        if self._err is not None:
+            self._err.close()
         if self.proc is None or self.proc.poll() is not None:
             return
         try:  # its shell keeps it running (stdin); "quit" ends it
