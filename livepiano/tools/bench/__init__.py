@@ -57,9 +57,10 @@ def add_arguments(p) -> None:
                         "the stage view as its page does (knobs; default: %(default)s)")
     p.add_argument("--view-port", type=int, default=8765,
                    help="the view's port for --view (default: %(default)s; 0: any free one)")
-    from livepiano.tools.bench import music
+    from livepiano.tools.bench import ensemble, music
 
     music.add_arguments(p)
+    ensemble.add_arguments(p)
     p.add_argument("--json", action="store_true",
                    help="stdout holds the figures alone, as one line of JSON (the report "
                         "goes to stderr)")
@@ -67,7 +68,7 @@ def add_arguments(p) -> None:
 
 # Each benchmark lives in its own module of this package, as a function ``bench(args) -> dict``;
 # it is imported only when asked for, so the command line stays cheap to build.
-BENCHES = ("model", "timing", "duet", "knobs", "soak", "music")
+BENCHES = ("model", "timing", "duet", "knobs", "soak", "music", "ensemble")
 
 
 def run(which: str, args) -> int:

@@ -68,6 +68,7 @@ ENSEMBLE_PIECES = (
                        "--3.midi"),
 )
 ENSEMBLE_S = 120.0
+EXCERPT_TAIL_S = 2.0  # an excerpt's notes end at most this long after it
 CONTINUATIONS = 24
 PRIMER_S = 20.0  # each primer, and what is compared after it
 CONTINUATION_SEED = 0
@@ -80,8 +81,9 @@ DATA_ENV = "LIVEPIANO_MAESTRO"
 
 def add_arguments(p) -> None:
     """This benchmark's own options (``--seconds`` and ``--seeds`` for free generation)."""
-    p.add_argument("--seconds", type=float, default=300.0,
-                   help="seconds of each free generation (music; default: 300)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="seconds of each free generation (music; default: 300), of each "
+                        "session (ensemble; default: 120)")
     p.add_argument("--seeds", type=int, default=3,
                    help="free generations, seeds 1..N (music; default: 3)")
     p.add_argument("--parts", default=",".join(PARTS), metavar="PART,...",
@@ -94,7 +96,8 @@ def add_arguments(p) -> None:
                         "livepiano (music)")
     p.add_argument("--reference", default=None, metavar="MIDI_DIR",
                    help="real playing to compare with and to take the pianist from: a MAESTRO "
-                        "folder (its validation split) or any folder of MIDI files (music; "
+                        "folder (its validation split) or any folder of MIDI files (music, "
+                        "ensemble; "
                         f"default: ${DATA_ENV}, else {DEFAULT_DATA})")
 
 
@@ -455,9 +458,9 @@ def player_events(notes, offset: float = 0.0):
 
 def excerpt(notes, start: float, seconds: float):
     """The notes starting in ``[start, start + seconds)``, shifted to ``start`` = 0, each
-    ending at most 2 s after the excerpt."""
-    return [(s - start, min(e, start + seconds + 2.0) - start, p, v) for s, e, p, v in notes
-            if start <= s < start + seconds]
+    ending at most EXCERPT_TAIL_S after the excerpt."""
+    return [(s - start, min(e, start + seconds + EXCERPT_TAIL_S) - start, p, v)
+            for s, e, p, v in notes if start <= s < start + seconds]
 
 
 def continuous_session(model_path, part, seconds: float, seed: int = 1) -> "SimSession":
@@ -535,6 +538,18 @@ def ensemble_pieces(root: Path, ref: dict) -> list[tuple[str, Path]]:
     return [(Path(f).stem, Path(f)) for f in ref["files"][:len(ENSEMBLE_PIECES)]]
 
 
+def ensemble_start(notes) -> float:
+    """Where an ensemble pianist's excerpt begins in its performance (``file_notes``): at its
+    first note."""
+    return notes[0][0]
+
+
+def piece_name(character: str) -> str:
+    """An ensemble piece's character as a file name's part: "slow, pedalled" ->
+    "slow-pedalled"."""
+    return character.replace(",", "").replace(" ", "-")
+
+
 def _rounded(figures: dict) -> dict:
     return {k: _r(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
 
@@ -563,14 +578,13 @@ def ensemble(model_path, pieces: Sequence[tuple[str, Path]], seed: int = 1,
         notes = file_notes(path)
         if not notes:
             continue
-        part = excerpt(notes, notes[0][0], seconds)
+        part = excerpt(notes, ensemble_start(notes), seconds)
         sim = continuous_session(model_path, part, seconds, seed)
         model = sim.out.notes(seconds)
         pianist = [(s, e, p) for s, e, p, _ in part]
         f = measures.ensemble(model, pianist, seconds)
         if midi_dir is not None:
-            name = character.replace(",", "").replace(" ", "-")
-            save_session(Path(midi_dir) / f"ensemble-{name}.mid", part,
+            save_session(Path(midi_dir) / f"ensemble-{piece_name(character)}.mid", part,
                          sim.out.notes(seconds, velocity=True))
         real = real_ensemble(part, seconds)
         rows.append(f)
@@ -585,7 +599,8 @@ def ensemble(model_path, pieces: Sequence[tuple[str, Path]], seed: int = 1,
               "ens_performances": out_rows, "ens_wall_s": _r(took, 1)}
     if pieces:
         notes = file_notes(pieces[0][1])
-        cost = listening_cost(model_path, excerpt(notes, notes[0][0], seconds) if notes else [])
+        cost = listening_cost(model_path,
+                              excerpt(notes, ensemble_start(notes), seconds) if notes else [])
         result["listen_us_per_batch"] = _r(cost, 1)
     result.update({f"real_ens_{k}_excerpts": v for k, v in ensemble_summary(
         [{k: r[f"real_{k}"] for k in ENSEMBLE_KEYS} for r in out_rows], "").items()})
