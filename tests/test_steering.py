@@ -187,3 +187,27 @@ def test_take_back_no_longer_pushes_density():
 def test_player_event_type_is_what_the_listener_hands_over():
     ev = music.player_events([(0.0, 0.5, 60, 80)])
     assert ev == [PlayerEvent(0.0, True, 60, 80), PlayerEvent(0.5, False, 60, 0)]
+
+
+def test_releasing_a_blip_costs_more_than_releasing_a_young_note():
+    from livepiano.runtime.steering import BLIP_PENALTY, YOUNG_PENALTY, DensitySteering
+
+    s = DensitySteering(10.0)
+    s.heard(60, 0, True)
+    assert s.logits_offset(5)[codec.NOTE_OFF + 60] == BLIP_PENALTY  # 50 ms old
+    assert s.logits_offset(20)[codec.NOTE_OFF + 60] == YOUNG_PENALTY  # 200 ms
+    assert s.logits_offset(50)[codec.NOTE_OFF + 60] == 0.0  # 500 ms
+    assert BLIP_PENALTY < YOUNG_PENALTY < 0
+
+
+def test_a_held_goal_wins_over_the_target_and_following():
+    from livepiano.runtime.steering import DensitySteering
+
+    s = DensitySteering(10.0, follow=0.8)
+    for k in range(20):
+        s.heard(60, k * 10, False)  # the player at 10 notes/s
+    assert s.goal(200) == pytest.approx(0.8 * 20 / 2.0)
+    s.hold = 3.0
+    assert s.goal(200) == 3.0
+    s.hold = None
+    assert s.goal(200) == pytest.approx(8.0)

@@ -231,6 +231,15 @@ class Engine:
         # limited on top of this when a note is due).
         self._mask = self._base_mask.copy()
 
+    def forget(self) -> None:
+        """Zero the LSTM state and keep the view of the stream (the clock, the voices, the
+        steering): what comes next is heard as from the start of a piece. The model learned
+        from 30-second windows; over many minutes of one stream its state wanders where no
+        window took it (a long duet's answers grew denser and denser)."""
+        self._h = np.zeros_like(self._h)
+        self._c = np.zeros_like(self._c)
+        self._logits = None
+
     @property
     def steps(self) -> int:
         """10 ms steps elapsed in the stream."""

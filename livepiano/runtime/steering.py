@@ -57,6 +57,10 @@ RESTRIKE_SHARE = 0.5
 # OLD_S gains OLD_GAIN per second past it (else more notes ran to the engine's 5-s cap).
 MIN_NOTE_S = 0.3
 YOUNG_PENALTY = -4.0
+# Beside a pianist the model released most of its notes within a few steps (median note
+# 0.04 s): a release younger than BLIP_S costs BLIP_PENALTY instead.
+BLIP_S = 0.1
+BLIP_PENALTY = -8.0
 OLD_S = 2.0
 OLD_GAIN = 4.0
 
@@ -81,6 +85,9 @@ class DensitySteering:
     def __init__(self, target: float, follow: float | None = None):
         self.target = float(target)
         self.follow = None if follow is None else float(follow)
+        # A goal held while set, over ``target`` and ``follow``: a duet answer's pace is its
+        # call's. Set and cleared by the engine's thread (the duet mode).
+        self.hold: float | None = None
         on_vel = np.zeros(codec.VOCAB_SIZE, np.float32)
         on_vel[codec.NOTE_ON:codec.NOTE_OFF] = 1.0
         on_vel[codec.VELOCITY:] = 1.0
@@ -119,6 +126,8 @@ class DensitySteering:
 
     def goal(self, step: int) -> float:
         """The target in notes/s at ``step``."""
+        if self.hold is not None:
+            return self.hold
         if self.follow is None:
             return self.target
         horizon = step - int(FOLLOW_WINDOW_S * STEPS)
@@ -170,9 +179,12 @@ class DensitySteering:
         else:
             return self._zero
         young = step - int(MIN_NOTE_S * STEPS)
+        blip = step - int(BLIP_S * STEPS)
         old = step - int(OLD_S * STEPS)
         for pitch, start in self._sounding.items():
-            if start > young:
+            if start > blip:
+                out[codec.NOTE_OFF + pitch] = BLIP_PENALTY
+            elif start > young:
                 out[codec.NOTE_OFF + pitch] = YOUNG_PENALTY
             elif start < old:
                 out[codec.NOTE_OFF + pitch] = OLD_GAIN * (old - start) / STEPS
