@@ -1038,7 +1038,7 @@ class _SimScheduler:
                 self._sent_tags[tag] = m
 
 
-def _sim_duet(model, events, until, *, settings=None, pedal=(), seed=3, steering=None):
+def _sim_duet(model, events, until, *, settings=None, pedal=(), seed=3):
     """A real Engine in a real EngineLoop with a DuetMode, driven on a 1 ms grid as the
     engine thread would drive it: player events (time, kind, pitch, velocity) through the
     loop's inbox handling, pedal (time, down) through the mode's hook, sampling while the
@@ -1052,9 +1052,8 @@ def _sim_duet(model, events, until, *, settings=None, pedal=(), seed=3, steering
     clock = lambda: now[0]  # noqa: E731
     sched = _SimScheduler(clock)
     mode = DuetMode(settings or DuetSettings())
-    engine = Engine(model, seed=seed)
-    engine.steering = steering
-    loop = EngineLoop(engine, sched, origin=0.0, lookahead=0.1, mode=mode, clock=clock)
+    loop = EngineLoop(Engine(model, seed=seed), sched, origin=0.0, lookahead=0.1, mode=mode,
+                      clock=clock)
     timed = sorted([(t, 0, (kind, pitch, vel)) for t, kind, pitch, vel in events]
                    + [(t, 1, down) for t, down in pedal], key=lambda x: (x[0], x[1]))
     i = 0
@@ -1268,27 +1267,17 @@ def test_follow_steers_the_answer_by_the_calls_pitch_classes_then_lets_go(tiny_m
     assert mode.duet.turns[0].over is not None and mode.loop.engine.key_bias is None
 
 
-def test_an_answer_plays_at_its_calls_pace_and_each_call_is_heard_afresh(tiny_model):
-    from livepiano.runtime.steering import DensitySteering
 
+def test_each_call_is_heard_from_a_fresh_state(tiny_model):
     notes = cut(EXCERPTS[0], 1.0, 3.0)
     events = timeline(notes, 0.5)
     end = phrase_end(notes, 0.5)
-    # Mid-answer: the density steering aims at the call's note rate, and the model's state
-    # is what hearing the call and answering made it.
-    mode, _ = _sim_duet(tiny_model, events, end + 0.6 + 0.5, steering=DensitySteering(30.0))
-    call = mode.log[0][1].call
-    engine = mode.loop.engine
-    assert engine.steering.hold == pytest.approx(call.notes / max(call.length, 1.0))
-    assert engine.state()[0].any()
-    # The turn back to the player: the steering's own goal again, and a fresh state.
+    # Mid-answer the model's state is what hearing the call and answering made it.
+    mode, _ = _sim_duet(tiny_model, events, end + 0.6 + 0.5)
+    assert mode.loop.engine.state()[0].any()
+    # The turn back to the player: a fresh state for the next call.
     longest = DuetSettings().answer_length(end - 0.5) + DuetSettings().grace
-    mode, _ = _sim_duet(tiny_model, events, end + 0.6 + longest + 0.3,
-                        steering=DensitySteering(30.0))
-    engine = mode.loop.engine
-    assert mode.duet.turns[0].over is not None and engine.steering.hold is None
-    h, c = engine.state()
+    mode, _ = _sim_duet(tiny_model, events, end + 0.6 + longest + 0.3)
+    assert mode.duet.turns[0].over is not None
+    h, c = mode.loop.engine.state()
     assert not h.any() and not c.any()
-    # The pace is held no faster than the steering's target.
-    mode, _ = _sim_duet(tiny_model, events, end + 0.6 + 0.5, steering=DensitySteering(0.5))
-    assert mode.loop.engine.steering.hold == 0.5

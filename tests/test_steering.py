@@ -199,15 +199,3 @@ def test_releasing_a_blip_costs_more_than_releasing_a_young_note():
     assert s.logits_offset(50)[codec.NOTE_OFF + 60] == 0.0  # 500 ms
     assert BLIP_PENALTY < YOUNG_PENALTY < 0
 
-
-def test_a_held_goal_wins_over_the_target_and_following():
-    from livepiano.runtime.steering import DensitySteering
-
-    s = DensitySteering(10.0, follow=0.8)
-    for k in range(20):
-        s.heard(60, k * 10, False)  # the player at 10 notes/s
-    assert s.goal(200) == pytest.approx(0.8 * 20 / 2.0)
-    s.hold = 3.0
-    assert s.goal(200) == 3.0
-    s.hold = None
-    assert s.goal(200) == pytest.approx(8.0)

@@ -193,8 +193,6 @@ class DuetMode(Mode):
         loop, engine = self.loop, self.loop.engine
         self._ahead = (start, engine.snapshot(), engine.control, [], loop.lookahead)
         loop.extend_lookahead(OPENING_LEAD_S)
-        call = self.duet.call
-        self._hold_pace(call.notes, start - self.duet.settings.wait - call.start)
         if self.duet.settings.follow:
             tokens = self.duet.call.tokens()
             self._steer_key(pitch_classes(tokens))
@@ -225,7 +223,6 @@ class DuetMode(Mode):
         engine.restore(before)
         engine.control = control
         self._unsteer_key()
-        self._release_pace()
         engine.shift_limit = None
         engine.notes_allowed = True
 
@@ -246,7 +243,6 @@ class DuetMode(Mode):
     def _start(self, a: StartAnswer, now: float) -> None:
         loop, engine = self.loop, self.loop.engine
         ahead, self._ahead = self._ahead, None
-        self._hold_pace(a.call.notes, a.call.length)
         if ahead is not None and (ahead[0] == a.at or now >= ahead[0]):  # already on its way
             loop.restore_lookahead()
             self._listen_control = ahead[2]
@@ -302,23 +298,10 @@ class DuetMode(Mode):
             engine.control = self._listen_control
         self._listen_control = None
         self._unsteer_key()
-        self._release_pace()
         # Each call is heard from a fresh state (what the answer played can no longer be
         # taken back, nor the state before it restored).
         self.loop.forget_pending()
         engine.forget()
-
-    def _hold_pace(self, notes: int, length: float) -> None:
-        """The answer's density steering aims at its call's note rate (``notes`` over
-        ``length`` seconds; at most the target the steering has alone): an answer plays at
-        its call's pace."""
-        steering = self.loop.engine.steering
-        if steering is not None and notes:
-            steering.hold = min(notes / max(length, MIN_PACE_S), steering.target)
-
-    def _release_pace(self) -> None:
-        if self.loop.engine.steering is not None:
-            self.loop.engine.steering.hold = None
 
     def _steer_key(self, key) -> None:
         """The answer's note-ons lean toward the call's pitch classes (``Engine.key_bias``);
@@ -335,9 +318,6 @@ class DuetMode(Mode):
             self.loop.engine.key_bias = self._listen_key[0]
             self._listen_key = None
 
-
-# A call's note rate is taken over at least this long (two quick notes are not 20 notes/s).
-MIN_PACE_S = 1.0
 
 # How long before the answer's start its opening is sampled (at least the loop's look-ahead):
 # enough to ride out a stall of the engine thread on a busy machine.

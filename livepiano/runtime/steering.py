@@ -85,9 +85,6 @@ class DensitySteering:
     def __init__(self, target: float, follow: float | None = None):
         self.target = float(target)
         self.follow = None if follow is None else float(follow)
-        # A goal held while set, over ``target`` and ``follow``: a duet answer's pace is its
-        # call's. Set and cleared by the engine's thread (the duet mode).
-        self.hold: float | None = None
         on_vel = np.zeros(codec.VOCAB_SIZE, np.float32)
         on_vel[codec.NOTE_ON:codec.NOTE_OFF] = 1.0
         on_vel[codec.VELOCITY:] = 1.0
@@ -126,8 +123,6 @@ class DensitySteering:
 
     def goal(self, step: int) -> float:
         """The target in notes/s at ``step``."""
-        if self.hold is not None:
-            return self.hold
         if self.follow is None:
             return self.target
         horizon = step - int(FOLLOW_WINDOW_S * STEPS)
