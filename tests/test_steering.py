@@ -199,3 +199,63 @@ def test_releasing_a_blip_costs_more_than_releasing_a_young_note():
     assert s.logits_offset(50)[codec.NOTE_OFF + 60] == 0.0  # 500 ms
     assert BLIP_PENALTY < YOUNG_PENALTY < 0
 
+
+
+def test_a_note_on_gains_where_the_player_has_just_struck():
+    s = steering.DensitySteering(10.0)
+    for step in range(10):  # the engine busier than its target: note-ons cost
+        for pitch in (40, 43, 47):
+            s.heard(codec.NOTE_ON + pitch, step, True)
+        s.heard(codec.TIME_SHIFT, step, True)
+    plain = s.logits_offset(10, update=False)[codec.NOTE_ON + 60]
+    assert plain < 0
+    s.heard(codec.NOTE_ON + 64, 10, False)  # the player strikes at step 10
+    after = s.logits_offset(10, update=False)
+    assert after[codec.NOTE_ON + 60] == pytest.approx(steering.SYNC_GAIN)
+    assert after[codec.VELOCITY + 5] == pytest.approx(steering.SYNC_GAIN)
+    kept = s.snapshot()
+    s.heard(codec.NOTE_ON + 67, 10, True)  # the engine has struck too: a chord of its own
+    assert s.logits_offset(10, update=False)[codec.NOTE_ON + 60] == 0.0
+    s.heard(codec.TIME_SHIFT, 10, True)  # the next step: the steering's own bias again
+    assert s.logits_offset(11, update=False)[codec.NOTE_ON + 60] < 0
+    s.heard(codec.NOTE_ON + 50, 11, True)  # the engine strikes alone: no gain
+    assert s.logits_offset(11, update=False)[codec.NOTE_ON + 60] == 0.0
+    s.restore(kept)  # a take-back to just after the player's strike
+    assert s.logits_offset(10, update=False)[codec.NOTE_ON + 60] == pytest.approx(
+        steering.SYNC_GAIN)
+
+
+def _struck_with(model_notes, pianist_notes, within: float = 0.02) -> tuple[int, int]:
+    """(the model's note-ons within ``within`` s after one of the pianist's, all of them)."""
+    onsets = np.array(sorted(n[0] for n in pianist_notes))
+    starts = np.array([n[0] for n in model_notes])
+    k = np.searchsorted(onsets, starts + 1e-9, side="right") - 1
+    gap = np.where(k >= 0, starts - onsets[np.maximum(k, 0)], np.inf)
+    return int(np.sum(gap <= within)), len(starts)
+
+
+def test_the_accompanist_strikes_with_the_pianist(monkeypatch):
+    """Inside a silence it had chosen, the model may strike when the pianist does (the loop
+    samples its note-ons there, the steering favours them): more of its notes begin with the
+    pianist's than with either half alone."""
+    from livepiano.live.modes import make_mode
+
+    def share(join: bool, gain: float) -> float:
+        monkeypatch.setattr(steering, "SYNC_GAIN", gain)
+        struck = total = 0
+        for name in ("chopin_op10_12.mid", "scarlatti_k525.mid"):
+            notes = music.file_notes(DATA / name)
+            part = music.excerpt(notes, notes[0][0], 30.0)
+            engine = Engine(SHIPPED, seed=1)
+            steering.configure(engine, schema.defaults(), accompany=True)
+            sim = music.SimSession(engine, make_mode(dict(schema.defaults(),
+                                                          mode="continuous")))
+            sim.loop.join_onsets = join
+            sim.run_until(30.0, music.player_events(part))
+            a, b = _struck_with(sim.out.notes(30.0), part)
+            struck, total = struck + a, total + b
+        return struck / total
+
+    both = share(True, steering.SYNC_GAIN)
+    assert both >= share(False, steering.SYNC_GAIN) + 0.06
+    assert both >= share(True, 0.0) + 0.06

@@ -64,6 +64,8 @@ class EngineLoop:
         self.velocity_scale = 1.0  # the dynamics knob: scales the model's output velocities
         # After the player's event, keep the silence the model had chosen (_keep_silence)
         self.keep_silence = True
+        # ... and strike with the player's note-ons inside it (_join)
+        self.join_onsets = True
 
     # --- any thread ---------------------------------------------------------------------
 
@@ -132,8 +134,37 @@ class EngineLoop:
         tokens = player_tokens(item, StreamPosition.of(self.engine), self.origin)
         self.engine.prime(tokens)
         if silence_until is not None and self.keep_silence:
+            if self.join_onsets and any(ev.on for ev in item):
+                self._join()
             self._keep_silence(silence_until)
         return True
+
+    def _join(self) -> None:
+        """The player struck a note inside a silence the model had chosen: the model may
+        strike with it, now -- its note-ons (and their velocities) sampled at this step are
+        kept, and the first event of any other kind is dropped, so the silence it had
+        chosen goes on (``_keep_silence``). Only note-ons may join: letting a release or a
+        shorter silence through as well cut the model's notes to blips."""
+        engine, pending = self.engine, self._pending
+        trailing = 0  # velocity events after the last note-on kept
+        for _ in range(JOIN_EVENTS):
+            before = engine.snapshot()
+            begins = self.stream_time()
+            tok = engine.sample()
+            if self.on_sampled is not None:
+                self.on_sampled(tok, begins)
+            if tok >= codec.VELOCITY:
+                trailing += 1
+            elif tok < codec.NOTE_OFF:
+                trailing = 0
+            else:
+                engine.restore(before)
+                break
+            if not self._emit(tok, before):
+                return
+        while trailing:  # a velocity for no note joined: the model never chose it
+            engine.restore(pending.pop()[1])
+            trailing -= 1
 
     def _keep_silence(self, until: float) -> None:
         """The model had chosen to be silent until ``until`` when the player's event came:
@@ -199,9 +230,16 @@ class EngineLoop:
             begins = self.stream_time()
             tok = engine.sample()
             self.on_sampled(tok, begins)
+        self._emit(tok, before)
+
+    def _emit(self, tok: int, before) -> bool:
+        """The model's ``tok``, just sampled (``before``: the engine's snapshot from before
+        it): scheduled at its step's deadline and kept where it can be taken back. False
+        when the mode dropped it."""
+        engine = self.engine
         deadline = self.stream_time()
         if not self.mode.sampled(tok, deadline, before):
-            return
+            return False
         tags = ()
         if tok < codec.TIME_SHIFT:
             tag = next(self._tags)
@@ -214,7 +252,8 @@ class EngineLoop:
             else:
                 message = [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0]
             self.scheduler.schedule(deadline, message, tag)
-        pending.append((deadline, before, tags))
+        self._pending.append((deadline, before, tags))
+        return True
 
     def take_back(self, cutoff: float) -> float | None:
         """Take back the model's events that lie after ``cutoff`` on the clock. Returns the
@@ -240,6 +279,11 @@ class EngineLoop:
 
 
 STEP_S = 1.0 / codec.STEPS_PER_SECOND
+
+
+# The most events the model may sample at the player's note-on (_join): a chord of
+# velocity + note-on pairs, with room for a few more.
+JOIN_EVENTS = 12
 
 
 TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay

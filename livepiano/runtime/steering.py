@@ -12,7 +12,8 @@ and lowers (or raises a little) the logits of the note-on and velocity events --
 because a velocity event is how the model sets up its next note -- until the step's first
 note-on: it decides how often something begins; a chord, once begun, is the model's own.
 Held back, the model shortens its notes, so the release of a young note costs and that
-of an old one gains. Timing and which pitch stay the model's. The controller's state
+of an old one gains; where the player has just struck, a note-on gains (a second hand
+strikes with the first). Timing and which pitch stay the model's. The controller's state
 travels with the engine's snapshots, so a take-back restores it too.
 
 The nucleus is off by default (``top_p`` 1): each of the 100 time-shifts is unlikely on
@@ -63,6 +64,11 @@ BLIP_S = 0.1
 BLIP_PENALTY = -8.0
 OLD_S = 2.0
 OLD_GAIN = 4.0
+# Striking with the player: at a step where the player has struck and the engine not yet,
+# its note-ons and velocity events gain SYNC_GAIN. Without it the model began its notes
+# with the pianist's hardly more often than chance, where a pianist's two hands often
+# strike together; a larger gain made the model strike with every note it heard.
+SYNC_GAIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class SteeringState:
     sounding: dict
     step_ons: int
     released: tuple
+    player_ons: int
 
 
 class DensitySteering:
@@ -105,12 +112,15 @@ class DensitySteering:
         self._sounding: dict[int, int] = {}
         self._step_ons = 0  # note-ons in the current step so far
         self._released: tuple = ()  # pitches the engine released in the current step
+        self._player_ons = 0  # the player's note-ons in the current step so far
 
     def heard(self, token: int, step: int, own: bool) -> None:
         """An event fed to the model at stream ``step`` (``own``: sampled by the engine)."""
         if token < codec.NOTE_OFF:
             (self._own if own else self._player).append(step)
             self._step_ons += 1
+            if not own:
+                self._player_ons += 1
             if own:
                 self._sounding[token] = step
         elif token < codec.TIME_SHIFT:
@@ -120,6 +130,7 @@ class DensitySteering:
         elif token < codec.VELOCITY:
             self._step_ons = 0
             self._released = ()
+            self._player_ons = 0
 
     def goal(self, step: int) -> float:
         """The target in notes/s at ``step``."""
@@ -158,21 +169,25 @@ class DensitySteering:
     def logits_offset(self, step: int, update: bool = True) -> np.ndarray:
         """The offset of the 388 logits at ``step``: ``bias`` on note-ons and velocity
         events until the step's first note-on, and again from its CHORD_NOTES-th (a
-        re-strike of a pitch just released gets RESTRIKE_SHARE of it); the note lengths'
-        costs on the release of the engine's notes."""
+        re-strike of a pitch just released gets RESTRIKE_SHARE of it), plus SYNC_GAIN while
+        the player has struck in the step and the engine not yet; the note lengths' costs on
+        the release of the engine's notes."""
         b = self.bias(step, update)
         ons = self._step_ons
         out = self._out
+        joining = 0 < self._player_ons == ons  # the player struck, the engine not yet
         if ons >= CHORD_NOTES or ons == 0:
             np.multiply(self._on_vel, np.float32(b), out=out)
             if ons == 0 and self._released:
                 out[codec.VELOCITY:] = b * RESTRIKE_SHARE
                 for pitch in self._released:
                     out[codec.NOTE_ON + pitch] = b * RESTRIKE_SHARE
-        elif self._sounding:
+        elif self._sounding or joining:
             out.fill(0.0)
         else:
             return self._zero
+        if joining:
+            out += self._on_vel * np.float32(SYNC_GAIN)
         young = step - int(MIN_NOTE_S * STEPS)
         blip = step - int(BLIP_S * STEPS)
         old = step - int(OLD_S * STEPS)
@@ -188,13 +203,14 @@ class DensitySteering:
     def snapshot(self) -> SteeringState:
         return SteeringState(tuple(self._own), tuple(self._player), self._integral,
                              self._last_step, dict(self._sounding), self._step_ons,
-                             self._released)
+                             self._released, self._player_ons)
 
     def restore(self, state: SteeringState) -> None:
         self._own, self._player = deque(state.own), deque(state.player)
         self._integral, self._last_step = state.integral, state.last_step
         self._sounding = dict(state.sounding)
         self._step_ons, self._released = state.step_ons, state.released
+        self._player_ons = state.player_ons
 
 
 def truncate(weights: np.ndarray, top_p: float = 1.0, min_p: float = 0.0) -> None:
