@@ -67,7 +67,8 @@ OLD_GAIN = 4.0
 # Striking with the player: at a step where the player has struck and the engine not yet,
 # its note-ons and velocity events gain SYNC_GAIN. Without it the model began its notes
 # with the pianist's hardly more often than chance, where a pianist's two hands often
-# strike together; a larger gain made the model strike with every note it heard.
+# strike together; a gain of 3 had it strike with the pianist more often than a pianist's
+# own hands do (docs/music.md).
 SYNC_GAIN = 2.0
 
 
