@@ -259,3 +259,26 @@ def test_the_accompanist_strikes_with_the_pianist(monkeypatch):
     both = share(True, steering.SYNC_GAIN)
     assert both >= share(False, steering.SYNC_GAIN) + 0.06
     assert both >= share(True, 0.0) + 0.06
+
+
+def test_the_loop_never_schedules_a_note_in_the_past():
+    """The model striking with the player answers a note-on whose step is already past: its
+    notes go out at the clock's time, never late by design."""
+    from livepiano.live.modes import make_mode
+
+    notes = music.file_notes(DATA / "scarlatti_k525.mid")
+    part = music.excerpt(notes, notes[0][0], 20.0)
+    engine = Engine(SHIPPED, seed=1)
+    steering.configure(engine, schema.defaults(), accompany=True)
+    sim = music.SimSession(engine, make_mode(dict(schema.defaults(), mode="continuous")))
+    scheduled = []
+    schedule = sim.out.schedule
+
+    def record(deadline, message, tag=None):
+        scheduled.append((deadline, sim.now))
+        schedule(deadline, message, tag)
+
+    sim.out.schedule = record
+    sim.run_until(20.0, music.player_events(part))
+    assert len(scheduled) > 200
+    assert all(deadline >= now for deadline, now in scheduled)

@@ -135,19 +135,27 @@ class EngineLoop:
         self.engine.prime(tokens)
         if silence_until is not None and self.keep_silence:
             if self.join_onsets and any(ev.on for ev in item):
-                self._join()
+                self._join(silence_until)
             self._keep_silence(silence_until)
         return True
 
-    def _join(self) -> None:
-        """The player struck a note inside a silence the model had chosen: the model may
-        strike with it, now -- its note-ons (and their velocities) sampled at this step are
-        kept, and the first event of any other kind is dropped, so the silence it had
-        chosen goes on (``_keep_silence``). Only note-ons may join: letting a release or a
-        shorter silence through as well cut the model's notes to blips."""
+    def _join(self, silence_until: float) -> None:
+        """The player struck a note inside a silence the model had chosen (until
+        ``silence_until``): the model may strike with it, now -- its note-ons (and their
+        velocities) sampled at this step are kept, and the first event of any other kind is
+        dropped, so the silence it had chosen goes on (``_keep_silence``). Only note-ons may
+        join: letting a release or a shorter silence through as well cut the model's notes
+        to blips.
+
+        The player's step is already past by the time it gets here, so the model's notes
+        go out at the clock's time instead of late; none once the clock has reached the end
+        of the silence, where the model's next events are due (they must follow these)."""
         engine, pending = self.engine, self._pending
         trailing = 0  # velocity events after the last note-on kept
         for _ in range(JOIN_EVENTS):
+            now = self.clock()
+            if now >= silence_until:
+                break
             before = engine.snapshot()
             begins = self.stream_time()
             tok = engine.sample()
@@ -160,7 +168,7 @@ class EngineLoop:
             else:
                 engine.restore(before)
                 break
-            if not self._emit(tok, before):
+            if not self._emit(tok, before, now):
                 return
         while trailing:  # a velocity for no note joined: the model never chose it
             engine.restore(pending.pop()[1])
@@ -232,10 +240,10 @@ class EngineLoop:
             self.on_sampled(tok, begins)
         self._emit(tok, before)
 
-    def _emit(self, tok: int, before) -> bool:
+    def _emit(self, tok: int, before, now: float | None = None) -> bool:
         """The model's ``tok``, just sampled (``before``: the engine's snapshot from before
-        it): scheduled at its step's deadline and kept where it can be taken back. False
-        when the mode dropped it."""
+        it): scheduled at its step's deadline (no sooner than ``now``) and kept where it can
+        be taken back. False when the mode dropped it."""
         engine = self.engine
         deadline = self.stream_time()
         if not self.mode.sampled(tok, deadline, before):
@@ -251,7 +259,8 @@ class EngineLoop:
                 message = [NOTE_ON | self.channel, tok, velocity]
             else:
                 message = [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0]
-            self.scheduler.schedule(deadline, message, tag)
+            self.scheduler.schedule(deadline if now is None else max(deadline, now), message,
+                                    tag)
         self._pending.append((deadline, before, tags))
         return True
 
