@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,23 @@ def run_livepiano():
         return subprocess.run([sys.executable, "-m", "livepiano.cli", *map(str, args)],
                               capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     return run
+
+
+@pytest.fixture
+def reference_midi(tmp_path):
+    """(folder, env): tests/data's MIDI excerpts copied into a folder of their own, to pass
+    as a bench's ``--reference``, and the environment to run the bench's command line of this
+    checkout in, its cache in ``tmp_path`` and no MAESTRO folder set."""
+    from livepiano.tools.bench import music
+
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for p in sorted(DATA.glob("*.mid")):
+        shutil.copy(p, folder / p.name)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop(music.DATA_ENV, None)
+    return folder, env
 
 
 @pytest.fixture(scope="session")

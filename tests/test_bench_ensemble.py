@@ -6,8 +6,6 @@ The JACK test is marked ``jack``: skipped where jackd is missing, a failure when
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,16 +78,10 @@ def test_pieces_are_picked_by_name_or_number():
 
 
 @pytest.mark.jack
-def test_a_short_session_through_jack_is_measured_beside_the_simulated_one(tmp_path):
+def test_a_short_session_through_jack_is_measured_beside_the_simulated_one(tmp_path,
+                                                                         reference_midi):
     need(jackd_available(), "jackd is not installed")
-    folder = tmp_path / "midi"
-    folder.mkdir()
-    for p in EXCERPTS:
-        shutil.copy(p, folder / p.name)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                    os.environ.get("PYTHONPATH")])),
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
-    env.pop(music.DATA_ENV, None)
+    folder, env = reference_midi
     keep = tmp_path / "kept"
     r = subprocess.run([sys.executable, "-m", "livepiano", "bench", "ensemble", "--reference",
                         str(folder), "--pieces", "1", "--seconds", "10", "--keep", str(keep),

@@ -4,8 +4,6 @@ its --json output."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,6 @@ from livepiano.tools.bench import measures, music
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 SHIPPED = REPO / "models" / "performance_rnn.onnx"
-EXCERPTS = sorted(DATA.glob("*.mid"))
 
 
 def test_the_ensemble_plays_beside_each_piece_and_sets_its_figures_against_chance(tmp_path):
@@ -44,10 +41,8 @@ def test_the_real_figures_are_the_hands_of_the_performance():
     assert music.real_ensemble(notes) == measures.ensemble(left, right, seconds)
 
 
-def test_continuations_against_the_real_next_seconds(tmp_path):
-    for p in EXCERPTS:
-        shutil.copy(p, tmp_path / p.name)
-    primers = music.continuation_primers(tmp_path, count=3, seconds=8.0)
+def test_continuations_against_the_real_next_seconds(reference_midi):
+    primers = music.continuation_primers(reference_midi[0], count=3, seconds=8.0)
     assert len(primers) == 3 and len({p["file"] for p in primers}) == 3
     for p in primers:
         assert all(0.0 <= n[0] < 8.0 for n in p["primer"] + p["after"])
@@ -63,14 +58,8 @@ def test_continuations_against_the_real_next_seconds(tmp_path):
     assert all(row["rate"] > 0 for row in r["cont_rows"])
 
 
-def test_json_holds_stdout_alone(tmp_path):
-    folder = tmp_path / "midi"
-    folder.mkdir()
-    for p in EXCERPTS:
-        shutil.copy(p, folder / p.name)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                    os.environ.get("PYTHONPATH")])),
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
+def test_json_holds_stdout_alone(reference_midi):
+    folder, env = reference_midi
     r = subprocess.run([sys.executable, "-m", "livepiano", "bench", "music", "--parts", "gen",
                         "--seconds", "30", "--seeds", "1", "--reference", str(folder), "--json"],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import time
 from collections import deque
@@ -141,34 +142,36 @@ class EngineLoop:
 
     def _join(self, silence_until: float) -> None:
         """The player struck a note inside a silence the model had chosen (until
-        ``silence_until``): the model may strike with it, now -- its note-ons (and their
-        velocities) sampled at this step are kept, and the first event of any other kind is
-        dropped, so the silence it had chosen goes on (``_keep_silence``). Only note-ons may
-        join: letting a release or a shorter silence through as well cut the model's notes
-        to blips.
+        ``silence_until``): the model may strike with it -- its note-ons (and their
+        velocities) sampled there are kept, and the first event of any other kind is dropped,
+        so the silence it had chosen goes on (``_keep_silence``). Only note-ons may join:
+        letting a release or a shorter silence through as well cut the model's notes to
+        blips.
 
-        The player's step is already past by the time it gets here, so the model's notes
-        go out at the clock's time instead of late; none once the clock has reached the end
-        of the silence, where the model's next events are due (they must follow these)."""
+        The player's step is already past by the time it gets here: the model's stream is
+        first moved on to the first step at least JOIN_MARGIN_S ahead of the clock (as its
+        own silence), so that its notes are neither sent late nor taken back once sent;
+        nothing joins where that step is already the silence's end."""
         engine, pending = self.engine, self._pending
+        step = math.ceil((self.clock() + JOIN_MARGIN_S - self.origin) / STEP_S)
+        if self.origin + step * STEP_S >= silence_until:
+            return
+        for tok in codec.shifts(step - engine.steps):
+            before = engine.snapshot()
+            engine.feed(tok)
+            pending.append((self.stream_time(), before, ()))
         trailing = 0  # velocity events after the last note-on kept
         for _ in range(JOIN_EVENTS):
-            now = self.clock()
-            if now >= silence_until:
-                break
             before = engine.snapshot()
             begins = self.stream_time()
             tok = engine.sample()
             if self.on_sampled is not None:
                 self.on_sampled(tok, begins)
-            if tok >= codec.VELOCITY:
-                trailing += 1
-            elif tok < codec.NOTE_OFF:
-                trailing = 0
-            else:
-                engine.restore(before)
+            if self.clock() >= begins or codec.NOTE_OFF <= tok < codec.VELOCITY:
+                engine.restore(before)  # too late to send, or not a note-on
                 break
-            if not self._emit(tok, before, now):
+            trailing = trailing + 1 if tok >= codec.VELOCITY else 0
+            if not self._emit(tok, before):
                 return
         while trailing:  # a velocity for no note joined: the model never chose it
             engine.restore(pending.pop()[1])
@@ -240,10 +243,10 @@ class EngineLoop:
             self.on_sampled(tok, begins)
         self._emit(tok, before)
 
-    def _emit(self, tok: int, before, now: float | None = None) -> bool:
+    def _emit(self, tok: int, before) -> bool:
         """The model's ``tok``, just sampled (``before``: the engine's snapshot from before
-        it): scheduled at its step's deadline (no sooner than ``now``) and kept where it can
-        be taken back. False when the mode dropped it."""
+        it): scheduled at its step's deadline and kept where it can be taken back. False
+        when the mode dropped it."""
         engine = self.engine
         deadline = self.stream_time()
         if not self.mode.sampled(tok, deadline, before):
@@ -259,8 +262,7 @@ class EngineLoop:
                 message = [NOTE_ON | self.channel, tok, velocity]
             else:
                 message = [NOTE_OFF | self.channel, tok - codec.NOTE_OFF, 0]
-            self.scheduler.schedule(deadline if now is None else max(deadline, now), message,
-                                    tag)
+            self.scheduler.schedule(deadline, message, tag)
         self._pending.append((deadline, before, tags))
         return True
 
@@ -293,6 +295,9 @@ STEP_S = 1.0 / codec.STEPS_PER_SECOND
 # The most events the model may sample at the player's note-on (_join): a chord of
 # velocity + note-on pairs, with room for a few more.
 JOIN_EVENTS = 12
+# Time for the engine to sample them and the scheduler to take them: a note sent as soon
+# as it was sampled went out up to a GIL switch late.
+JOIN_MARGIN_S = 0.005
 
 
 TAKE_BACK_MARGIN_S = 0.003  # model events due sooner than this after the player's stay

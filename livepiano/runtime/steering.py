@@ -64,12 +64,13 @@ BLIP_S = 0.1
 BLIP_PENALTY = -8.0
 OLD_S = 2.0
 OLD_GAIN = 4.0
-# Striking with the player: at a step where the player has struck and the engine not yet,
+# Striking with the player: just after the player has struck, while the engine has not,
 # its note-ons and velocity events gain SYNC_GAIN. Without it the model began its notes
 # with the pianist's hardly more often than chance, where a pianist's two hands often
 # strike together; a gain of 3 had it strike with the pianist more often than a pianist's
 # own hands do (docs/music.md).
 SYNC_GAIN = 2.0
+SYNC_STEPS = 2  # "just": the engine's loop strikes a step or two after the player's note
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class SteeringState:
     sounding: dict
     step_ons: int
     released: tuple
-    player_ons: int
+    player_struck: int | None
+    own_struck: int | None
 
 
 class DensitySteering:
@@ -113,15 +115,19 @@ class DensitySteering:
         self._sounding: dict[int, int] = {}
         self._step_ons = 0  # note-ons in the current step so far
         self._released: tuple = ()  # pitches the engine released in the current step
-        self._player_ons = 0  # the player's note-ons in the current step so far
+        # the steps of the player's and the engine's latest note-ons
+        self._player_struck: int | None = None
+        self._own_struck: int | None = None
 
     def heard(self, token: int, step: int, own: bool) -> None:
         """An event fed to the model at stream ``step`` (``own``: sampled by the engine)."""
         if token < codec.NOTE_OFF:
             (self._own if own else self._player).append(step)
             self._step_ons += 1
-            if not own:
-                self._player_ons += 1
+            if own:
+                self._own_struck = step
+            else:
+                self._player_struck = step
             if own:
                 self._sounding[token] = step
         elif token < codec.TIME_SHIFT:
@@ -131,7 +137,6 @@ class DensitySteering:
         elif token < codec.VELOCITY:
             self._step_ons = 0
             self._released = ()
-            self._player_ons = 0
 
     def goal(self, step: int) -> float:
         """The target in notes/s at ``step``."""
@@ -167,16 +172,24 @@ class DensitySteering:
         b = -(GAIN_P * error + GAIN_I * integral)
         return min(max(b, BIAS_LIMITS[0]), BIAS_LIMITS[1])
 
+    def joining(self, step: int) -> bool:
+        """Whether the player struck within SYNC_STEPS before ``step`` and the engine has
+        not struck since."""
+        player = self._player_struck
+        if player is None or step - player > SYNC_STEPS:
+            return False
+        return self._own_struck is None or self._own_struck < player
+
     def logits_offset(self, step: int, update: bool = True) -> np.ndarray:
         """The offset of the 388 logits at ``step``: ``bias`` on note-ons and velocity
         events until the step's first note-on, and again from its CHORD_NOTES-th (a
         re-strike of a pitch just released gets RESTRIKE_SHARE of it), plus SYNC_GAIN while
-        the player has struck in the step and the engine not yet; the note lengths' costs on
-        the release of the engine's notes."""
+        ``joining``; the note lengths' costs on the release (or re-strike) of the engine's
+        notes."""
         b = self.bias(step, update)
         ons = self._step_ons
         out = self._out
-        joining = 0 < self._player_ons == ons  # the player struck, the engine not yet
+        joining = self.joining(step)
         if ons >= CHORD_NOTES or ons == 0:
             np.multiply(self._on_vel, np.float32(b), out=out)
             if ons == 0 and self._released:
@@ -193,8 +206,9 @@ class DensitySteering:
         blip = step - int(BLIP_S * STEPS)
         old = step - int(OLD_S * STEPS)
         for pitch, start in self._sounding.items():
-            if start > blip:
+            if start > blip:  # striking it again would end it too
                 out[codec.NOTE_OFF + pitch] = BLIP_PENALTY
+                out[codec.NOTE_ON + pitch] += BLIP_PENALTY
             elif start > young:
                 out[codec.NOTE_OFF + pitch] = YOUNG_PENALTY
             elif start < old:
@@ -204,14 +218,14 @@ class DensitySteering:
     def snapshot(self) -> SteeringState:
         return SteeringState(tuple(self._own), tuple(self._player), self._integral,
                              self._last_step, dict(self._sounding), self._step_ons,
-                             self._released, self._player_ons)
+                             self._released, self._player_struck, self._own_struck)
 
     def restore(self, state: SteeringState) -> None:
         self._own, self._player = deque(state.own), deque(state.player)
         self._integral, self._last_step = state.integral, state.last_step
         self._sounding = dict(state.sounding)
         self._step_ons, self._released = state.step_ons, state.released
-        self._player_ons = state.player_ons
+        self._player_struck, self._own_struck = state.player_struck, state.own_struck
 
 
 def truncate(weights: np.ndarray, top_p: float = 1.0, min_p: float = 0.0) -> None:
