@@ -194,11 +194,20 @@
     label.htmlFor = input.id;
     label.append(Object.assign(document.createElement("span"), { textContent: spec.label }), out);
     box.append(label, input);
-    let last = 0, timer = null;
-    const send = () => {
+    // One value in flight at a time: two requests may be served out of order, and the
+    // engine must end on the slider's last value, not on one from the middle of a drag.
+    let last = 0, timer = null, inFlight = false, again = false;
+    const send = async () => {
       timer = null;
+      if (inFlight) { again = true; return; }
+      inFlight = true;
       last = performance.now();
-      post("set", { name: spec.name, value: spec.values[+input.value] });
+      try {
+        await post("set", { name: spec.name, value: spec.values[+input.value] });
+      } finally {
+        inFlight = false;
+      }
+      if (again) { again = false; send(); }
     };
     input.addEventListener("pointerdown", () => { dragging = spec.name; });
     for (const end of ["pointerup", "pointercancel"]) {
