@@ -156,10 +156,7 @@ class EngineLoop:
         step = math.ceil((self.clock() + JOIN_MARGIN_S - self.origin) / STEP_S)
         if self.origin + step * STEP_S >= silence_until:
             return
-        for tok in codec.shifts(step - engine.steps):
-            before = engine.snapshot()
-            engine.feed(tok)
-            pending.append((self.stream_time(), before, ()))
+        self._feed_silence(step - engine.steps)
         trailing = 0  # velocity events after the last note-on kept
         for _ in range(JOIN_EVENTS):
             before = engine.snapshot()
@@ -182,8 +179,12 @@ class EngineLoop:
         it hears the player, then keeps that silence (fed as its own time-shifts) instead of
         choosing again. Choosing again after every event of the player cut every long
         silence it chose and kept every immediate note: it played more and more notes."""
-        steps = round((until - self.stream_time()) / STEP_S)
-        for tok in codec.shifts(steps) if steps > 0 else ():
+        self._feed_silence(round((until - self.stream_time()) / STEP_S))
+
+    def _feed_silence(self, steps: int) -> None:
+        """``steps`` of silence fed as the model's own time-shifts, each kept where it can
+        be taken back."""
+        for tok in codec.shifts(steps):
             before = self.engine.snapshot()
             self.engine.feed(tok)
             self._pending.append((self.stream_time(), before, ()))

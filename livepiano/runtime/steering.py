@@ -82,8 +82,6 @@ class SteeringState:
     sounding: dict
     step_ons: int
     released: tuple
-    player_struck: int | None
-    own_struck: int | None
 
 
 class DensitySteering:
@@ -115,19 +113,12 @@ class DensitySteering:
         self._sounding: dict[int, int] = {}
         self._step_ons = 0  # note-ons in the current step so far
         self._released: tuple = ()  # pitches the engine released in the current step
-        # the steps of the player's and the engine's latest note-ons
-        self._player_struck: int | None = None
-        self._own_struck: int | None = None
 
     def heard(self, token: int, step: int, own: bool) -> None:
         """An event fed to the model at stream ``step`` (``own``: sampled by the engine)."""
         if token < codec.NOTE_OFF:
             (self._own if own else self._player).append(step)
             self._step_ons += 1
-            if own:
-                self._own_struck = step
-            else:
-                self._player_struck = step
             if own:
                 self._sounding[token] = step
         elif token < codec.TIME_SHIFT:
@@ -174,11 +165,10 @@ class DensitySteering:
 
     def joining(self, step: int) -> bool:
         """Whether the player struck within SYNC_STEPS before ``step`` and the engine has
-        not struck since."""
-        player = self._player_struck
-        if player is None or step - player > SYNC_STEPS:
+        not struck since (the latest note-ons of each are the ends of their windows)."""
+        if not self._player or step - self._player[-1] > SYNC_STEPS:
             return False
-        return self._own_struck is None or self._own_struck < player
+        return not self._own or self._own[-1] < self._player[-1]
 
     def logits_offset(self, step: int, update: bool = True) -> np.ndarray:
         """The offset of the 388 logits at ``step``: ``bias`` on note-ons and velocity
@@ -218,14 +208,13 @@ class DensitySteering:
     def snapshot(self) -> SteeringState:
         return SteeringState(tuple(self._own), tuple(self._player), self._integral,
                              self._last_step, dict(self._sounding), self._step_ons,
-                             self._released, self._player_struck, self._own_struck)
+                             self._released)
 
     def restore(self, state: SteeringState) -> None:
         self._own, self._player = deque(state.own), deque(state.player)
         self._integral, self._last_step = state.integral, state.last_step
         self._sounding = dict(state.sounding)
         self._step_ons, self._released = state.step_ons, state.released
-        self._player_struck, self._own_struck = state.player_struck, state.own_struck
 
 
 def truncate(weights: np.ndarray, top_p: float = 1.0, min_p: float = 0.0) -> None:
